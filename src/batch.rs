@@ -1,0 +1,117 @@
+//! Where arrays become tensors: [`Features`] and [`Targets`] rows to the
+//! network's [`Inputs`] on a device.
+
+use burn::prelude::*;
+
+use crate::model::{Inputs, NetworkConfig};
+use crate::preprocess::{Features, Targets};
+
+/// Offsets that place each column's indices in the network's shared tables.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Layout {
+    numeric_width: usize,
+    embedded_offsets: Vec<i32>,
+    context_offsets: Vec<i32>,
+    has_offer: bool,
+}
+
+impl Layout {
+    pub fn new(config: &NetworkConfig) -> Layout {
+        let offsets = |sizes: &[usize]| {
+            sizes
+                .iter()
+                .scan(0i32, |next, &size| {
+                    let offset = *next;
+                    *next += size as i32;
+                    Some(offset)
+                })
+                .collect()
+        };
+        Layout {
+            numeric_width: config.numeric_width,
+            embedded_offsets: offsets(&config.embedding_sizes),
+            context_offsets: offsets(&config.context_sizes),
+            has_offer: config.has_offer,
+        }
+    }
+
+    /// Inputs for rows `start..end` of `features`.
+    pub fn inputs(
+        &self,
+        features: &Features,
+        rows: std::ops::Range<usize>,
+        device: &Device,
+    ) -> Inputs {
+        let n = rows.len();
+        let width = self.numeric_width;
+        let numeric = features.numeric[rows.start * width..rows.end * width].to_vec();
+        let numeric = Tensor::from_data(TensorData::new(numeric, [n, width]), device);
+        let shared = |indices: &[u32], offsets: &[i32]| -> Option<Tensor<2, Int>> {
+            let columns = offsets.len();
+            if columns == 0 {
+                return None;
+            }
+            let slice = &indices[rows.start * columns..rows.end * columns];
+            let data: Vec<i32> = slice
+                .iter()
+                .enumerate()
+                .map(|(i, &index)| index as i32 + offsets[i % columns])
+                .collect();
+            Some(Tensor::from_data(
+                TensorData::new(data, [n, columns]),
+                device,
+            ))
+        };
+        let offer = self.has_offer.then(|| {
+            let data: Vec<i32> = features.offer[rows.clone()]
+                .iter()
+                .map(|&o| o as i32)
+                .collect();
+            Tensor::from_data(TensorData::new(data, [n]), device)
+        });
+        Inputs {
+            numeric,
+            embedded: shared(&features.embedded, &self.embedded_offsets),
+            offer,
+            context: shared(&features.context, &self.context_offsets),
+        }
+    }
+}
+
+/// Training targets of a batch, on a device.
+///
+/// # Shapes
+/// - `converted`, `weight`: `[batch]`
+/// - `plan`: `[batch]`, -1 where the row has no plan
+#[derive(Debug, Clone)]
+pub struct TargetTensors {
+    pub converted: Tensor<1>,
+    pub weight: Tensor<1>,
+    pub plan: Tensor<1, Int>,
+}
+
+impl TargetTensors {
+    pub fn new(targets: &Targets, rows: std::ops::Range<usize>, device: &Device) -> TargetTensors {
+        let n = rows.len();
+        let floats = |values: &[f32]| {
+            Tensor::from_data(TensorData::new(values[rows.clone()].to_vec(), [n]), device)
+        };
+        TargetTensors {
+            converted: floats(&targets.converted),
+            weight: floats(&targets.weight),
+            plan: Tensor::from_data(
+                TensorData::new(targets.plan[rows.clone()].to_vec(), [n]),
+                device,
+            ),
+        }
+    }
+}
+
+/// Reads a float tensor back to the host as `f32`s, row-major.
+pub fn to_vec<const D: usize>(tensor: Tensor<D>) -> Vec<f32> {
+    tensor
+        .into_data()
+        .convert::<f32>()
+        .try_into_vec::<f32>()
+        .expect("converted to f32")
+}

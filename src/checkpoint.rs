@@ -1,0 +1,359 @@
+//! The checkpoint directory: `manifest.json` (format version, versions,
+//! network shape, fitted preprocessing, products, metrics, weights checksum)
+//! and `model.safetensors`. Written atomically: a directory is complete or it
+//! does not exist under its final name.
+
+use std::path::{Path, PathBuf};
+
+use burn::prelude::*;
+use burn::store::{ModuleSnapshot, SafetensorsStore};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::model::{Network, NetworkConfig};
+use crate::preprocess::Preprocessor;
+
+/// The manifest format this build writes and the newest it reads.
+pub const FORMAT_VERSION: u32 = 1;
+/// The burn release the weights were written with (pinned in Cargo.toml).
+pub const BURN_VERSION: &str = "0.22.1";
+pub const MANIFEST: &str = "manifest.json";
+pub const WEIGHTS: &str = "model.safetensors";
+
+/// A checkpoint that cannot be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum CheckpointError {
+    #[error("{}: not a checkpoint: {MANIFEST} is missing", dir.display())]
+    MissingManifest { dir: PathBuf },
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}: invalid manifest: {message}", path.display())]
+    BadManifest { path: PathBuf, message: String },
+    #[error(
+        "{}: format version {found} is newer than this upsell reads ({FORMAT_VERSION}); upgrade upsell",
+        path.display()
+    )]
+    NewerFormat { path: PathBuf, found: u32 },
+    #[error(
+        "{}: checksum mismatch: the manifest says sha256 {expected}, the file has {found}; the weights were changed or truncated",
+        path.display()
+    )]
+    Checksum {
+        path: PathBuf,
+        expected: String,
+        found: String,
+    },
+    #[error("{}: cannot load weights: {message}", path.display())]
+    Weights { path: PathBuf, message: String },
+}
+
+/// The weights file and its checksum.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct WeightsEntry {
+    pub file: String,
+    pub sha256: String,
+    pub bytes: u64,
+}
+
+/// Everything needed to score, besides the weights.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    pub format_version: u32,
+    pub upsell_version: String,
+    pub burn_version: String,
+    pub network: NetworkConfig,
+    /// The fitted preprocessing: vocabularies, normalisation, products and
+    /// their values, offer/context/plan columns.
+    pub preprocessor: Preprocessor,
+    /// The id column carried to outputs, if the config named one.
+    pub id_column: Option<String>,
+    /// Final validation metrics of the exported weights.
+    pub metrics: serde_json::Value,
+    /// The resolved experiment config, as TOML, for provenance.
+    pub config: String,
+    pub weights: WeightsEntry,
+}
+
+/// Hex sha256 of bytes.
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    Sha256::digest(bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// The safetensors bytes of a network's weights.
+pub fn weights_bytes(network: &Network) -> Result<Vec<u8>, CheckpointError> {
+    let fail = |e: burn::store::SafetensorsStoreError| CheckpointError::Weights {
+        path: PathBuf::from(WEIGHTS),
+        message: e.to_string(),
+    };
+    let mut store = SafetensorsStore::from_bytes(None);
+    network.save_into(&mut store).map_err(fail)?;
+    let bytes = store.get_bytes().map_err(fail)?;
+    canonical_safetensors(&bytes).ok_or_else(|| CheckpointError::Weights {
+        path: PathBuf::from(WEIGHTS),
+        message: "burn wrote a malformed safetensors buffer".into(),
+    })
+}
+
+/// Rewrites a safetensors buffer with its tensors in name order. burn's
+/// writer orders the header by hash map iteration, so identical weights
+/// would otherwise give different bytes (and checksums) from run to run.
+fn canonical_safetensors(bytes: &[u8]) -> Option<Vec<u8>> {
+    use std::collections::BTreeMap;
+    let header_len = usize::try_from(u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?)).ok()?;
+    let header: BTreeMap<String, serde_json::Value> =
+        serde_json::from_slice(bytes.get(8..8 + header_len)?).ok()?;
+    let data = bytes.get(8 + header_len..)?;
+    let mut out_header: BTreeMap<String, serde_json::Value> = BTreeMap::new();
+    let mut out_data = Vec::with_capacity(data.len());
+    for (name, entry) in header {
+        if name == "__metadata__" {
+            // Through a BTreeMap, so the metadata's keys are sorted too.
+            let metadata: BTreeMap<String, serde_json::Value> =
+                serde_json::from_value(entry).ok()?;
+            out_header.insert(name, serde_json::to_value(metadata).ok()?);
+            continue;
+        }
+        let offsets = entry.get("data_offsets")?.as_array()?;
+        let (start, end) = (
+            offsets.first()?.as_u64()? as usize,
+            offsets.get(1)?.as_u64()? as usize,
+        );
+        let begin = out_data.len();
+        out_data.extend_from_slice(data.get(start..end)?);
+        let mut entry = entry.clone();
+        entry["data_offsets"] = serde_json::json!([begin, out_data.len()]);
+        out_header.insert(name, entry);
+    }
+    let mut json = serde_json::to_vec(&out_header).ok()?;
+    // The data must start 8-byte aligned: pad the header with spaces.
+    while json.len() % 8 != 0 {
+        json.push(b' ');
+    }
+    let mut out = Vec::with_capacity(8 + json.len() + out_data.len());
+    out.extend_from_slice(&(json.len() as u64).to_le_bytes());
+    out.extend_from_slice(&json);
+    out.extend_from_slice(&out_data);
+    Some(out)
+}
+
+/// Writes a checkpoint directory at `dir` (which must not exist): into a
+/// hidden sibling first, renamed into place once every file is synced.
+pub fn write(dir: &Path, manifest: &Manifest, weights: &[u8]) -> Result<(), CheckpointError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| CheckpointError::Io { path, source }
+    };
+    let parent = dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    std::fs::create_dir_all(parent).map_err(io(parent))?;
+    if dir.exists() {
+        return Err(CheckpointError::Io {
+            path: dir.to_path_buf(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "already exists; refusing to overwrite it",
+            ),
+        });
+    }
+    let staging = tempfile::Builder::new()
+        .prefix(".checkpoint-")
+        .tempdir_in(parent)
+        .map_err(io(parent))?;
+    let put = |name: &str, bytes: &[u8]| -> Result<(), CheckpointError> {
+        use std::io::Write;
+        let path = staging.path().join(name);
+        let mut file = std::fs::File::create(&path).map_err(io(&path))?;
+        file.write_all(bytes).map_err(io(&path))?;
+        file.sync_all().map_err(io(&path))
+    };
+    put(WEIGHTS, weights)?;
+    let json = serde_json::to_vec_pretty(manifest).expect("a manifest always serialises");
+    put(MANIFEST, &json)?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::Permissions::from_mode(0o755);
+        std::fs::set_permissions(staging.path(), mode).map_err(io(staging.path()))?;
+    }
+    let staged = staging.keep();
+    std::fs::rename(&staged, dir).map_err(|source| {
+        let _ = std::fs::remove_dir_all(&staged);
+        CheckpointError::Io {
+            path: dir.to_path_buf(),
+            source,
+        }
+    })?;
+    Ok(())
+}
+
+/// Builds the manifest for a trained network.
+pub fn manifest(
+    network: NetworkConfig,
+    preprocessor: Preprocessor,
+    id_column: Option<String>,
+    metrics: serde_json::Value,
+    config: String,
+    weights: &[u8],
+) -> Manifest {
+    Manifest {
+        format_version: FORMAT_VERSION,
+        upsell_version: env!("CARGO_PKG_VERSION").to_string(),
+        burn_version: BURN_VERSION.to_string(),
+        network,
+        preprocessor,
+        id_column,
+        metrics,
+        config,
+        weights: WeightsEntry {
+            file: WEIGHTS.to_string(),
+            sha256: sha256_hex(weights),
+            bytes: weights.len() as u64,
+        },
+    }
+}
+
+/// Reads and checks a checkpoint's manifest.
+pub fn read_manifest(dir: &Path) -> Result<Manifest, CheckpointError> {
+    let path = dir.join(MANIFEST);
+    let text = match std::fs::read(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            return Err(CheckpointError::MissingManifest {
+                dir: dir.to_path_buf(),
+            });
+        }
+        Err(source) => return Err(CheckpointError::Io { path, source }),
+    };
+    // The version is read on its own first, so a newer manifest is reported
+    // as newer rather than as whatever field it added.
+    #[derive(Deserialize)]
+    struct Version {
+        format_version: u32,
+    }
+    let bad = |e: serde_json::Error| CheckpointError::BadManifest {
+        path: path.clone(),
+        message: e.to_string(),
+    };
+    let version: Version = serde_json::from_slice(&text).map_err(bad)?;
+    if version.format_version > FORMAT_VERSION {
+        return Err(CheckpointError::NewerFormat {
+            path,
+            found: version.format_version,
+        });
+    }
+    serde_json::from_slice(&text).map_err(bad)
+}
+
+/// Loads a checkpoint onto `device`, verifying the weights' checksum.
+pub fn load(dir: &Path, device: &Device) -> Result<(Manifest, Network), CheckpointError> {
+    let manifest = read_manifest(dir)?;
+    let path = dir.join(&manifest.weights.file);
+    let bytes = std::fs::read(&path).map_err(|source| CheckpointError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    let found = sha256_hex(&bytes);
+    if found != manifest.weights.sha256 {
+        return Err(CheckpointError::Checksum {
+            path,
+            expected: manifest.weights.sha256.clone(),
+            found,
+        });
+    }
+    let mut network = manifest.network.init(device);
+    let result = network
+        .load_from(&mut SafetensorsStore::from_bytes(Some(bytes)))
+        .map_err(|e| CheckpointError::Weights {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+    if !result.is_success() {
+        return Err(CheckpointError::Weights {
+            path,
+            message: format!("missing {:?}, errors {:?}", result.missing, result.errors),
+        });
+    }
+    Ok((manifest, network))
+}
+
+/// A manifest in readable form, for `upsell inspect`.
+pub fn describe(manifest: &Manifest) -> String {
+    use std::fmt::Write;
+    let mut out = String::new();
+    let net = &manifest.network;
+    let pre = &manifest.preprocessor;
+    let _ = writeln!(
+        out,
+        "checkpoint format {} (upsell {}, burn {})",
+        manifest.format_version, manifest.upsell_version, manifest.burn_version
+    );
+    let _ = writeln!(
+        out,
+        "weights: {} ({} bytes, sha256 {})",
+        manifest.weights.file, manifest.weights.bytes, manifest.weights.sha256
+    );
+    let _ = writeln!(
+        out,
+        "network: encoder {:?} ({:?}, dropout {}, layer norm {}), tower {:?}, embeddings {}d, offer/context {}d",
+        net.hidden,
+        net.activation,
+        net.dropout,
+        net.layer_norm,
+        net.tower,
+        net.embedding_dim,
+        net.offer_dim
+    );
+    let _ = writeln!(out, "numeric features ({}):", pre.numeric.len());
+    for f in &pre.numeric {
+        let log = if f.log1p { " log1p," } else { "" };
+        let _ = writeln!(
+            out,
+            "  {:<28}{log} mean {:.4}, std {:.4}",
+            f.column, f.mean, f.std
+        );
+    }
+    let _ = writeln!(out, "categorical features ({}):", pre.categorical.len());
+    for v in &pre.categorical {
+        let _ = writeln!(
+            out,
+            "  {:<28} {} values + oov + missing",
+            v.column(),
+            v.tokens().len()
+        );
+    }
+    for h in &pre.hashed {
+        let _ = writeln!(out, "  {:<28} hashed into {} buckets", h.column, h.buckets);
+    }
+    if let Some(offer) = &pre.offer {
+        let _ = writeln!(out, "offer column: {offer}");
+    }
+    for v in &pre.context {
+        let _ = writeln!(out, "context {:<20} {:?}", v.column(), v.tokens());
+    }
+    if let Some(plan) = &pre.plan {
+        let _ = writeln!(out, "plan column: {plan}");
+    }
+    let _ = writeln!(out, "products ({}):", pre.products.len());
+    for p in &pre.products {
+        let _ = writeln!(out, "  {:<28} value {}", p.name, p.value);
+    }
+    if let Some(id) = &manifest.id_column {
+        let _ = writeln!(out, "id column: {id}");
+    }
+    let _ = writeln!(out, "validation metrics:");
+    if let Some(metrics) = manifest.metrics.as_object() {
+        for (key, value) in metrics {
+            let _ = writeln!(out, "  {key:<28} {value}");
+        }
+    }
+    out
+}

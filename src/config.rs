@@ -1,0 +1,757 @@
+//! The experiment config: a TOML file, overridden from the command line with
+//! `--set section.key=value`, validated once into [`ConfigError`]s.
+//!
+//! Unknown keys are rejected everywhere. Relative paths inside a config file
+//! are resolved against the file's directory; paths given on the command line
+//! are resolved against the working directory, as a shell user expects.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// A config that cannot be read, parsed or used.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{}: cannot read config: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{origin}: {message}")]
+    Parse { origin: String, message: String },
+    #[error("--set {spec:?}: {reason}")]
+    Override { spec: String, reason: String },
+    #[error("{origin}: {field}: {reason}")]
+    Invalid {
+        origin: String,
+        field: String,
+        reason: String,
+    },
+}
+
+/// One experiment: where the data is, what its columns mean, what each product
+/// is worth, and how to model and train.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Seed for every random choice: splits, sampling, initialisation,
+    /// shuffling. Default 42.
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// Where run directories are created. Default `checkpoints`.
+    #[serde(default = "default_out_dir")]
+    pub out_dir: PathBuf,
+    /// Training and validation data, and how to split them.
+    #[serde(default)]
+    pub data: DataConfig,
+    /// The role of each column in the data.
+    pub columns: ColumnsConfig,
+    /// Each product that can be offered or bought, with its value (for
+    /// example a monthly price or a lifetime value). Default: none, for data
+    /// with a label but no offers.
+    #[serde(default)]
+    pub products: BTreeMap<String, f64>,
+    /// How features are turned into numbers.
+    #[serde(default)]
+    pub preprocess: PreprocessConfig,
+    /// The network.
+    #[serde(default)]
+    pub model: ModelConfig,
+    /// The optimisation.
+    #[serde(default)]
+    pub train: TrainConfig,
+}
+
+fn default_seed() -> u64 {
+    42
+}
+
+fn default_out_dir() -> PathBuf {
+    PathBuf::from("checkpoints")
+}
+
+/// `[data]`: where to read, and how to hold out validation rows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DataConfig {
+    /// Training data: a Parquet or CSV file, a directory of such files
+    /// (shards), or a glob such as `logs/day=*/part-*.parquet`. Default: none
+    /// (`upsell train` then uses built-in synthetic data).
+    #[serde(default)]
+    pub train: Option<PathBuf>,
+    /// Validation data, in the same forms. Default: none, so `split` carves
+    /// the validation rows out of `train`.
+    #[serde(default)]
+    pub valid: Option<PathBuf>,
+    /// How to carve validation rows out of `train` when `valid` is not set.
+    /// Default `random`.
+    #[serde(default)]
+    pub split: SplitRule,
+    /// The fraction of rows held out for validation. Default 0.1.
+    #[serde(default = "default_valid_fraction")]
+    pub valid_fraction: f64,
+    /// The largest fraction of rows that may be unusable (a null label, offer
+    /// or propensity) before loading fails. Unusable rows under this fraction
+    /// are dropped, counted and reported. Default 0: any unusable row fails.
+    #[serde(default)]
+    pub max_invalid_fraction: f64,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        DataConfig {
+            train: None,
+            valid: None,
+            split: SplitRule::default(),
+            valid_fraction: default_valid_fraction(),
+            max_invalid_fraction: 0.0,
+        }
+    }
+}
+
+fn default_valid_fraction() -> f64 {
+    0.1
+}
+
+/// How validation rows are chosen when no validation data is given.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SplitRule {
+    /// A seeded random fraction. With an `id` column the choice is made per
+    /// id (a user's rows stay together); otherwise per row.
+    #[default]
+    Random,
+    /// The latest fraction by the `time` column (needs `columns.time`).
+    Time,
+}
+
+/// `[columns]`: the role of each column. Columns not named here are ignored.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ColumnsConfig {
+    /// Numeric features, normalised with the training mean and standard
+    /// deviation. Nulls are imputed with the mean and flagged. Default: none.
+    #[serde(default)]
+    pub numeric: Vec<String>,
+    /// Categorical features, embedded through a vocabulary fitted on the
+    /// training data. Default: none.
+    #[serde(default)]
+    pub categorical: Vec<String>,
+    /// High-cardinality categorical features (ids), hashed into the given
+    /// number of buckets instead of a vocabulary. Default: none.
+    #[serde(default)]
+    pub hashed: BTreeMap<String, u32>,
+    /// The product shown; every value must be a key of `[products]`.
+    #[serde(default)]
+    pub offer: Option<String>,
+    /// Context columns of the exposure (surface, message, ...), embedded
+    /// like categorical features. Default: none.
+    #[serde(default)]
+    pub context: Vec<String>,
+    /// The label: 1 when the user converted after the exposure, else 0.
+    /// Integers, booleans and the strings 0/1, true/false and yes/no
+    /// (any case) are accepted. Required.
+    pub converted: String,
+    /// The product bought, null when none; values must be products.
+    #[serde(default)]
+    pub plan: Option<String>,
+    /// The logging policy's probability of the exposure shown, in (0, 1].
+    #[serde(default)]
+    pub propensity: Option<String>,
+    /// The value realised by the exposure (0 when nothing was bought).
+    #[serde(default)]
+    pub value: Option<String>,
+    /// A non-negative weight per row for the losses and metrics.
+    #[serde(default)]
+    pub weight: Option<String>,
+    /// The exposure time (integer, float, date or datetime), for time splits.
+    #[serde(default)]
+    pub time: Option<String>,
+    /// A row or user id, carried to outputs and used for random splits.
+    #[serde(default)]
+    pub id: Option<String>,
+}
+
+impl ColumnsConfig {
+    /// Every configured column with its role, in a stable order.
+    pub fn roles(&self) -> Vec<(&str, ColumnRole)> {
+        let mut roles: Vec<(&str, ColumnRole)> = Vec::new();
+        roles.extend(
+            self.numeric
+                .iter()
+                .map(|c| (c.as_str(), ColumnRole::Numeric)),
+        );
+        roles.extend(
+            self.categorical
+                .iter()
+                .map(|c| (c.as_str(), ColumnRole::Categorical)),
+        );
+        roles.extend(self.hashed.keys().map(|c| (c.as_str(), ColumnRole::Hashed)));
+        roles.extend(self.offer.as_deref().map(|c| (c, ColumnRole::Offer)));
+        roles.extend(
+            self.context
+                .iter()
+                .map(|c| (c.as_str(), ColumnRole::Context)),
+        );
+        roles.push((self.converted.as_str(), ColumnRole::Converted));
+        let optional = [
+            (&self.plan, ColumnRole::Plan),
+            (&self.propensity, ColumnRole::Propensity),
+            (&self.value, ColumnRole::Value),
+            (&self.weight, ColumnRole::Weight),
+            (&self.time, ColumnRole::Time),
+            (&self.id, ColumnRole::Id),
+        ];
+        for (column, role) in optional {
+            roles.extend(column.as_deref().map(|c| (c, role)));
+        }
+        roles
+    }
+}
+
+/// What a column is used for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ColumnRole {
+    Numeric,
+    Categorical,
+    Hashed,
+    Offer,
+    Context,
+    Converted,
+    Plan,
+    Propensity,
+    Value,
+    Weight,
+    Time,
+    Id,
+}
+
+impl ColumnRole {
+    /// The `[columns]` key that declares this role.
+    pub fn key(self) -> &'static str {
+        match self {
+            ColumnRole::Numeric => "numeric",
+            ColumnRole::Categorical => "categorical",
+            ColumnRole::Hashed => "hashed",
+            ColumnRole::Offer => "offer",
+            ColumnRole::Context => "context",
+            ColumnRole::Converted => "converted",
+            ColumnRole::Plan => "plan",
+            ColumnRole::Propensity => "propensity",
+            ColumnRole::Value => "value",
+            ColumnRole::Weight => "weight",
+            ColumnRole::Time => "time",
+            ColumnRole::Id => "id",
+        }
+    }
+}
+
+/// `[preprocess]`: how raw values become model inputs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PreprocessConfig {
+    /// A categorical or context value seen fewer times than this in the
+    /// training data maps to the out-of-vocabulary index, like an unseen
+    /// value does at serving time. Default 5.
+    #[serde(default = "default_min_count")]
+    pub min_count: u64,
+    /// The largest vocabulary per column (most frequent values first); 0
+    /// means no limit. Default 0.
+    #[serde(default)]
+    pub max_vocab: usize,
+    /// Numeric columns with heavy tails, transformed with
+    /// `sign(x) * ln(1 + |x|)` before normalisation. Default: none.
+    #[serde(default)]
+    pub log1p: Vec<String>,
+}
+
+impl Default for PreprocessConfig {
+    fn default() -> Self {
+        PreprocessConfig {
+            min_count: default_min_count(),
+            max_vocab: 0,
+            log1p: Vec::new(),
+        }
+    }
+}
+
+fn default_min_count() -> u64 {
+    5
+}
+
+/// `[model]`: the network's shape.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelConfig {
+    /// Embedding width of each categorical and hashed column. Default 16.
+    #[serde(default = "default_embedding_dim")]
+    pub embedding_dim: usize,
+    /// Embedding width of the offer and of each context column. Default 16.
+    #[serde(default = "default_embedding_dim")]
+    pub offer_dim: usize,
+    /// Widths of the shared user encoder's layers; the last is the user
+    /// embedding's width. Default [256, 128].
+    #[serde(default = "default_hidden")]
+    pub hidden: Vec<usize>,
+    /// Widths of the conversion tower (user embedding + offer + context ->
+    /// logit). Default [64].
+    #[serde(default = "default_tower")]
+    pub tower: Vec<usize>,
+    /// `relu` or `gelu`. Default `relu`.
+    #[serde(default)]
+    pub activation: crate::model::ActivationKind,
+    /// Dropout after each hidden layer while training. Default 0.1.
+    #[serde(default = "default_dropout")]
+    pub dropout: f64,
+    /// Layer normalisation after each hidden layer. Default false.
+    #[serde(default)]
+    pub layer_norm: bool,
+    /// Whether the plan-choice head also sees the offer. Default false.
+    #[serde(default)]
+    pub plan_uses_offer: bool,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        ModelConfig {
+            embedding_dim: default_embedding_dim(),
+            offer_dim: default_embedding_dim(),
+            hidden: default_hidden(),
+            tower: default_tower(),
+            activation: Default::default(),
+            dropout: default_dropout(),
+            layer_norm: false,
+            plan_uses_offer: false,
+        }
+    }
+}
+
+fn default_embedding_dim() -> usize {
+    16
+}
+fn default_hidden() -> Vec<usize> {
+    vec![256, 128]
+}
+fn default_tower() -> Vec<usize> {
+    vec![64]
+}
+fn default_dropout() -> f64 {
+    0.1
+}
+
+/// The compute backend.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum BackendKind {
+    /// burn-flex: pure-Rust CPU, the fastest CPU backend here.
+    #[default]
+    Flex,
+    /// burn-ndarray: CPU (deprecated upstream, kept selectable).
+    Ndarray,
+    /// burn-wgpu: GPU through Vulkan, Metal or DX12.
+    Wgpu,
+}
+
+impl std::str::FromStr for BackendKind {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "flex" => Ok(BackendKind::Flex),
+            "ndarray" => Ok(BackendKind::Ndarray),
+            "wgpu" => Ok(BackendKind::Wgpu),
+            _ => Err(format!(
+                "unknown backend {s:?}; expected flex, ndarray or wgpu"
+            )),
+        }
+    }
+}
+
+/// How the learning rate changes after warm-up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decay {
+    /// Cosine from `lr` down to `lr * min_lr_ratio` at the last step.
+    #[default]
+    Cosine,
+    /// Linear from `lr` down to `lr * min_lr_ratio` at the last step.
+    Linear,
+    /// Constant `lr`.
+    None,
+}
+
+/// `[train]`: the optimisation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TrainConfig {
+    /// `flex`, `ndarray` or `wgpu`. Default `flex`.
+    #[serde(default)]
+    pub backend: BackendKind,
+    /// CPU threads for the CPU backends; 0 uses every core. Default 0.
+    #[serde(default)]
+    pub threads: usize,
+    /// Passes over the training rows. Default 10.
+    #[serde(default = "default_epochs")]
+    pub epochs: usize,
+    /// Rows per optimisation step. Default 1024.
+    #[serde(default = "default_batch_size")]
+    pub batch_size: usize,
+    /// Peak learning rate of AdamW. Default 0.002.
+    #[serde(default = "default_lr")]
+    pub lr: f64,
+    /// AdamW's decoupled weight decay. Default 0.0001.
+    #[serde(default = "default_weight_decay")]
+    pub weight_decay: f64,
+    /// Steps of linear warm-up from 0 to `lr`. Default 100.
+    #[serde(default = "default_warmup_steps")]
+    pub warmup_steps: usize,
+    /// `cosine`, `linear` or `none`. Default `cosine`.
+    #[serde(default)]
+    pub decay: Decay,
+    /// The final learning rate as a fraction of `lr`. Default 0.05.
+    #[serde(default = "default_min_lr_ratio")]
+    pub min_lr_ratio: f64,
+    /// Largest global L2 norm of the gradients; 0 turns clipping off.
+    /// Default 1.0.
+    #[serde(default = "default_grad_clip")]
+    pub grad_clip: f64,
+    /// Epochs without a lower validation loss before training stops; 0
+    /// turns early stopping off. Default 3.
+    #[serde(default = "default_patience")]
+    pub patience: usize,
+    /// Weight of the conversion loss (binary cross-entropy). Default 1.0.
+    #[serde(default = "default_task_weight")]
+    pub conversion_weight: f64,
+    /// Weight of the plan-choice loss (cross-entropy on rows with a plan).
+    /// Default 1.0.
+    #[serde(default = "default_task_weight")]
+    pub plan_weight: f64,
+    /// Rows of built-in synthetic data when `data.train` is not set.
+    /// Default 200000.
+    #[serde(default = "default_synthetic_rows")]
+    pub synthetic_rows: u64,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            backend: BackendKind::default(),
+            threads: 0,
+            epochs: default_epochs(),
+            batch_size: default_batch_size(),
+            lr: default_lr(),
+            weight_decay: default_weight_decay(),
+            warmup_steps: default_warmup_steps(),
+            decay: Decay::default(),
+            min_lr_ratio: default_min_lr_ratio(),
+            grad_clip: default_grad_clip(),
+            patience: default_patience(),
+            conversion_weight: default_task_weight(),
+            plan_weight: default_task_weight(),
+            synthetic_rows: default_synthetic_rows(),
+        }
+    }
+}
+
+fn default_epochs() -> usize {
+    10
+}
+fn default_batch_size() -> usize {
+    1024
+}
+fn default_lr() -> f64 {
+    0.002
+}
+fn default_weight_decay() -> f64 {
+    1e-4
+}
+fn default_warmup_steps() -> usize {
+    100
+}
+fn default_min_lr_ratio() -> f64 {
+    0.05
+}
+fn default_grad_clip() -> f64 {
+    1.0
+}
+fn default_patience() -> usize {
+    3
+}
+fn default_task_weight() -> f64 {
+    1.0
+}
+fn default_synthetic_rows() -> u64 {
+    200_000
+}
+
+impl Config {
+    /// Reads a config file, applies `overrides` (each `section.key=value`)
+    /// and validates the result.
+    pub fn load(path: &Path, overrides: &[String]) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let base = path.parent().unwrap_or(Path::new(""));
+        Config::from_toml(&text, &path.display().to_string(), base, overrides)
+    }
+
+    /// Parses config text. `origin` names it in errors; relative data paths
+    /// in the text are resolved against `base_dir`, those in `overrides`
+    /// against the working directory.
+    pub fn from_toml(
+        text: &str,
+        origin: &str,
+        base_dir: &Path,
+        overrides: &[String],
+    ) -> Result<Config, ConfigError> {
+        let parse_error = |e: toml::de::Error| ConfigError::Parse {
+            origin: origin.to_string(),
+            message: e.to_string(),
+        };
+        let mut config: Config = if overrides.is_empty() {
+            // Parsing the original text keeps line numbers in errors.
+            toml::from_str(text).map_err(parse_error)?
+        } else {
+            let mut table: toml::Table = toml::from_str(text).map_err(parse_error)?;
+            let file_paths = relative_paths(&table);
+            for spec in overrides {
+                apply_override(&mut table, spec)?;
+            }
+            let merged = toml::to_string(&table).expect("a TOML table always serialises");
+            let mut config: Config = toml::from_str(&merged).map_err(|e| ConfigError::Parse {
+                origin: format!("{origin} with --set overrides"),
+                message: e.to_string(),
+            })?;
+            // Only paths that still hold the file's value resolve against it.
+            config.resolve_paths_if(base_dir, |key, path| file_paths.get(key) == Some(path));
+            config.validate(origin)?;
+            return Ok(config);
+        };
+        config.resolve_paths_if(base_dir, |_, _| true);
+        config.validate(origin)?;
+        Ok(config)
+    }
+
+    fn resolve_paths_if(&mut self, base: &Path, from_file: impl Fn(&str, &PathBuf) -> bool) {
+        let join = |key: &str, path: &mut PathBuf| {
+            if path.is_relative() && from_file(key, path) {
+                *path = base.join(&*path);
+            }
+        };
+        if let Some(p) = self.data.train.as_mut() {
+            join("data.train", p);
+        }
+        if let Some(p) = self.data.valid.as_mut() {
+            join("data.valid", p);
+        }
+    }
+
+    /// The config as TOML, every default filled in: what a run saves and
+    /// `upsell config` prints.
+    pub fn to_toml(&self) -> String {
+        toml::to_string_pretty(self).expect("a config always serialises")
+    }
+
+    /// Checks everything serde cannot: names, ranges and cross-references.
+    pub fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let invalid = |field: &str, reason: String| ConfigError::Invalid {
+            origin: origin.to_string(),
+            field: field.to_string(),
+            reason,
+        };
+        let columns = &self.columns;
+        if columns.converted.trim().is_empty() {
+            return Err(invalid("columns.converted", "must name a column".into()));
+        }
+        let mut seen: BTreeMap<&str, ColumnRole> = BTreeMap::new();
+        for (name, role) in columns.roles() {
+            if name.trim().is_empty() {
+                return Err(invalid(
+                    &format!("columns.{}", role.key()),
+                    "a column name is empty".into(),
+                ));
+            }
+            if let Some(previous) = seen.insert(name, role) {
+                return Err(invalid(
+                    &format!("columns.{}", role.key()),
+                    format!(
+                        "column {name:?} is already used as columns.{}; a column has one role",
+                        previous.key()
+                    ),
+                ));
+            }
+        }
+        let features = columns.numeric.len() + columns.categorical.len() + columns.hashed.len();
+        if features == 0 {
+            return Err(invalid(
+                "columns",
+                "no features: name at least one numeric, categorical or hashed column".into(),
+            ));
+        }
+        for (name, &buckets) in &columns.hashed {
+            if buckets == 0 {
+                return Err(invalid(
+                    &format!("columns.hashed.{name}"),
+                    "the number of hash buckets must be at least 1".into(),
+                ));
+            }
+        }
+        if (columns.offer.is_some() || columns.plan.is_some()) && self.products.is_empty() {
+            return Err(invalid(
+                "products",
+                "columns.offer or columns.plan is set, so [products] must list every product with its value".into(),
+            ));
+        }
+        for (product, value) in &self.products {
+            if product.trim().is_empty() {
+                return Err(invalid("products", "a product name is empty".into()));
+            }
+            if !value.is_finite() || *value < 0.0 {
+                return Err(invalid(
+                    &format!("products.{product}"),
+                    format!("the value must be a finite number >= 0, got {value}"),
+                ));
+            }
+        }
+        for name in &self.preprocess.log1p {
+            if !columns.numeric.contains(name) {
+                return Err(invalid(
+                    "preprocess.log1p",
+                    format!("{name:?} is not one of columns.numeric"),
+                ));
+            }
+        }
+        let model = &self.model;
+        if model.embedding_dim == 0 || model.offer_dim == 0 {
+            return Err(invalid(
+                "model",
+                "embedding widths must be at least 1".into(),
+            ));
+        }
+        if model.hidden.contains(&0) || model.tower.contains(&0) {
+            return Err(invalid("model", "layer widths must be at least 1".into()));
+        }
+        if !(0.0..1.0).contains(&model.dropout) {
+            return Err(invalid(
+                "model.dropout",
+                format!("must be in [0, 1), got {}", model.dropout),
+            ));
+        }
+        let train = &self.train;
+        let positive = [
+            ("train.epochs", train.epochs as f64),
+            ("train.batch_size", train.batch_size as f64),
+            ("train.lr", train.lr),
+        ];
+        for (field, value) in positive {
+            if !(value > 0.0 && value.is_finite()) {
+                return Err(invalid(field, format!("must be > 0, got {value}")));
+            }
+        }
+        let non_negative = [
+            ("train.weight_decay", train.weight_decay),
+            ("train.grad_clip", train.grad_clip),
+            ("train.conversion_weight", train.conversion_weight),
+            ("train.plan_weight", train.plan_weight),
+        ];
+        for (field, value) in non_negative {
+            if !(value >= 0.0 && value.is_finite()) {
+                return Err(invalid(field, format!("must be >= 0, got {value}")));
+            }
+        }
+        if !(0.0..=1.0).contains(&train.min_lr_ratio) {
+            return Err(invalid(
+                "train.min_lr_ratio",
+                format!("must be in [0, 1], got {}", train.min_lr_ratio),
+            ));
+        }
+        if train.conversion_weight + train.plan_weight == 0.0 {
+            return Err(invalid(
+                "train",
+                "conversion_weight and plan_weight are both 0: nothing to learn".into(),
+            ));
+        }
+        if self.preprocess.min_count == 0 {
+            return Err(invalid("preprocess.min_count", "must be at least 1".into()));
+        }
+        let fraction = self.data.valid_fraction;
+        if !(fraction > 0.0 && fraction < 1.0) {
+            return Err(invalid(
+                "data.valid_fraction",
+                format!("must be in (0, 1), got {fraction}"),
+            ));
+        }
+        let max_invalid = self.data.max_invalid_fraction;
+        if !(0.0..1.0).contains(&max_invalid) {
+            return Err(invalid(
+                "data.max_invalid_fraction",
+                format!("must be in [0, 1), got {max_invalid}"),
+            ));
+        }
+        if self.data.split == SplitRule::Time && self.data.valid.is_none() && columns.time.is_none()
+        {
+            return Err(invalid(
+                "data.split",
+                "\"time\" needs columns.time to name the exposure time column".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// The relative data paths a config file names, keyed `section.key`.
+fn relative_paths(table: &toml::Table) -> BTreeMap<String, PathBuf> {
+    let mut paths = BTreeMap::new();
+    if let Some(data) = table.get("data").and_then(toml::Value::as_table) {
+        for key in ["train", "valid"] {
+            if let Some(path) = data.get(key).and_then(toml::Value::as_str) {
+                paths.insert(format!("data.{key}"), PathBuf::from(path));
+            }
+        }
+    }
+    paths
+}
+
+/// Sets `section.key=value` in a parsed config. The value is TOML (`0.01`,
+/// `true`, `[64, 32]`, `"text"`); anything that does not parse as TOML is
+/// taken as a string, so `--set data.train=logs/` works unquoted.
+pub fn apply_override(table: &mut toml::Table, spec: &str) -> Result<(), ConfigError> {
+    let fail = |reason: &str| ConfigError::Override {
+        spec: spec.to_string(),
+        reason: reason.to_string(),
+    };
+    let (key, raw) = spec
+        .split_once('=')
+        .ok_or_else(|| fail("expected section.key=value"))?;
+    let path: Vec<&str> = key.trim().split('.').map(str::trim).collect();
+    if path.iter().any(|part| part.is_empty()) {
+        return Err(fail("the key has an empty part"));
+    }
+    let value = parse_value(raw.trim());
+    let (last, parents) = path.split_last().expect("split yields at least one part");
+    let mut current = table;
+    for (depth, part) in parents.iter().enumerate() {
+        let entry = current
+            .entry(part.to_string())
+            .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+        current = entry.as_table_mut().ok_or_else(|| {
+            fail(&format!(
+                "{} is a value, not a section",
+                path[..=depth].join(".")
+            ))
+        })?;
+    }
+    current.insert(last.to_string(), value);
+    Ok(())
+}
+
+fn parse_value(raw: &str) -> toml::Value {
+    let wrapped = format!("value = {raw}");
+    match toml::from_str::<toml::Table>(&wrapped) {
+        Ok(mut table) => table.remove("value").expect("the key was just parsed"),
+        Err(_) => toml::Value::String(raw.to_string()),
+    }
+}

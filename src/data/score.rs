@@ -1,0 +1,366 @@
+//! Batch scoring of files: stream the input in batches through polars'
+//! streaming engine, score each batch, and write the scores in input order
+//! to Parquet or CSV, atomically.
+
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::sync_channel;
+
+use polars::prelude::*;
+use serde::Serialize;
+
+use super::{DataError, source};
+use crate::preprocess::{Features, Preprocessor};
+use crate::scorer::{Scorer, Scores};
+use crate::{Error, Result};
+
+/// Rows per streamed batch.
+pub const SCORE_CHUNK: usize = 65_536;
+
+/// What [`score_files`] did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ScoreReport {
+    pub files: usize,
+    pub rows: usize,
+    pub seconds: f64,
+    pub rows_per_sec: f64,
+    pub output: PathBuf,
+}
+
+/// Streams the named columns of a file in batches of about `chunk` rows, in
+/// file order, calling `f` on each. Memory stays bounded by a few batches.
+pub fn for_each_batch(
+    path: &Path,
+    columns: &[&str],
+    chunk: usize,
+    mut f: impl FnMut(DataFrame) -> Result<()>,
+) -> Result<()> {
+    let polars = |source: PolarsError| {
+        Error::from(DataError::Polars {
+            path: path.to_path_buf(),
+            source,
+        })
+    };
+    let selection: Vec<Expr> = columns.iter().map(|c| col(*c)).collect();
+    let (send, receive) = sync_channel::<DataFrame>(2);
+    let frame = source::scan(path)?
+        .select(selection)
+        .sink_batches(
+            // Returning true stops the query: the consumer has gone away.
+            PlanCallback::new(move |df: DataFrame| Ok(send.send(df).is_err())),
+            true,
+            NonZeroUsize::new(chunk),
+        )
+        .map_err(polars)?;
+    let runner =
+        std::thread::spawn(move || frame.collect_with_engine(Engine::Streaming).map(|_| ()));
+    let mut outcome = Ok(());
+    for batch in receive.iter() {
+        if batch.height() == 0 {
+            continue;
+        }
+        if let Err(e) = f(batch) {
+            outcome = Err(e);
+            break;
+        }
+    }
+    drop(receive);
+    let ran = runner
+        .join()
+        .expect("the polars query thread does not panic");
+    outcome?;
+    ran.map_err(polars)
+}
+
+/// Brings a scoring batch's columns to canonical types and transforms them.
+/// Unlike training data, there is no label, and the offer is optional.
+pub fn score_features(
+    path: &Path,
+    pre: &Preprocessor,
+    frame: &DataFrame,
+    first_row: usize,
+) -> Result<Features> {
+    let polars = |source: PolarsError| {
+        Error::from(DataError::Polars {
+            path: path.to_path_buf(),
+            source,
+        })
+    };
+    let bad = |column: &str, row: usize, reason: String| {
+        Error::from(DataError::BadValue {
+            path: path.to_path_buf(),
+            column: column.to_string(),
+            row: first_row + row + 1,
+            reason,
+        })
+    };
+    let mut columns = Vec::new();
+    for feature in &pre.numeric {
+        let values = frame
+            .column(&feature.column)
+            .and_then(|c| c.cast(&DataType::Float64))
+            .map_err(polars)?;
+        for (row, v) in values.f64().map_err(polars)?.iter().enumerate() {
+            if let Some(v) = v.filter(|v| !v.is_finite()) {
+                return Err(bad(
+                    &feature.column,
+                    row,
+                    format!("{v} is not a finite number"),
+                ));
+            }
+        }
+        columns.push(values);
+    }
+    let text_columns = pre
+        .categorical
+        .iter()
+        .map(|v| v.column())
+        .chain(pre.hashed.iter().map(|h| h.column.as_str()))
+        .chain(pre.context.iter().map(|v| v.column()));
+    for name in text_columns {
+        let values = frame
+            .column(name)
+            .and_then(|c| c.cast(&DataType::String))
+            .map_err(polars)?;
+        columns.push(values);
+    }
+    let mut with_offer = false;
+    if let Some(offer) = &pre.offer
+        && frame.column(offer).is_ok()
+    {
+        let values = frame
+            .column(offer)
+            .and_then(|c| c.cast(&DataType::String))
+            .map_err(polars)?;
+        for (row, v) in values.str().map_err(polars)?.iter().enumerate() {
+            match v {
+                None => return Err(bad(offer, row, "the offer is null".into())),
+                Some(name) if pre.product_index(name).is_none() => {
+                    let names: Vec<&str> = pre.products.iter().map(|p| p.name.as_str()).collect();
+                    return Err(bad(
+                        offer,
+                        row,
+                        format!(
+                            "{name:?} is not a product of this checkpoint ({})",
+                            names.join(", ")
+                        ),
+                    ));
+                }
+                Some(_) => {}
+            }
+        }
+        columns.push(values);
+        with_offer = true;
+    }
+    let canonical = DataFrame::new(frame.height(), columns).map_err(polars)?;
+    let mut pre_view = pre.clone();
+    if !with_offer {
+        pre_view.offer = None;
+    }
+    let mut features = super::features(&pre_view, &canonical).map_err(polars)?;
+    if !with_offer && pre.offer.is_some() {
+        // Scored for every product; the offer index is unused.
+        features.offer = vec![0; features.rows];
+    }
+    Ok(features)
+}
+
+/// Output columns of a batch of scores: the id, `p_convert` (the row's own
+/// offer, or the only probability of a model without offers),
+/// `p_convert__<product>` and `p_plan__<product>`.
+fn score_columns(
+    scores: &Scores,
+    model_has_offer: bool,
+    with_offer: bool,
+    id: Option<Column>,
+) -> Vec<Column> {
+    let mut columns: Vec<Column> = id.into_iter().collect();
+    let width = scores.convert_width();
+    if !model_has_offer {
+        columns.push(Column::new("p_convert".into(), &scores.p_convert));
+    } else {
+        if with_offer {
+            columns.push(Column::new("p_convert".into(), &scores.p_offer));
+        }
+        for (j, product) in scores.products.iter().enumerate() {
+            let values: Vec<f32> = (0..scores.rows)
+                .map(|r| scores.p_convert[r * width + j])
+                .collect();
+            columns.push(Column::new(format!("p_convert__{product}").into(), values));
+        }
+    }
+    if !scores.p_plan.is_empty() {
+        let plans = scores.products.len();
+        for (j, product) in scores.products.iter().enumerate() {
+            let values: Vec<f32> = (0..scores.rows)
+                .map(|r| scores.p_plan[r * plans + j])
+                .collect();
+            columns.push(Column::new(format!("p_plan__{product}").into(), values));
+        }
+    }
+    columns
+}
+
+/// One output writer per run, so the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
+enum Sink {
+    Parquet(polars::io::parquet::write::BatchedWriter<std::fs::File>),
+    Csv(polars::io::csv::write::BatchedWriter<std::fs::File>),
+}
+
+/// Scores every row of `input` (a file, directory or glob) and writes one
+/// output row per input row, in input order, to `output` (Parquet or CSV by
+/// extension). The output appears only once complete.
+pub fn score_files(scorer: &Scorer, input: &Path, output: &Path) -> Result<ScoreReport> {
+    let started = std::time::Instant::now();
+    let format = source::Format::of(output).ok_or_else(|| {
+        Error::from(DataError::UnsupportedFormat {
+            path: output.to_path_buf(),
+        })
+    })?;
+    let pre = &scorer.manifest().preprocessor;
+    let id_column = scorer.manifest().id_column.clone();
+    let files = source::resolve(input)?;
+    // Every file is checked before anything is scored or written.
+    let mut with_offer = None;
+    for file in &files {
+        let schema = source::schema(file)?;
+        for name in pre.input_columns() {
+            let is_offer = pre.offer.as_deref() == Some(name);
+            if !is_offer && schema.get(name).is_none() {
+                return Err(DataError::MissingColumn {
+                    path: file.clone(),
+                    column: name.to_string(),
+                    role: "feature",
+                    available: format!("{} columns", schema.len()),
+                }
+                .into());
+            }
+        }
+        let has_offer = pre
+            .offer
+            .as_deref()
+            .is_some_and(|o| schema.get(o).is_some());
+        if *with_offer.get_or_insert(has_offer) != has_offer {
+            return Err(Error::Usage(format!(
+                "{}: some input files have the offer column and some do not",
+                file.display()
+            )));
+        }
+    }
+    let with_offer = with_offer.unwrap_or(false);
+    let mut read: Vec<&str> = pre.input_columns();
+    if !with_offer {
+        read.retain(|c| Some(*c) != pre.offer.as_deref());
+    }
+    let mut carries_id = false;
+    if let Some(id) = &id_column
+        && files
+            .iter()
+            .all(|f| source::schema(f).is_ok_and(|s| s.get(id).is_some()))
+    {
+        read.push(id);
+        carries_id = true;
+    }
+
+    let dir = match output.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let staging = tempfile::Builder::new()
+        .prefix(".upsell-score-")
+        .tempfile_in(dir)
+        .map_err(|e| Error::io(dir, e))?;
+    let mut sink: Option<Sink> = None;
+    let mut rows = 0usize;
+    for file in &files {
+        let mut file_rows = 0usize;
+        for_each_batch(file, &read, SCORE_CHUNK, |batch| {
+            let features = score_features(file, pre, &batch, file_rows)?;
+            let scores = scorer.score_features(&features);
+            let id = carries_id
+                .then(|| {
+                    batch
+                        .column(id_column.as_deref().expect("carries_id"))
+                        .cloned()
+                })
+                .transpose()
+                .map_err(|source| DataError::Polars {
+                    path: file.clone(),
+                    source,
+                })?;
+            let columns =
+                score_columns(&scores, scorer.manifest().network.has_offer, with_offer, id);
+            let frame =
+                DataFrame::new(batch.height(), columns).map_err(|source| DataError::Polars {
+                    path: file.clone(),
+                    source,
+                })?;
+            let write_error = |source| DataError::Polars {
+                path: output.to_path_buf(),
+                source,
+            };
+            if sink.is_none() {
+                let handle = staging
+                    .as_file()
+                    .try_clone()
+                    .map_err(|e| Error::io(output, e))?;
+                sink = Some(match format {
+                    source::Format::Parquet => Sink::Parquet(
+                        ParquetWriter::new(handle)
+                            .batched(frame.schema())
+                            .map_err(write_error)?,
+                    ),
+                    source::Format::Csv => Sink::Csv(
+                        CsvWriter::new(handle)
+                            .batched(frame.schema())
+                            .map_err(write_error)?,
+                    ),
+                });
+            }
+            match sink.as_mut().expect("created above") {
+                Sink::Parquet(w) => w.write_batch(&frame).map_err(write_error)?,
+                Sink::Csv(w) => w.write_batch(&frame).map_err(write_error)?,
+            }
+            file_rows += batch.height();
+            Ok(())
+        })?;
+        rows += file_rows;
+    }
+    match sink {
+        Some(Sink::Parquet(w)) => {
+            w.finish().map_err(|source| DataError::Polars {
+                path: output.to_path_buf(),
+                source,
+            })?;
+        }
+        Some(Sink::Csv(mut w)) => {
+            w.finish().map_err(|source| DataError::Polars {
+                path: output.to_path_buf(),
+                source,
+            })?;
+        }
+        None => {
+            return Err(DataError::Empty {
+                path: input.to_path_buf(),
+            }
+            .into());
+        }
+    }
+    staging
+        .as_file()
+        .sync_all()
+        .map_err(|e| Error::io(output, e))?;
+    crate::atomic::publish(staging.as_file(), output)?;
+    staging
+        .persist(output)
+        .map_err(|e| Error::io(output, e.error))?;
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(ScoreReport {
+        files: files.len(),
+        rows,
+        seconds,
+        rows_per_sec: rows as f64 / seconds,
+        output: output.to_path_buf(),
+    })
+}

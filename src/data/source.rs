@@ -1,0 +1,155 @@
+//! Finding data files (a file, a directory of shards or a glob) and reading
+//! them with polars, one file at a time so that every error can name its file.
+
+use std::path::{Path, PathBuf};
+
+use polars::prelude::*;
+
+use super::DataError;
+
+/// A supported file format, chosen by extension.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Format {
+    Parquet,
+    Csv,
+}
+
+impl Format {
+    /// The format of a path by its extension (`.parquet`, `.pq`, `.csv`).
+    pub fn of(path: &Path) -> Option<Format> {
+        let ext = path.extension()?.to_str()?.to_ascii_lowercase();
+        match ext.as_str() {
+            "parquet" | "pq" => Some(Format::Parquet),
+            "csv" => Some(Format::Csv),
+            _ => None,
+        }
+    }
+}
+
+/// The data files a path names, in a stable (sorted) order: the file itself,
+/// the data files directly inside a directory, or the matches of a glob.
+pub fn resolve(path: &Path) -> Result<Vec<PathBuf>, DataError> {
+    let text = path.to_string_lossy();
+    let files: Vec<PathBuf> = if text.contains(['*', '?', '[']) {
+        let matches = glob::glob(&text).map_err(|e| DataError::BadPath {
+            path: path.to_path_buf(),
+            reason: format!("invalid glob pattern: {e}"),
+        })?;
+        let mut files: Vec<PathBuf> = matches
+            .filter_map(Result::ok)
+            .filter(|p| p.is_file() && Format::of(p).is_some())
+            .collect();
+        files.sort();
+        files
+    } else if path.is_dir() {
+        let entries = std::fs::read_dir(path).map_err(|e| io_error(path, e))?;
+        let mut files = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| io_error(path, e))?;
+            let p = entry.path();
+            let hidden = entry.file_name().to_string_lossy().starts_with('.');
+            if p.is_file() && !hidden && Format::of(&p).is_some() {
+                files.push(p);
+            }
+        }
+        files.sort();
+        files
+    } else {
+        if Format::of(path).is_none() {
+            return Err(DataError::UnsupportedFormat {
+                path: path.to_path_buf(),
+            });
+        }
+        // Opening it here turns "no such file" and permission problems into
+        // an error that names the file, before any other work.
+        std::fs::File::open(path).map_err(|e| io_error(path, e))?;
+        vec![path.to_path_buf()]
+    };
+    if files.is_empty() {
+        return Err(DataError::NoFiles {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(files)
+}
+
+fn io_error(path: &Path, source: std::io::Error) -> DataError {
+    DataError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+fn polars_error(path: &Path) -> impl Fn(PolarsError) -> DataError + '_ {
+    move |source| DataError::Polars {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+pub(crate) fn scan(path: &Path) -> Result<LazyFrame, DataError> {
+    let format = Format::of(path).ok_or_else(|| DataError::UnsupportedFormat {
+        path: path.to_path_buf(),
+    })?;
+    let metadata = std::fs::metadata(path).map_err(|e| io_error(path, e))?;
+    if metadata.len() == 0 {
+        return Err(DataError::Empty {
+            path: path.to_path_buf(),
+        });
+    }
+    let source = PlRefPath::try_from_path(path).map_err(polars_error(path))?;
+    let frame = match format {
+        Format::Parquet => LazyFrame::scan_parquet(source, ScanArgsParquet::default()),
+        Format::Csv => LazyCsvReader::new(source)
+            .with_has_header(true)
+            // Enough rows to see a column's real type in small files, and
+            // bounded for large ones.
+            .with_infer_schema_length(Some(10_000))
+            // Timestamps in CSV become dates and datetimes, as in Parquet.
+            .with_try_parse_dates(true)
+            .finish(),
+    };
+    frame.map_err(polars_error(path))
+}
+
+/// The column names and types of a file, read from its metadata (Parquet) or
+/// inferred from its first rows (CSV), without reading the data.
+pub fn schema(path: &Path) -> Result<SchemaRef, DataError> {
+    let schema = scan(path)?.collect_schema().map_err(polars_error(path))?;
+    // A header without rows infers every CSV column as a string: report the
+    // file as empty rather than as mistyped.
+    let first = schema.iter_names().next().cloned();
+    let has_rows = match first {
+        None => false,
+        Some(name) => {
+            scan(path)?
+                .select([col(name)])
+                .limit(1)
+                .collect()
+                .map_err(polars_error(path))?
+                .height()
+                > 0
+        }
+    };
+    if !has_rows {
+        return Err(DataError::Empty {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(schema)
+}
+
+/// Reads the named columns of a file.
+pub fn read(path: &Path, columns: &[&str]) -> Result<DataFrame, DataError> {
+    let selection: Vec<Expr> = columns.iter().map(|c| col(*c)).collect();
+    let frame = scan(path)?
+        .select(selection)
+        .collect()
+        .map_err(polars_error(path))?;
+    if frame.height() == 0 {
+        return Err(DataError::Empty {
+            path: path.to_path_buf(),
+        });
+    }
+    Ok(frame)
+}

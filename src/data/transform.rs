@@ -1,0 +1,145 @@
+//! Where columns become model inputs: canonical columns in, dense row-major
+//! arrays out.
+
+use polars::prelude::*;
+
+use super::{DataError, Table};
+use crate::config::ColumnsConfig;
+use crate::preprocess::{Features, NO_PLAN, Preprocessor, Targets};
+
+/// Features and targets of the same rows.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Batch {
+    pub features: Features,
+    pub targets: Targets,
+}
+
+/// Transforms a loaded table with a fitted preprocessor.
+pub fn transform(
+    pre: &Preprocessor,
+    columns: &ColumnsConfig,
+    table: &Table,
+) -> Result<Batch, DataError> {
+    let features = features(pre, &table.frame).map_err(|source| DataError::Polars {
+        path: table.source.clone(),
+        source,
+    })?;
+    let targets = targets(pre, columns, &table.frame).map_err(|source| DataError::Polars {
+        path: table.source.clone(),
+        source,
+    })?;
+    Ok(Batch { features, targets })
+}
+
+/// The model inputs of every row of a canonical frame.
+pub fn features(pre: &Preprocessor, frame: &DataFrame) -> PolarsResult<Features> {
+    let rows = frame.height();
+    let n_numeric = pre.numeric.len();
+    let width = 2 * n_numeric;
+    let mut numeric = vec![0.0f32; rows * width];
+    for (j, feature) in pre.numeric.iter().enumerate() {
+        let values = frame.column(&feature.column)?.f64()?;
+        for (row, v) in values.iter().enumerate() {
+            let (value, missing) = feature.apply(v);
+            numeric[row * width + j] = value;
+            numeric[row * width + n_numeric + j] = missing;
+        }
+    }
+
+    let n_embedded = pre.embedded_columns();
+    let mut embedded = vec![0u32; rows * n_embedded];
+    for (j, vocab) in pre.categorical.iter().enumerate() {
+        let values = frame.column(vocab.column())?.str()?;
+        for (row, v) in values.iter().enumerate() {
+            embedded[row * n_embedded + j] = vocab.index(v);
+        }
+    }
+    let offset = pre.categorical.len();
+    for (j, hashed) in pre.hashed.iter().enumerate() {
+        let values = frame.column(&hashed.column)?.str()?;
+        for (row, v) in values.iter().enumerate() {
+            embedded[row * n_embedded + offset + j] = hashed.index(v);
+        }
+    }
+
+    let offer = match &pre.offer {
+        None => Vec::new(),
+        Some(name) => product_indices(pre, frame, name)?
+            .into_iter()
+            .map(|i| i.expect("null offers are dropped at load") as u32)
+            .collect(),
+    };
+
+    let n_context = pre.context.len();
+    let mut context = vec![0u32; rows * n_context];
+    for (j, vocab) in pre.context.iter().enumerate() {
+        let values = frame.column(vocab.column())?.str()?;
+        for (row, v) in values.iter().enumerate() {
+            context[row * n_context + j] = vocab.index(v);
+        }
+    }
+    Ok(Features {
+        rows,
+        numeric,
+        embedded,
+        offer,
+        context,
+    })
+}
+
+fn product_indices(
+    pre: &Preprocessor,
+    frame: &DataFrame,
+    column: &str,
+) -> PolarsResult<Vec<Option<i32>>> {
+    let values = frame.column(column)?.str()?;
+    Ok(values
+        .iter()
+        .map(|v| {
+            v.map(|name| {
+                pre.product_index(name)
+                    .expect("products are checked at load") as i32
+            })
+        })
+        .collect())
+}
+
+/// The training targets of every row of a canonical frame.
+pub fn targets(
+    pre: &Preprocessor,
+    columns: &ColumnsConfig,
+    frame: &DataFrame,
+) -> PolarsResult<Targets> {
+    let rows = frame.height();
+    let floats = |name: &str| -> PolarsResult<Vec<f32>> {
+        Ok(frame
+            .column(name)?
+            .f64()?
+            .iter()
+            .map(|v| v.unwrap_or(0.0) as f32)
+            .collect())
+    };
+    let converted = floats(&columns.converted)?;
+    let plan = match &columns.plan {
+        None => vec![NO_PLAN; rows],
+        Some(name) => product_indices(pre, frame, name)?
+            .into_iter()
+            .map(|i| i.unwrap_or(NO_PLAN))
+            .collect(),
+    };
+    let weight = match &columns.weight {
+        None => vec![1.0; rows],
+        Some(name) => floats(name)?,
+    };
+    let optional = |column: &Option<String>| match column {
+        None => Ok(Vec::new()),
+        Some(name) => floats(name),
+    };
+    Ok(Targets {
+        converted,
+        plan,
+        weight,
+        propensity: optional(&columns.propensity)?,
+        value: optional(&columns.value)?,
+    })
+}

@@ -1,0 +1,55 @@
+//! Choosing the compute device. In burn 0.22 a `Device` value selects the
+//! backend, so this is the only place that names backends.
+
+use burn::prelude::*;
+
+#[cfg(not(all(feature = "ndarray", feature = "wgpu")))]
+use crate::Error;
+use crate::Result;
+use crate::config::BackendKind;
+
+/// The device of a backend, for inference (call `.autodiff()` to train).
+/// A backend this build leaves out is a usage error naming the feature.
+pub fn device(kind: BackendKind) -> Result<Device> {
+    match kind {
+        BackendKind::Flex => Ok(Device::flex()),
+        BackendKind::Ndarray => ndarray(),
+        BackendKind::Wgpu => wgpu(),
+    }
+}
+
+#[cfg(feature = "ndarray")]
+fn ndarray() -> Result<Device> {
+    // Deprecated upstream in favour of flex; the user asked for it by name.
+    #[allow(deprecated)]
+    Ok(Device::ndarray())
+}
+
+#[cfg(not(feature = "ndarray"))]
+fn ndarray() -> Result<Device> {
+    Err(Error::Usage(
+        "this build has no ndarray backend: rebuild with --features ndarray".into(),
+    ))
+}
+
+#[cfg(feature = "wgpu")]
+fn wgpu() -> Result<Device> {
+    Ok(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice))
+}
+
+#[cfg(not(feature = "wgpu"))]
+fn wgpu() -> Result<Device> {
+    Err(Error::Usage(
+        "this build has no wgpu backend: rebuild with --features wgpu".into(),
+    ))
+}
+
+/// Sets the CPU backends' thread count (0: every core). Only the first call
+/// in a process takes effect, as the pool is global.
+pub fn set_threads(threads: usize) {
+    if threads > 0 {
+        let _ = rayon::ThreadPoolBuilder::new()
+            .num_threads(threads)
+            .build_global();
+    }
+}

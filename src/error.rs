@@ -1,0 +1,85 @@
+//! The library's error type. Every variant carries the facts a user needs to
+//! fix the problem: the file, the column or the config field.
+
+use std::path::PathBuf;
+
+use crate::checkpoint::CheckpointError;
+use crate::config::ConfigError;
+#[cfg(feature = "data")]
+use crate::data::DataError;
+use crate::scorer::ScoreError;
+
+/// Everything that can go wrong in `upsell`.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The experiment config is unreadable or invalid.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+
+    /// A data file is unreadable, malformed or does not match the config.
+    #[cfg(feature = "data")]
+    #[error(transparent)]
+    Data(#[from] DataError),
+
+    /// A checkpoint is missing, corrupt, tampered with or too new.
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+
+    /// Rows could not be scored.
+    #[error(transparent)]
+    Score(#[from] ScoreError),
+
+    /// Training produced a non-finite loss.
+    #[error(
+        "training diverged at epoch {epoch}, step {step}: loss {loss}; lower train.lr or raise train.grad_clip"
+    )]
+    Diverged {
+        epoch: usize,
+        step: usize,
+        loss: f64,
+    },
+
+    /// A file or directory could not be read or written.
+    #[error("{}: {source}", path.display())]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// An output already exists and would be overwritten.
+    #[error("{}: already exists; refusing to overwrite it", path.display())]
+    AlreadyExists { path: PathBuf },
+
+    /// A command-line argument is malformed.
+    #[error("{0}")]
+    Usage(String),
+}
+
+impl Error {
+    /// Wraps an I/O error with the path it concerns.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        Error::Io {
+            path: path.into(),
+            source,
+        }
+    }
+
+    /// The process exit code for this error: 2 for bad input (config, data,
+    /// arguments: fix the input and rerun), 1 for everything else.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            Error::Config(_)
+            | Error::Usage(_)
+            | Error::AlreadyExists { .. }
+            | Error::Checkpoint(_)
+            | Error::Score(_) => 2,
+            #[cfg(feature = "data")]
+            Error::Data(_) => 2,
+            Error::Io { .. } | Error::Diverged { .. } => 1,
+        }
+    }
+}
+
+/// `Result` with [`Error`].
+pub type Result<T, E = Error> = std::result::Result<T, E>;

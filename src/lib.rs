@@ -1,0 +1,30 @@
+//! `upsell` decides which paid product to offer each user of a subscription
+//! service, and how likely they are to buy it.
+//!
+//! The modules follow the data: [`config`] says what the columns mean;
+//! `data` reads tables and turns columns into arrays; [`preprocess`] holds the
+//! fitted transformation a checkpoint carries; [`batch`] turns arrays into
+//! tensors; [`model`] is the network; `train` fits it; [`checkpoint`] saves
+//! it; [`scorer`] loads it and turns rows into probabilities.
+
+pub mod atomic;
+pub mod batch;
+pub mod checkpoint;
+pub mod config;
+#[cfg(feature = "data")]
+pub mod data;
+pub mod device;
+pub mod error;
+pub mod loss;
+pub mod metrics;
+pub mod model;
+pub mod preprocess;
+pub mod scorer;
+#[cfg(feature = "data")]
+pub mod synth;
+#[cfg(feature = "train")]
+pub mod train;
+
+pub use config::Config;
+pub use error::{Error, Result};
+pub use scorer::{Scorer, Scores};

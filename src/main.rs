@@ -1,0 +1,233 @@
+//! The `upsell` command line: parses arguments, calls the library, prints the
+//! error once and maps it to an exit code.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+use upsell::{Config, synth};
+
+#[derive(Parser)]
+#[command(
+    name = "upsell",
+    version,
+    about = "Decide which paid product to offer each user, and how likely they are to buy it."
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Write a synthetic exposure log (Parquet), its config and its ground truth.
+    Synth(SynthArgs),
+    /// Print the resolved config: the file, overrides applied, defaults filled in.
+    Config(ConfigArgs),
+    /// Load, check, split, fit and transform the data; print a JSON report.
+    Prepare(PrepareArgs),
+    /// Train a model and export a checkpoint; prints the final metrics as one JSON line.
+    Train(TrainArgs),
+    /// Score a Parquet or CSV file with a checkpoint.
+    Score(ScoreArgs),
+    /// Print a checkpoint's manifest in readable form.
+    Inspect(InspectArgs),
+}
+
+/// Where the experiment config comes from.
+#[derive(Args)]
+struct ConfigArgs {
+    /// The experiment config (TOML). Default: the built-in
+    /// configs/default.toml (the synthetic world).
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Override a config key, e.g. `--set train.lr=0.003`; TOML value syntax,
+    /// bare words are strings. Repeatable; later ones win.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
+}
+
+impl ConfigArgs {
+    fn load(&self) -> upsell::Result<Config> {
+        let config = match &self.config {
+            Some(path) => Config::load(path, &self.overrides)?,
+            None => Config::from_toml(
+                DEFAULT_CONFIG,
+                "built-in configs/default.toml",
+                std::path::Path::new(""),
+                &self.overrides,
+            )?,
+        };
+        Ok(config)
+    }
+}
+
+/// The shipped default config, compiled in so `upsell train` runs anywhere.
+const DEFAULT_CONFIG: &str = include_str!("../configs/default.toml");
+
+/// Data paths that override the config's.
+#[derive(Args)]
+struct DataArgs {
+    /// Training data, instead of `data.train`.
+    #[arg(long, value_name = "PATH")]
+    data: Option<PathBuf>,
+    /// Validation data, instead of `data.valid`.
+    #[arg(long, value_name = "PATH")]
+    valid: Option<PathBuf>,
+}
+
+impl DataArgs {
+    fn apply(&self, config: &mut Config) {
+        if let Some(data) = &self.data {
+            config.data.train = Some(data.clone());
+        }
+        if let Some(valid) = &self.valid {
+            config.data.valid = Some(valid.clone());
+        }
+    }
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    #[command(flatten)]
+    paths: DataArgs,
+    /// The run directory (must not exist). Default: the next free
+    /// `run-NNN` under `out_dir`.
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// The compute backend, instead of `train.backend`.
+    #[arg(long, value_name = "flex|ndarray|wgpu")]
+    backend: Option<upsell::config::BackendKind>,
+    /// Print the resolved config before training.
+    #[arg(long)]
+    print_config: bool,
+}
+
+#[derive(Args)]
+struct ScoreArgs {
+    /// The checkpoint directory.
+    #[arg(long, value_name = "DIR")]
+    checkpoint: PathBuf,
+    /// Rows to score: a Parquet or CSV file, a directory or a glob.
+    #[arg(long, value_name = "PATH")]
+    input: PathBuf,
+    /// Where to write the scores (.parquet or .csv).
+    #[arg(long, value_name = "FILE")]
+    output: PathBuf,
+}
+
+#[derive(Args)]
+struct InspectArgs {
+    /// The checkpoint directory.
+    #[arg(long, value_name = "DIR")]
+    checkpoint: PathBuf,
+    /// Print the whole manifest as JSON instead.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct SynthArgs {
+    /// Number of exposures (rows).
+    #[arg(long, default_value_t = 200_000)]
+    rows: u64,
+    /// Seed of the simulated world and of every draw in it.
+    #[arg(long, default_value_t = 42)]
+    seed: u64,
+    /// Output directory; must not exist or be empty.
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// Rows per Parquet file (shard).
+    #[arg(long, default_value_t = 1_000_000)]
+    rows_per_file: u64,
+}
+
+#[derive(Args)]
+struct PrepareArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    #[command(flatten)]
+    paths: DataArgs,
+    /// Also write the fitted preprocessing as JSON to this file.
+    #[arg(long, value_name = "FILE")]
+    out: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(err) => {
+            // Library errors already name their cause; print the message once.
+            eprintln!("error: {err}");
+            let code = err
+                .downcast_ref::<upsell::Error>()
+                .map_or(1, upsell::Error::exit_code);
+            ExitCode::from(code)
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Synth(args) => {
+            let options = synth::SynthOptions {
+                rows_per_file: args.rows_per_file,
+                ..synth::SynthOptions::new(args.rows, args.seed, args.out)
+            };
+            let summary = synth::write(&options)?;
+            println!("{}", serde_json::to_string(&summary)?);
+        }
+        Command::Config(args) => {
+            print!("{}", args.load()?.to_toml());
+        }
+        Command::Prepare(args) => {
+            let mut config = args.config.load()?;
+            args.paths.apply(&mut config);
+            let prepared = upsell::data::prepare(&config)?;
+            if let Some(out) = &args.out {
+                let json = serde_json::to_vec_pretty(&prepared.preprocessor)?;
+                upsell::atomic::write(out, &json)?;
+            }
+            println!("{}", serde_json::to_string(&prepared.report)?);
+        }
+        Command::Train(args) => {
+            let mut config = args.config.load()?;
+            args.paths.apply(&mut config);
+            if let Some(backend) = args.backend {
+                config.train.backend = backend;
+            }
+            if args.print_config {
+                eprint!("{}", config.to_toml());
+            }
+            upsell::device::set_threads(config.train.threads);
+            let device = upsell::device::device(config.train.backend)?;
+            let run_dir = match args.out {
+                Some(dir) => {
+                    upsell::train::claim_run_dir(&dir)?;
+                    dir
+                }
+                None => upsell::train::new_run_dir(&config.out_dir)?,
+            };
+            let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            let summary = upsell::train::train(&config, &run_dir, &device, progress)?;
+            println!("{}", serde_json::to_string(&summary)?);
+        }
+        Command::Score(args) => {
+            let scorer = upsell::Scorer::load(&args.checkpoint).map_err(upsell::Error::from)?;
+            let report = upsell::data::score::score_files(&scorer, &args.input, &args.output)?;
+            println!("{}", serde_json::to_string(&report)?);
+        }
+        Command::Inspect(args) => {
+            let manifest =
+                upsell::checkpoint::read_manifest(&args.checkpoint).map_err(upsell::Error::from)?;
+            if args.json {
+                println!("{}", serde_json::to_string_pretty(&manifest)?);
+            } else {
+                print!("{}", upsell::checkpoint::describe(&manifest));
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

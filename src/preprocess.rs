@@ -1,0 +1,524 @@
+//! The fitted preprocessing: how one raw value becomes a model input.
+//!
+//! A [`Preprocessor`] is fitted on the training split (see `data::fit`),
+//! serialised into the checkpoint, and applied unchanged at serving time, so a
+//! row is transformed the same way in training, batch scoring and online
+//! scoring. This module depends on serde only: serving crates use it without
+//! polars.
+
+use std::collections::HashMap;
+
+use serde::{Deserialize, Serialize};
+use xxhash_rust::xxh3::xxh3_64;
+
+/// Index of values that were rare in the training data or never seen.
+pub const OOV: u32 = 0;
+/// Index of a null value (the `missing` token).
+pub const MISSING: u32 = 1;
+/// Vocabulary indices below this are reserved ([`OOV`], [`MISSING`]).
+pub const RESERVED: u32 = 2;
+
+/// A numeric feature: optional `sign(x) ln(1 + |x|)`, then standardisation
+/// with the training mean and standard deviation. A null becomes the mean
+/// (0 after standardisation) with its missing flag set.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NumericFeature {
+    pub column: String,
+    pub log1p: bool,
+    /// Mean of the (log-transformed) training values.
+    pub mean: f64,
+    /// Standard deviation of the (log-transformed) training values; 1 for a
+    /// constant column, so it maps to 0 rather than dividing by zero.
+    pub std: f64,
+}
+
+impl NumericFeature {
+    /// The value before standardisation.
+    pub fn raw(&self, x: f64) -> f64 {
+        if self.log1p {
+            x.signum() * x.abs().ln_1p()
+        } else {
+            x
+        }
+    }
+
+    /// The model input and its missing flag for one value.
+    pub fn apply(&self, x: Option<f64>) -> (f32, f32) {
+        match x {
+            Some(x) => (((self.raw(x) - self.mean) / self.std) as f32, 0.0),
+            None => (0.0, 1.0),
+        }
+    }
+}
+
+/// A categorical feature's vocabulary: index 0 is out-of-vocabulary, 1 is
+/// `missing`, then the kept values from the most frequent down (ties in
+/// lexicographic order, so fitting is deterministic).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(from = "VocabularyRepr", into = "VocabularyRepr")]
+pub struct Vocabulary {
+    column: String,
+    tokens: Vec<String>,
+    index: HashMap<String, u32>,
+}
+
+#[derive(Serialize, Deserialize)]
+struct VocabularyRepr {
+    column: String,
+    tokens: Vec<String>,
+}
+
+impl From<VocabularyRepr> for Vocabulary {
+    fn from(repr: VocabularyRepr) -> Self {
+        Vocabulary::new(repr.column, repr.tokens)
+    }
+}
+
+impl From<Vocabulary> for VocabularyRepr {
+    fn from(vocab: Vocabulary) -> Self {
+        VocabularyRepr {
+            column: vocab.column,
+            tokens: vocab.tokens,
+        }
+    }
+}
+
+impl PartialEq for Vocabulary {
+    fn eq(&self, other: &Self) -> bool {
+        self.column == other.column && self.tokens == other.tokens
+    }
+}
+
+impl Vocabulary {
+    /// A vocabulary whose kept values are `tokens`, in index order.
+    pub fn new(column: String, tokens: Vec<String>) -> Self {
+        let index = tokens
+            .iter()
+            .enumerate()
+            .map(|(i, t)| (t.clone(), i as u32 + RESERVED))
+            .collect();
+        Vocabulary {
+            column,
+            tokens,
+            index,
+        }
+    }
+
+    /// Keeps the values seen at least `min_count` times, at most `max_vocab`
+    /// of them (0: no limit), most frequent first.
+    pub fn from_counts(
+        column: String,
+        counts: impl IntoIterator<Item = (String, u64)>,
+        min_count: u64,
+        max_vocab: usize,
+    ) -> Self {
+        let mut kept: Vec<(String, u64)> = counts
+            .into_iter()
+            .filter(|(_, n)| *n >= min_count)
+            .collect();
+        kept.sort_by(|(a, na), (b, nb)| nb.cmp(na).then_with(|| a.cmp(b)));
+        if max_vocab > 0 {
+            kept.truncate(max_vocab);
+        }
+        Vocabulary::new(column, kept.into_iter().map(|(t, _)| t).collect())
+    }
+
+    pub fn column(&self) -> &str {
+        &self.column
+    }
+
+    /// The kept values, in index order from [`RESERVED`].
+    pub fn tokens(&self) -> &[String] {
+        &self.tokens
+    }
+
+    /// Number of indices, reserved ones included: the embedding table's rows.
+    pub fn size(&self) -> usize {
+        self.tokens.len() + RESERVED as usize
+    }
+
+    /// The index of a value; `None` is null.
+    pub fn index(&self, value: Option<&str>) -> u32 {
+        match value {
+            None => MISSING,
+            Some(v) => self.index.get(v).copied().unwrap_or(OOV),
+        }
+    }
+}
+
+/// A high-cardinality feature hashed into a fixed number of buckets: index 0
+/// is null, `1 + xxh3_64(utf8) % buckets` otherwise. xxh3 is specified and
+/// stable across platforms and versions, so other languages can reproduce it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HashedFeature {
+    pub column: String,
+    pub buckets: u32,
+}
+
+impl HashedFeature {
+    /// Number of indices: the embedding table's rows.
+    pub fn size(&self) -> usize {
+        self.buckets as usize + 1
+    }
+
+    pub fn index(&self, value: Option<&str>) -> u32 {
+        match value {
+            None => 0,
+            Some(v) => 1 + (xxh3_64(v.as_bytes()) % u64::from(self.buckets)) as u32,
+        }
+    }
+}
+
+/// A product that can be offered or bought, with its value.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Product {
+    pub name: String,
+    pub value: f64,
+}
+
+/// Everything needed to turn a raw row into model inputs.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Preprocessor {
+    pub numeric: Vec<NumericFeature>,
+    pub categorical: Vec<Vocabulary>,
+    pub hashed: Vec<HashedFeature>,
+    /// The offer column, whose values index [`Preprocessor::products`].
+    pub offer: Option<String>,
+    pub context: Vec<Vocabulary>,
+    /// The plan column, whose values index [`Preprocessor::products`].
+    pub plan: Option<String>,
+    /// Offer and plan vocabulary, in a fixed (sorted) order.
+    pub products: Vec<Product>,
+}
+
+impl Preprocessor {
+    /// Width of the numeric input: a value and a missing flag per column.
+    pub fn numeric_width(&self) -> usize {
+        2 * self.numeric.len()
+    }
+
+    /// Number of embedded user columns: categorical, then hashed.
+    pub fn embedded_columns(&self) -> usize {
+        self.categorical.len() + self.hashed.len()
+    }
+
+    /// Embedding table sizes of the user columns, categorical then hashed.
+    pub fn embedding_sizes(&self) -> Vec<usize> {
+        self.categorical
+            .iter()
+            .map(Vocabulary::size)
+            .chain(self.hashed.iter().map(HashedFeature::size))
+            .collect()
+    }
+
+    /// The index of a product by name.
+    pub fn product_index(&self, name: &str) -> Option<u32> {
+        self.products
+            .iter()
+            .position(|p| p.name == name)
+            .map(|i| i as u32)
+    }
+}
+
+/// One raw value of a row, as a caller hands it to the scorer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Value<'a> {
+    Null,
+    Number(f64),
+    Bool(bool),
+    Text(&'a str),
+}
+
+/// A value that the preprocessing cannot use, by row and column.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+#[error("row {row}, field {column:?}: {reason}")]
+pub struct FieldError {
+    /// 0-based row within the request or batch.
+    pub row: usize,
+    pub column: String,
+    pub reason: String,
+}
+
+impl Preprocessor {
+    /// Every input column the preprocessing reads: features, then the offer
+    /// and context columns.
+    pub fn input_columns(&self) -> Vec<&str> {
+        let mut columns: Vec<&str> = self.numeric.iter().map(|f| f.column.as_str()).collect();
+        columns.extend(self.categorical.iter().map(Vocabulary::column));
+        columns.extend(self.hashed.iter().map(|h| h.column.as_str()));
+        columns.extend(self.offer.as_deref());
+        columns.extend(self.context.iter().map(Vocabulary::column));
+        columns
+    }
+
+    /// Transforms `rows` rows whose values `get(row, column)` returns, exactly
+    /// as the polars pipeline transforms a table. Numbers given for
+    /// categorical columns are formatted as polars casts them (`415`, `1.5`),
+    /// booleans as `true`/`false`.
+    ///
+    /// The offer is optional: without it (`Value::Null`) the row is scored
+    /// for every product only, and its offer index is 0.
+    pub fn transform<'a>(
+        &self,
+        rows: usize,
+        get: impl Fn(usize, &str) -> Value<'a>,
+    ) -> Result<Features, FieldError> {
+        let n_numeric = self.numeric.len();
+        let width = 2 * n_numeric;
+        let n_embedded = self.embedded_columns();
+        let n_context = self.context.len();
+        let mut out = Features {
+            rows,
+            numeric: vec![0.0; rows * width],
+            embedded: vec![0; rows * n_embedded],
+            offer: if self.offer.is_some() {
+                vec![0; rows]
+            } else {
+                Vec::new()
+            },
+            context: vec![0; rows * n_context],
+        };
+        let fail = |row: usize, column: &str, reason: String| FieldError {
+            row,
+            column: column.to_string(),
+            reason,
+        };
+        let mut text = String::new();
+        for row in 0..rows {
+            for (j, feature) in self.numeric.iter().enumerate() {
+                let x = match get(row, &feature.column) {
+                    Value::Null => None,
+                    Value::Number(x) if x.is_finite() => Some(x),
+                    Value::Number(x) => {
+                        return Err(fail(
+                            row,
+                            &feature.column,
+                            format!("{x} is not a finite number"),
+                        ));
+                    }
+                    Value::Bool(b) => Some(f64::from(u8::from(b))),
+                    Value::Text(t) => {
+                        return Err(fail(
+                            row,
+                            &feature.column,
+                            format!("expected a number, got {t:?}"),
+                        ));
+                    }
+                };
+                let (value, missing) = feature.apply(x);
+                out.numeric[row * width + j] = value;
+                out.numeric[row * width + n_numeric + j] = missing;
+            }
+            let as_text = |value: Value<'a>, text: &mut String| -> Option<()> {
+                text.clear();
+                match value {
+                    Value::Null => return None,
+                    Value::Number(x) => {
+                        use std::fmt::Write;
+                        let _ = write!(text, "{x}");
+                    }
+                    Value::Bool(b) => text.push_str(if b { "true" } else { "false" }),
+                    Value::Text(t) => text.push_str(t),
+                }
+                Some(())
+            };
+            for (j, vocab) in self.categorical.iter().enumerate() {
+                let present = as_text(get(row, vocab.column()), &mut text);
+                out.embedded[row * n_embedded + j] = vocab.index(present.map(|_| text.as_str()));
+            }
+            let offset = self.categorical.len();
+            for (j, hashed) in self.hashed.iter().enumerate() {
+                let present = as_text(get(row, &hashed.column), &mut text);
+                out.embedded[row * n_embedded + offset + j] =
+                    hashed.index(present.map(|_| text.as_str()));
+            }
+            if let Some(column) = &self.offer
+                && as_text(get(row, column), &mut text).is_some()
+            {
+                out.offer[row] = self.product_index(&text).ok_or_else(|| {
+                    let names: Vec<&str> = self.products.iter().map(|p| p.name.as_str()).collect();
+                    fail(
+                        row,
+                        column,
+                        format!("{text:?} is not a product ({})", names.join(", ")),
+                    )
+                })?;
+            }
+            for (j, vocab) in self.context.iter().enumerate() {
+                let present = as_text(get(row, vocab.column()), &mut text);
+                out.context[row * n_context + j] = vocab.index(present.map(|_| text.as_str()));
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// Model inputs for a batch of rows, dense and row-major, ready to become
+/// tensors.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Features {
+    pub rows: usize,
+    /// `[rows, 2 * numeric]`: the standardised values, then the missing flags.
+    pub numeric: Vec<f32>,
+    /// `[rows, categorical + hashed]`: embedding indices.
+    pub embedded: Vec<u32>,
+    /// `[rows]`: the offer's product index (empty without an offer column).
+    pub offer: Vec<u32>,
+    /// `[rows, context]`: context indices.
+    pub context: Vec<u32>,
+}
+
+/// Training targets for a batch of rows.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Targets {
+    /// `[rows]`: 1.0 when the exposure converted.
+    pub converted: Vec<f32>,
+    /// `[rows]`: the bought product's index, or [`NO_PLAN`].
+    pub plan: Vec<i32>,
+    /// `[rows]`: row weights (1 without a weight column).
+    pub weight: Vec<f32>,
+    /// `[rows]`: logging propensities (empty without a propensity column).
+    pub propensity: Vec<f32>,
+    /// `[rows]`: realised values (empty without a value column).
+    pub value: Vec<f32>,
+}
+
+impl Features {
+    /// The rows at `indices`, in that order (a shuffled epoch, a sample).
+    pub fn take(&self, indices: &[usize]) -> Features {
+        Features {
+            rows: indices.len(),
+            numeric: take_rows(&self.numeric, self.rows, indices),
+            embedded: take_rows(&self.embedded, self.rows, indices),
+            offer: take_rows(&self.offer, self.rows, indices),
+            context: take_rows(&self.context, self.rows, indices),
+        }
+    }
+}
+
+impl Targets {
+    /// The rows at `indices`, in that order.
+    pub fn take(&self, indices: &[usize]) -> Targets {
+        let rows = self.converted.len();
+        Targets {
+            converted: take_rows(&self.converted, rows, indices),
+            plan: take_rows(&self.plan, rows, indices),
+            weight: take_rows(&self.weight, rows, indices),
+            propensity: take_rows(&self.propensity, rows, indices),
+            value: take_rows(&self.value, rows, indices),
+        }
+    }
+}
+
+/// Gathers whole rows of a row-major array with `rows` rows.
+fn take_rows<T: Copy>(values: &[T], rows: usize, indices: &[usize]) -> Vec<T> {
+    if values.is_empty() || rows == 0 {
+        return Vec::new();
+    }
+    let width = values.len() / rows;
+    let mut out = Vec::with_capacity(indices.len() * width);
+    for &i in indices {
+        out.extend_from_slice(&values[i * width..(i + 1) * width]);
+    }
+    out
+}
+
+/// [`Targets::plan`] of a row without a known purchase.
+pub const NO_PLAN: i32 = -1;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn vocabulary_keeps_frequent_values_in_count_then_name_order() {
+        let counts = [("b", 3), ("a", 3), ("c", 7), ("rare", 1)].map(|(t, n)| (t.to_string(), n));
+        let vocab = Vocabulary::from_counts("col".into(), counts, 2, 0);
+        assert_eq!(vocab.tokens(), ["c", "a", "b"]);
+        assert_eq!(vocab.size(), 5);
+        assert_eq!(vocab.index(Some("c")), 2);
+        assert_eq!(vocab.index(Some("a")), 3);
+        assert_eq!(vocab.index(Some("b")), 4);
+        assert_eq!(vocab.index(Some("rare")), OOV);
+        assert_eq!(vocab.index(Some("never seen")), OOV);
+        assert_eq!(vocab.index(None), MISSING);
+    }
+
+    #[test]
+    fn vocabulary_is_capped_at_max_vocab() {
+        let counts = [("x", 5), ("y", 4), ("z", 3)].map(|(t, n)| (t.to_string(), n));
+        let vocab = Vocabulary::from_counts("col".into(), counts, 1, 2);
+        assert_eq!(vocab.tokens(), ["x", "y"]);
+        assert_eq!(vocab.index(Some("z")), OOV);
+    }
+
+    #[test]
+    fn hashing_is_stable_and_in_range() {
+        let hashed = HashedFeature {
+            column: "region".into(),
+            buckets: 16,
+        };
+        // xxh3_64("abc") = 0x78af5f94892f3950 (the reference implementation's
+        // test vector); 0x78af5f94892f3950 % 16 = 0.
+        assert_eq!(xxh3_64(b"abc"), 0x78af_5f94_892f_3950);
+        assert_eq!(hashed.index(Some("abc")), 1);
+        assert_eq!(hashed.index(None), 0);
+        for v in ["a", "bb", "region-4711", ""] {
+            let i = hashed.index(Some(v));
+            assert!((1..=16).contains(&i), "{v} -> {i}");
+        }
+        assert_eq!(hashed.size(), 17);
+    }
+
+    #[test]
+    fn numeric_standardises_and_flags_nulls() {
+        let f = NumericFeature {
+            column: "x".into(),
+            log1p: false,
+            mean: 2.0,
+            std: 4.0,
+        };
+        assert_eq!(f.apply(Some(10.0)), (2.0, 0.0));
+        assert_eq!(f.apply(None), (0.0, 1.0));
+        let g = NumericFeature {
+            log1p: true,
+            mean: 0.0,
+            std: 1.0,
+            ..f
+        };
+        let (v, _) = g.apply(Some(std::f64::consts::E - 1.0));
+        assert!((v - 1.0).abs() < 1e-6);
+        let (v, _) = g.apply(Some(-(std::f64::consts::E - 1.0)));
+        assert!((v + 1.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn preprocessor_round_trips_through_json() {
+        let pre = Preprocessor {
+            numeric: vec![NumericFeature {
+                column: "x".into(),
+                log1p: true,
+                mean: 0.5,
+                std: 2.0,
+            }],
+            categorical: vec![Vocabulary::new("c".into(), vec!["u".into(), "v".into()])],
+            hashed: vec![HashedFeature {
+                column: "h".into(),
+                buckets: 8,
+            }],
+            offer: Some("offer".into()),
+            context: vec![Vocabulary::new("surface".into(), vec!["push".into()])],
+            plan: Some("plan".into()),
+            products: vec![Product {
+                name: "duo".into(),
+                value: 16.99,
+            }],
+        };
+        let json = serde_json::to_string(&pre).unwrap();
+        let back: Preprocessor = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, pre);
+        // The lookup table is rebuilt on load, not just the token list.
+        assert_eq!(back.categorical[0].index(Some("v")), 3);
+        assert_eq!(back.context[0].index(Some("push")), 2);
+    }
+}

@@ -1,0 +1,231 @@
+//! The lean scoring API: load a checkpoint, score rows. Needs neither
+//! polars, clap, wgpu nor training code, so serving crates depend on it with
+//! `default-features = false`.
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use burn::prelude::*;
+
+use crate::batch::Layout;
+use crate::checkpoint::{self, CheckpointError, Manifest};
+use crate::model::Network;
+use crate::preprocess::{Features, FieldError, Value};
+
+/// Rows scored at once inside [`Scorer::score_features`]: large enough to
+/// amortise per-operation overhead, small enough to bound memory.
+const CHUNK: usize = 4096;
+
+/// Why scoring failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ScoreError {
+    #[error(transparent)]
+    Checkpoint(#[from] CheckpointError),
+    #[error(transparent)]
+    Field(#[from] FieldError),
+    #[error("column {column:?} has {found} values; expected {expected}")]
+    Length {
+        column: String,
+        found: usize,
+        expected: usize,
+    },
+}
+
+/// Scores of a batch of rows, row-major.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Scores {
+    pub rows: usize,
+    /// Product names, the order of the product axis.
+    pub products: Vec<String>,
+    /// `[rows]`: P(convert) for each row's own offer (empty when the rows
+    /// carried no offer).
+    pub p_offer: Vec<f32>,
+    /// `[rows, products]`: P(convert | product offered, row's context); with
+    /// no offer column in the model, `[rows, 1]`.
+    pub p_convert: Vec<f32>,
+    /// `[rows, products]`: which product a converting user buys (empty
+    /// without products).
+    pub p_plan: Vec<f32>,
+}
+
+impl Scores {
+    /// Width of the `p_convert` rows.
+    pub fn convert_width(&self) -> usize {
+        self.p_convert.len().checked_div(self.rows).unwrap_or(0)
+    }
+}
+
+/// A loaded checkpoint, ready to score.
+#[derive(Debug)]
+pub struct Scorer {
+    manifest: Manifest,
+    network: Network,
+    layout: Layout,
+    device: Device,
+}
+
+impl Scorer {
+    /// Loads a checkpoint onto the CPU (burn-flex), verifying its format
+    /// version and the weights' checksum.
+    pub fn load(dir: impl AsRef<Path>) -> Result<Scorer, ScoreError> {
+        Scorer::load_on(dir, &Device::flex())
+    }
+
+    /// Loads a checkpoint onto a given device.
+    pub fn load_on(dir: impl AsRef<Path>, device: &Device) -> Result<Scorer, ScoreError> {
+        let (manifest, network) = checkpoint::load(dir.as_ref(), device)?;
+        Ok(Scorer::from_parts(manifest, network, device))
+    }
+
+    /// A scorer over an in-memory network (for example at the end of
+    /// training), with the network moved to inference mode.
+    pub fn from_parts(manifest: Manifest, network: Network, device: &Device) -> Scorer {
+        let layout = Layout::new(&manifest.network);
+        Scorer {
+            network: network.valid(),
+            layout,
+            manifest,
+            device: device.clone(),
+        }
+    }
+
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// The columns a row may carry: features, offer, context.
+    pub fn input_columns(&self) -> Vec<&str> {
+        self.manifest.preprocessor.input_columns()
+    }
+
+    /// Scores already-transformed rows.
+    pub fn score_features(&self, features: &Features) -> Scores {
+        let products: Vec<String> = self
+            .manifest
+            .preprocessor
+            .products
+            .iter()
+            .map(|p| p.name.clone())
+            .collect();
+        let mut scores = Scores {
+            rows: features.rows,
+            products,
+            p_offer: Vec::new(),
+            p_convert: Vec::with_capacity(features.rows * self.manifest.network.products.max(1)),
+            p_plan: Vec::new(),
+        };
+        let mut start = 0;
+        while start < features.rows {
+            let end = (start + CHUNK).min(features.rows);
+            let inputs = self.layout.inputs(features, start..end, &self.device);
+            let (p_convert, p_plan) = self.network.score_all(&inputs);
+            scores.p_convert.extend(crate::batch::to_vec(p_convert));
+            if let Some(p_plan) = p_plan {
+                scores.p_plan.extend(crate::batch::to_vec(p_plan));
+            }
+            start = end;
+        }
+        if !features.offer.is_empty() && self.manifest.network.has_offer {
+            let width = scores.convert_width();
+            scores.p_offer = features
+                .offer
+                .iter()
+                .enumerate()
+                .map(|(row, &offer)| scores.p_convert[row * width + offer as usize])
+                .collect();
+        }
+        scores
+    }
+
+    /// Scores rows given as records: column name -> value. A record without
+    /// the offer column is scored for every product; `p_offer` is then empty.
+    pub fn score_records(
+        &self,
+        records: &[HashMap<String, Value<'_>>],
+    ) -> Result<Scores, ScoreError> {
+        let pre = &self.manifest.preprocessor;
+        let features = pre.transform(records.len(), |row, column| {
+            records[row].get(column).copied().unwrap_or(Value::Null)
+        })?;
+        let has_offers = pre
+            .offer
+            .as_ref()
+            .is_some_and(|o| records.iter().all(|r| r.contains_key(o.as_str())));
+        let mut scores = self.score_features(&features);
+        if !has_offers {
+            scores.p_offer.clear();
+        }
+        Ok(scores)
+    }
+
+    /// Scores rows given as columns: column name -> one value per row.
+    pub fn score_columns(
+        &self,
+        columns: &HashMap<String, Vec<Value<'_>>>,
+    ) -> Result<Scores, ScoreError> {
+        let rows = columns.values().map(Vec::len).max().unwrap_or(0);
+        for (column, values) in columns {
+            if values.len() != rows {
+                return Err(ScoreError::Length {
+                    column: column.clone(),
+                    found: values.len(),
+                    expected: rows,
+                });
+            }
+        }
+        let pre = &self.manifest.preprocessor;
+        let features = pre.transform(rows, |row, column| {
+            columns
+                .get(column)
+                .map_or(Value::Null, |values| values[row])
+        })?;
+        let mut scores = self.score_features(&features);
+        if !pre
+            .offer
+            .as_ref()
+            .is_some_and(|o| columns.contains_key(o.as_str()))
+        {
+            scores.p_offer.clear();
+        }
+        Ok(scores)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Runs in the lean build too (`--no-default-features`): the serving
+    /// path loads and scores the committed demo checkpoint on its own.
+    #[test]
+    fn the_demo_checkpoint_scores_a_record() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("checkpoints/demo");
+        let scorer = Scorer::load(&dir).unwrap();
+        let mut record: HashMap<String, Value<'_>> = HashMap::new();
+        record.insert("tenure_months".into(), Value::Number(14.0));
+        record.insert("country".into(), Value::Text("SE"));
+        record.insert("offer".into(), Value::Text("family"));
+        record.insert("surface".into(), Value::Text("push"));
+        let scores = scorer.score_records(&[record]).unwrap();
+        assert_eq!(scores.rows, 1);
+        assert_eq!(scores.products.len(), 6);
+        let family = scores.products.iter().position(|p| p == "family").unwrap();
+        assert_eq!(scores.p_offer[0], scores.p_convert[family]);
+        assert!(scores.p_convert.iter().all(|p| (0.0..=1.0).contains(p)));
+        let total: f32 = scores.p_plan.iter().sum();
+        assert!((total - 1.0).abs() < 1e-5, "{total}");
+    }
+
+    #[test]
+    fn an_unknown_offer_is_a_field_error() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("checkpoints/demo");
+        let scorer = Scorer::load(&dir).unwrap();
+        let mut record: HashMap<String, Value<'_>> = HashMap::new();
+        record.insert("offer".into(), Value::Text("platinum"));
+        let message = scorer.score_records(&[record]).unwrap_err().to_string();
+        assert!(
+            message.contains("field \"offer\"") && message.contains("platinum"),
+            "{message}"
+        );
+    }
+}

@@ -1,0 +1,473 @@
+//! Training: the optimisation loop, per-epoch validation, early stopping and
+//! the export of the best weights as a checkpoint.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use burn::module::{ModuleVisitor, Param};
+use burn::optim::{AdamWConfig, GradientsParams};
+use burn::prelude::*;
+use burn::tensor::activation::{sigmoid, softmax};
+use chacha20::ChaCha8Rng;
+use rand::SeedableRng;
+use rand::seq::SliceRandom;
+use serde::Serialize;
+
+use crate::batch::{Layout, TargetTensors};
+use crate::checkpoint;
+use crate::config::{Config, Decay};
+use crate::data::{self, Batch};
+use crate::loss::{binary_cross_entropy, masked_cross_entropy};
+use crate::metrics::{BinaryMetrics, PlanMetrics};
+use crate::model::{Network, NetworkConfig};
+use crate::preprocess::Preprocessor;
+use crate::{Error, Result};
+
+/// Rows per forward pass when validating.
+const EVAL_CHUNK: usize = 8192;
+
+/// One epoch's line in `metrics.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EpochMetrics {
+    pub epoch: usize,
+    /// Learning rate at the epoch's last step.
+    pub lr: f64,
+    pub seconds: f64,
+    pub train_rows_per_sec: f64,
+    pub train_loss: f64,
+    pub train_conversion_loss: f64,
+    pub train_plan_loss: Option<f64>,
+    pub valid_loss: f64,
+    pub valid_conversion_loss: f64,
+    pub valid_plan_loss: Option<f64>,
+    pub valid_conversion_auc: Option<f64>,
+    pub valid_conversion_log_loss: f64,
+    pub valid_plan_accuracy: Option<f64>,
+    pub valid_plan_log_loss: Option<f64>,
+}
+
+/// What `upsell train` prints as its last line.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TrainSummary {
+    pub status: &'static str,
+    pub run_dir: PathBuf,
+    pub checkpoint: PathBuf,
+    pub backend: String,
+    pub train_rows: usize,
+    pub valid_rows: usize,
+    pub epochs: usize,
+    pub best_epoch: usize,
+    pub stopped_early: bool,
+    pub seconds: f64,
+    pub train_rows_per_sec: f64,
+    /// The best epoch's metrics (those of the exported weights).
+    pub best: EpochMetrics,
+}
+
+/// Creates the next free `run-NNN` directory under `base`.
+pub fn new_run_dir(base: &Path) -> Result<PathBuf> {
+    std::fs::create_dir_all(base).map_err(|e| Error::io(base, e))?;
+    for n in 1.. {
+        let dir = base.join(format!("run-{n:03}"));
+        match std::fs::create_dir(&dir) {
+            Ok(()) => return Ok(dir),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(Error::io(&dir, e)),
+        }
+    }
+    unreachable!("some run number is free")
+}
+
+/// Creates `dir` as a run directory; it must not exist yet.
+pub fn claim_run_dir(dir: &Path) -> Result<()> {
+    if let Some(parent) = dir.parent().filter(|p| !p.as_os_str().is_empty()) {
+        std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
+    }
+    match std::fs::create_dir(dir) {
+        Ok(()) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Err(Error::AlreadyExists {
+            path: dir.to_path_buf(),
+        }),
+        Err(e) => Err(Error::io(dir, e)),
+    }
+}
+
+/// The network shape for a config and a fitted preprocessing.
+pub fn network_config(config: &Config, pre: &Preprocessor) -> NetworkConfig {
+    let model = &config.model;
+    NetworkConfig {
+        numeric_width: pre.numeric_width(),
+        embedding_sizes: pre.embedding_sizes(),
+        context_sizes: pre.context.iter().map(|v| v.size()).collect(),
+        products: pre.products.len(),
+        has_offer: pre.offer.is_some(),
+        embedding_dim: model.embedding_dim,
+        offer_dim: model.offer_dim,
+        hidden: model.hidden.clone(),
+        tower: model.tower.clone(),
+        activation: model.activation,
+        dropout: model.dropout,
+        layer_norm: model.layer_norm,
+        plan_uses_offer: model.plan_uses_offer,
+    }
+}
+
+/// The learning rate at `step` of `total`: linear warm-up, then the decay.
+pub fn learning_rate(config: &crate::config::TrainConfig, step: usize, total: usize) -> f64 {
+    let peak = config.lr;
+    let warmup = config.warmup_steps.min(total.saturating_sub(1));
+    if step < warmup {
+        return peak * (step + 1) as f64 / warmup as f64;
+    }
+    let span = (total - warmup).max(1) as f64;
+    let progress = ((step - warmup) as f64 / span).min(1.0);
+    let floor = peak * config.min_lr_ratio;
+    match config.decay {
+        Decay::None => peak,
+        Decay::Linear => peak - (peak - floor) * progress,
+        Decay::Cosine => {
+            floor + (peak - floor) * 0.5 * (1.0 + (std::f64::consts::PI * progress).cos())
+        }
+    }
+}
+
+/// Trains on the data `config` names (or the built-in synthetic data) and
+/// writes `config.toml`, `metrics.jsonl` and `checkpoint/` into `run_dir`,
+/// which must exist and be empty.
+pub fn train(
+    config: &Config,
+    run_dir: &Path,
+    device: &Device,
+    progress: bool,
+) -> Result<TrainSummary> {
+    let started = Instant::now();
+    crate::atomic::write(&run_dir.join("config.toml"), config.to_toml().as_bytes())?;
+    let prepared = data::prepare(config)?;
+    let net_config = network_config(config, &prepared.preprocessor);
+    let run = Run::new(config, &net_config, &prepared.preprocessor, device);
+    let outcome = run.fit(&prepared.train, &prepared.valid, run_dir, progress)?;
+
+    let metrics = serde_json::to_value(&outcome.best).expect("metrics serialise");
+    let weights = checkpoint::weights_bytes(&outcome.network)?;
+    let manifest = checkpoint::manifest(
+        net_config,
+        prepared.preprocessor,
+        config.columns.id.clone(),
+        metrics,
+        config.to_toml(),
+        &weights,
+    );
+    let checkpoint_dir = run_dir.join("checkpoint");
+    checkpoint::write(&checkpoint_dir, &manifest, &weights)?;
+    Ok(TrainSummary {
+        status: "ok",
+        run_dir: run_dir.to_path_buf(),
+        checkpoint: checkpoint_dir,
+        backend: format!("{:?}", config.train.backend).to_lowercase(),
+        train_rows: prepared.train.features.rows,
+        valid_rows: prepared.valid.features.rows,
+        epochs: outcome.epochs,
+        best_epoch: outcome.best.epoch,
+        stopped_early: outcome.epochs < config.train.epochs,
+        seconds: started.elapsed().as_secs_f64(),
+        train_rows_per_sec: outcome.rows_per_sec,
+        best: outcome.best,
+    })
+}
+
+/// The state of one training run.
+pub struct Run<'a> {
+    config: &'a Config,
+    layout: Layout,
+    device: Device,
+    network: Network,
+}
+
+/// What [`Run::fit`] ends with.
+pub struct Outcome {
+    /// The best epoch's weights, in inference mode.
+    pub network: Network,
+    pub best: EpochMetrics,
+    pub epochs: usize,
+    pub history: Vec<EpochMetrics>,
+    pub rows_per_sec: f64,
+}
+
+impl<'a> Run<'a> {
+    /// A fresh network, seeded from `config.seed`, on `device`.
+    pub fn new(
+        config: &'a Config,
+        net: &NetworkConfig,
+        _pre: &Preprocessor,
+        device: &Device,
+    ) -> Run<'a> {
+        device.seed(config.seed);
+        let network = net.init(&device.clone().autodiff());
+        Run::with_network(config, net, network, device)
+    }
+
+    /// A run that starts from given weights (for parity tests across
+    /// backends), moved onto `device` for training.
+    pub fn with_network(
+        config: &'a Config,
+        net: &NetworkConfig,
+        network: Network,
+        device: &Device,
+    ) -> Run<'a> {
+        Run {
+            config,
+            layout: Layout::new(net),
+            device: device.clone(),
+            // Weights built on a plain device start tracking gradients here.
+            network: network.fork(device).train(),
+        }
+    }
+
+    /// Trains for `train.epochs` epochs (fewer when validation stops
+    /// improving), writing one line per epoch to `run_dir/metrics.jsonl`.
+    pub fn fit(
+        self,
+        train: &Batch,
+        valid: &Batch,
+        run_dir: &Path,
+        progress: bool,
+    ) -> Result<Outcome> {
+        let cfg = &self.config.train;
+        let rows = train.features.rows;
+        let steps_per_epoch = rows.div_ceil(cfg.batch_size);
+        let total_steps = steps_per_epoch * cfg.epochs;
+        let autodiff = self.device.clone().autodiff();
+        let mut optimizer = AdamWConfig::new()
+            .with_weight_decay(cfg.weight_decay as f32)
+            .with_epsilon(1e-8)
+            .init();
+        let mut network = self.network;
+        let mut rng = ChaCha8Rng::seed_from_u64(self.config.seed);
+        let mut order: Vec<usize> = (0..rows).collect();
+        let bar = progress_bar(progress, (rows * cfg.epochs) as u64);
+        let metrics_path = run_dir.join("metrics.jsonl");
+        let mut metrics_file =
+            std::fs::File::create(&metrics_path).map_err(|e| Error::io(&metrics_path, e))?;
+
+        let mut history: Vec<EpochMetrics> = Vec::new();
+        let mut best: Option<(EpochMetrics, Network)> = None;
+        let mut since_best = 0;
+        let mut step = 0;
+        let mut train_seconds = 0.0;
+        for epoch in 1..=cfg.epochs {
+            let epoch_start = Instant::now();
+            order.shuffle(&mut rng);
+            let features = train.features.take(&order);
+            let targets = train.targets.take(&order);
+            let (mut conv_sum, mut plan_sum, mut weight_sum) = (0.0f64, 0.0f64, 0.0f64);
+            let mut lr = cfg.lr;
+            for start in (0..rows).step_by(cfg.batch_size) {
+                let range = start..(start + cfg.batch_size).min(rows);
+                let n = range.len() as f64;
+                let inputs = self.layout.inputs(&features, range.clone(), &autodiff);
+                let y = TargetTensors::new(&targets, range, &autodiff);
+                let out = network.forward(&inputs);
+                let conv_loss = binary_cross_entropy(out.conversion, y.converted, y.weight.clone());
+                let plan_loss = out
+                    .plan
+                    .map(|logits| masked_cross_entropy(logits, y.plan, y.weight));
+                let mut loss = conv_loss.clone() * cfg.conversion_weight;
+                if let Some(plan_loss) = &plan_loss {
+                    loss = loss + plan_loss.clone() * cfg.plan_weight;
+                }
+                let conv_value: f64 = conv_loss.into_scalar::<f32>().into();
+                if !conv_value.is_finite() {
+                    return Err(Error::Diverged {
+                        epoch,
+                        step,
+                        loss: conv_value,
+                    });
+                }
+                conv_sum += conv_value * n;
+                if let Some(plan_loss) = plan_loss {
+                    plan_sum += f64::from(plan_loss.into_scalar::<f32>()) * n;
+                }
+                weight_sum += n;
+                let grads = GradientsParams::from_grads(loss.backward(), &network);
+                let grads = clip_global_norm(&network, grads, cfg.grad_clip);
+                lr = learning_rate(cfg, step, total_steps);
+                network = optimizer.step(lr, network, grads);
+                step += 1;
+                bar.inc(n as u64);
+            }
+            let seconds = epoch_start.elapsed().as_secs_f64();
+            train_seconds += seconds;
+            let eval = network.valid();
+            let valid_metrics = evaluate(&eval, &self.layout, valid, &self.device);
+            let has_plan = eval_has_plan(&eval);
+            let plan_train = has_plan.then(|| plan_sum / weight_sum);
+            let conv_train = conv_sum / weight_sum;
+            let train_loss =
+                cfg.conversion_weight * conv_train + cfg.plan_weight * plan_train.unwrap_or(0.0);
+            let valid_conversion_loss = valid_metrics.conversion.log_loss.unwrap_or(f64::NAN);
+            let valid_loss = cfg.conversion_weight * valid_conversion_loss
+                + cfg.plan_weight * valid_metrics.plan_log_loss().unwrap_or(0.0);
+            let line = EpochMetrics {
+                epoch,
+                lr,
+                seconds,
+                train_rows_per_sec: rows as f64 / seconds,
+                train_loss,
+                train_conversion_loss: conv_train,
+                train_plan_loss: plan_train,
+                valid_loss,
+                valid_conversion_loss,
+                valid_plan_loss: valid_metrics.plan_log_loss(),
+                valid_conversion_auc: valid_metrics.conversion.auc,
+                valid_conversion_log_loss: valid_conversion_loss,
+                valid_plan_accuracy: valid_metrics.plan.as_ref().and_then(|p| p.accuracy),
+                valid_plan_log_loss: valid_metrics.plan_log_loss(),
+            };
+            let json = serde_json::to_string(&line).expect("metrics serialise");
+            writeln!(metrics_file, "{json}").map_err(|e| Error::io(&metrics_path, e))?;
+            bar.set_message(format!("epoch {epoch}: valid loss {valid_loss:.4}"));
+            history.push(line.clone());
+            let improved = best
+                .as_ref()
+                .is_none_or(|(b, _)| valid_loss < b.valid_loss - 1e-7);
+            if improved {
+                best = Some((line, eval));
+                since_best = 0;
+            } else {
+                since_best += 1;
+                if cfg.patience > 0 && since_best >= cfg.patience {
+                    break;
+                }
+            }
+        }
+        bar.finish_and_clear();
+        metrics_file
+            .sync_all()
+            .map_err(|e| Error::io(&metrics_path, e))?;
+        let (best, network) = best.expect("at least one epoch runs");
+        let epochs = history.len();
+        Ok(Outcome {
+            network,
+            best,
+            epochs,
+            rows_per_sec: (rows * epochs) as f64 / train_seconds,
+            history,
+        })
+    }
+}
+
+fn eval_has_plan(network: &Network) -> bool {
+    network.has_plan_head()
+}
+
+fn progress_bar(visible: bool, total: u64) -> indicatif::ProgressBar {
+    if !visible {
+        return indicatif::ProgressBar::hidden();
+    }
+    let bar = indicatif::ProgressBar::new(total);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template(
+            "{elapsed_precise} [{bar:30}] {human_pos}/{human_len} rows, {per_sec} {msg}",
+        )
+        .expect("a valid template")
+        .progress_chars("=> "),
+    );
+    bar
+}
+
+/// Validation metrics of a network on a batch.
+pub struct Evaluation {
+    pub conversion: crate::metrics::BinarySummary,
+    pub plan: Option<crate::metrics::PlanSummary>,
+}
+
+impl Evaluation {
+    fn plan_log_loss(&self) -> Option<f64> {
+        self.plan.as_ref().and_then(|p| p.log_loss)
+    }
+}
+
+/// Scores `batch` with an inference-mode network and summarises the
+/// conversion head (on each row's own offer) and the plan head.
+pub fn evaluate(network: &Network, layout: &Layout, batch: &Batch, device: &Device) -> Evaluation {
+    let mut conversion = BinaryMetrics::default();
+    let mut plan = PlanMetrics::default();
+    let rows = batch.features.rows;
+    let weights = &batch.targets.weight;
+    for start in (0..rows).step_by(EVAL_CHUNK) {
+        let range = start..(start + EVAL_CHUNK).min(rows);
+        let inputs = layout.inputs(&batch.features, range.clone(), device);
+        let out = network.forward(&inputs);
+        let p: Vec<f32> = crate::batch::to_vec(sigmoid(out.conversion));
+        conversion.update(
+            &p,
+            &batch.targets.converted[range.clone()],
+            Some(&weights[range.clone()]),
+        );
+        if let Some(logits) = out.plan {
+            let [_, classes] = logits.dims();
+            let probs = crate::batch::to_vec(softmax(logits, 1));
+            plan.update(
+                &probs,
+                classes,
+                &batch.targets.plan[range.clone()],
+                Some(&weights[range]),
+            );
+        }
+    }
+    Evaluation {
+        conversion: conversion.finish(),
+        plan: network.has_plan_head().then(|| plan.finish()),
+    }
+}
+
+/// Scales the gradients so that their global L2 norm is at most `max_norm`
+/// (PyTorch's `clip_grad_norm_`; burn's own clipping is per parameter).
+fn clip_global_norm(network: &Network, grads: GradientsParams, max_norm: f64) -> GradientsParams {
+    if max_norm <= 0.0 {
+        return grads;
+    }
+    struct SquaredNorm<'a> {
+        grads: &'a GradientsParams,
+        sum: Option<Tensor<1>>,
+    }
+    impl ModuleVisitor for SquaredNorm<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if let Some(g) = self.grads.get::<D>(param.id) {
+                let s = g.square().sum();
+                self.sum = Some(match self.sum.take() {
+                    Some(total) => total + s,
+                    None => s,
+                });
+            }
+        }
+    }
+    struct Scale<'a> {
+        grads: &'a mut GradientsParams,
+        factor: f32,
+    }
+    impl ModuleVisitor for Scale<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if let Some(g) = self.grads.remove::<D>(param.id) {
+                self.grads.register(param.id, g.mul_scalar(self.factor));
+            }
+        }
+    }
+    let mut norm = SquaredNorm {
+        grads: &grads,
+        sum: None,
+    };
+    network.visit(&mut norm);
+    let Some(sum) = norm.sum else { return grads };
+    let total = f64::from(sum.into_scalar::<f32>()).sqrt();
+    let mut grads = grads;
+    if total > max_norm {
+        let factor = (max_norm / (total + 1e-6)) as f32;
+        network.visit(&mut Scale {
+            grads: &mut grads,
+            factor,
+        });
+    }
+    grads
+}

@@ -1,0 +1,320 @@
+//! Checkpoints: the committed golden checkpoint, round trips, scoring
+//! parity between the lean scorer and the training pipeline, and corrupt
+//! checkpoints.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use polars::prelude::*;
+use upsell::Scorer;
+use upsell::preprocess::Value;
+
+use crate::common::{repo, upsell, write};
+
+fn demo() -> PathBuf {
+    repo().join("checkpoints/demo")
+}
+
+fn read_csv(path: &Path) -> DataFrame {
+    CsvReadOptions::default()
+        .with_has_header(true)
+        .map_parse_options(|o| o.with_try_parse_dates(true))
+        .try_into_reader_with_file_path(Some(path.to_path_buf()))
+        .unwrap()
+        .finish()
+        .unwrap()
+}
+
+fn column_f64(frame: &DataFrame, name: &str) -> Vec<f64> {
+    frame
+        .column(name)
+        .unwrap()
+        .cast(&DataType::Float64)
+        .unwrap()
+        .f64()
+        .unwrap()
+        .into_no_null_iter()
+        .collect()
+}
+
+/// Converts a frame's rows into scorer records.
+fn records(frame: &DataFrame) -> Vec<HashMap<String, Value<'_>>> {
+    let mut rows: Vec<HashMap<String, Value<'_>>> = vec![HashMap::new(); frame.height()];
+    for column in frame.columns() {
+        let name = column.name().to_string();
+        match column.dtype() {
+            DataType::String => {
+                for (row, v) in column.str().unwrap().iter().enumerate() {
+                    rows[row].insert(name.clone(), v.map_or(Value::Null, Value::Text));
+                }
+            }
+            _ => {
+                let values = column.cast(&DataType::Float64).unwrap();
+                for (row, v) in values.f64().unwrap().iter().enumerate() {
+                    rows[row].insert(name.clone(), v.map_or(Value::Null, Value::Number));
+                }
+            }
+        }
+    }
+    rows
+}
+
+#[test]
+fn the_golden_checkpoint_still_scores_its_stored_rows() {
+    let scorer = Scorer::load(demo()).unwrap();
+    let rows = read_csv(&demo().join("rows.csv"));
+    let expected = read_csv(&demo().join("expected.csv"));
+    let scores = scorer.score_records(&records(&rows)).unwrap();
+    let products = scores.products.clone();
+    assert_eq!(products.len(), 6);
+    let mut checked = 0;
+    for (j, product) in products.iter().enumerate() {
+        let want = column_f64(&expected, &format!("p_convert__{product}"));
+        let width = scores.convert_width();
+        for (row, w) in want.iter().enumerate() {
+            let got = f64::from(scores.p_convert[row * width + j]);
+            assert!(
+                (got - w).abs() < 1e-5,
+                "p_convert__{product} row {row}: {got} vs {w}"
+            );
+            checked += 1;
+        }
+        let want = column_f64(&expected, &format!("p_plan__{product}"));
+        for (row, w) in want.iter().enumerate() {
+            let got = f64::from(scores.p_plan[row * products.len() + j]);
+            assert!(
+                (got - w).abs() < 1e-5,
+                "p_plan__{product} row {row}: {got} vs {w}"
+            );
+        }
+    }
+    let want = column_f64(&expected, "p_convert");
+    for (row, w) in want.iter().enumerate() {
+        assert!((f64::from(scores.p_offer[row]) - w).abs() < 1e-5);
+    }
+    assert!(checked >= 6 * 8);
+}
+
+#[test]
+fn inspect_prints_the_manifest() {
+    let output = upsell()
+        .args(["inspect", "--checkpoint"])
+        .arg(demo())
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let text = String::from_utf8(output.stdout).unwrap();
+    for fragment in [
+        "checkpoint format 1",
+        "burn 0.22.1",
+        "premium_individual",
+        "region_id",
+        "sha256",
+    ] {
+        assert!(text.contains(fragment), "{fragment}: {text}");
+    }
+    let output = upsell()
+        .args(["inspect", "--json", "--checkpoint"])
+        .arg(demo())
+        .output()
+        .unwrap();
+    let manifest: upsell::checkpoint::Manifest = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(manifest.format_version, upsell::checkpoint::FORMAT_VERSION);
+}
+
+#[test]
+fn the_score_command_matches_the_scorer_in_another_process() {
+    let tmp = tempfile::tempdir().unwrap();
+    for ext in ["csv", "parquet"] {
+        let out = tmp.path().join(format!("scores.{ext}"));
+        let output = upsell()
+            .args(["score", "--checkpoint"])
+            .arg(demo())
+            .arg("--input")
+            .arg(demo().join("rows.csv"))
+            .arg("--output")
+            .arg(&out)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let scored = match ext {
+            "csv" => read_csv(&out),
+            _ => ParquetReader::new(std::fs::File::open(&out).unwrap())
+                .finish()
+                .unwrap(),
+        };
+        let expected = read_csv(&demo().join("expected.csv"));
+        assert_eq!(scored.height(), expected.height());
+        let ids: Vec<String> = scored
+            .column("user_id")
+            .unwrap()
+            .str()
+            .unwrap()
+            .iter()
+            .flatten()
+            .map(str::to_string)
+            .collect();
+        let rows = read_csv(&demo().join("rows.csv"));
+        let input_ids: Vec<String> = rows
+            .column("user_id")
+            .unwrap()
+            .str()
+            .unwrap()
+            .iter()
+            .flatten()
+            .map(str::to_string)
+            .collect();
+        assert_eq!(ids, input_ids, "input order and ids are kept");
+        for name in expected.get_column_names() {
+            if name.as_str() == "user_id" {
+                continue;
+            }
+            let got = column_f64(&scored, name);
+            let want = column_f64(&expected, name);
+            for (g, w) in got.iter().zip(&want) {
+                assert!((g - w).abs() < 1e-6, "{name}: {g} vs {w}");
+            }
+        }
+    }
+}
+
+#[test]
+fn the_scorer_and_the_training_pipeline_agree() {
+    let scorer = Scorer::load(demo()).unwrap();
+    let manifest = scorer.manifest();
+    let config =
+        upsell::Config::from_toml(&manifest.config, "manifest", Path::new(""), &[]).unwrap();
+    let rows = read_csv(&demo().join("rows.csv"));
+    let table = upsell::data::from_frame(Path::new("rows.csv"), rows.clone(), &config).unwrap();
+    let features = upsell::data::features(&manifest.preprocessor, &table.frame).unwrap();
+    let from_pipeline = scorer.score_features(&features);
+    let from_records = scorer.score_records(&records(&rows)).unwrap();
+    assert_eq!(from_pipeline, from_records);
+}
+
+fn broken_copy(tmp: &Path, change: impl FnOnce(&Path)) -> PathBuf {
+    let dir = tmp.join("ckpt");
+    std::fs::create_dir(&dir).unwrap();
+    for name in ["manifest.json", "model.safetensors"] {
+        std::fs::copy(demo().join(name), dir.join(name)).unwrap();
+    }
+    change(&dir);
+    dir
+}
+
+fn score_error(checkpoint: &Path) -> (i32, String) {
+    let tmp = tempfile::tempdir().unwrap();
+    let output = upsell()
+        .args(["score", "--checkpoint"])
+        .arg(checkpoint)
+        .arg("--input")
+        .arg(demo().join("rows.csv"))
+        .arg("--output")
+        .arg(tmp.path().join("out.csv"))
+        .output()
+        .unwrap();
+    assert!(!tmp.path().join("out.csv").exists(), "nothing written");
+    let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    (output.status.code().unwrap(), stderr)
+}
+
+#[test]
+fn tampered_weights_fail_the_checksum() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = broken_copy(tmp.path(), |dir| {
+        let path = dir.join("model.safetensors");
+        let mut bytes = std::fs::read(&path).unwrap();
+        let last = bytes.len() - 1;
+        bytes[last] ^= 0x40;
+        std::fs::write(&path, bytes).unwrap();
+    });
+    let (code, stderr) = score_error(&dir);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("model.safetensors") && stderr.contains("checksum mismatch"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn truncated_weights_fail_the_checksum() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = broken_copy(tmp.path(), |dir| {
+        let path = dir.join("model.safetensors");
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+    });
+    let (code, stderr) = score_error(&dir);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("truncated"), "{stderr}");
+}
+
+#[test]
+fn a_newer_format_is_refused_by_name() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = broken_copy(tmp.path(), |dir| {
+        let path = dir.join("manifest.json");
+        let mut manifest: serde_json::Value =
+            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+        manifest["format_version"] = 99.into();
+        manifest["a_field_from_the_future"] = true.into();
+        std::fs::write(&path, serde_json::to_vec(&manifest).unwrap()).unwrap();
+    });
+    let (code, stderr) = score_error(&dir);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("format version 99 is newer"), "{stderr}");
+}
+
+#[test]
+fn a_directory_without_a_manifest_is_not_a_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = broken_copy(tmp.path(), |dir| {
+        std::fs::remove_file(dir.join("manifest.json")).unwrap()
+    });
+    let (code, stderr) = score_error(&dir);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("manifest.json is missing"), "{stderr}");
+}
+
+#[test]
+fn an_input_without_a_feature_column_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rows = std::fs::read_to_string(demo().join("rows.csv")).unwrap();
+    let (header, body) = rows.split_once('\n').unwrap();
+    let columns: Vec<&str> = header.split(',').collect();
+    let drop = columns.iter().position(|c| *c == "tenure_months").unwrap();
+    let keep = |line: &str| -> String {
+        line.split(',')
+            .enumerate()
+            .filter(|(i, _)| *i != drop)
+            .map(|(_, v)| v)
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let mut text = keep(header) + "\n";
+    for line in body.lines() {
+        text += &(keep(line) + "\n");
+    }
+    let input = write(tmp.path(), "rows.csv", &text);
+    let output = upsell()
+        .args(["score", "--checkpoint"])
+        .arg(demo())
+        .arg("--input")
+        .arg(&input)
+        .arg("--output")
+        .arg(tmp.path().join("out.parquet"))
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains("rows.csv") && stderr.contains("\"tenure_months\""),
+        "{stderr}"
+    );
+    assert!(!tmp.path().join("out.parquet").exists());
+}

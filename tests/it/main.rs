@@ -1,0 +1,12 @@
+//! One integration-test binary (so the burn and polars stacks link once),
+//! a module per capability.
+
+mod bad_input;
+mod checkpoint;
+mod common;
+mod config;
+mod model;
+mod parity;
+mod pipeline;
+mod real_data;
+mod synth;

@@ -1,0 +1,193 @@
+//! The network, its losses and its training, through the library and the CLI.
+
+use burn::prelude::*;
+use upsell::config::Config;
+use upsell::loss::{binary_cross_entropy, masked_cross_entropy};
+
+use crate::common::upsell;
+
+fn cpu() -> Device {
+    Device::flex()
+}
+
+fn scalar(t: Tensor<1>) -> f64 {
+    f64::from(t.into_scalar::<f32>())
+}
+
+#[test]
+fn binary_cross_entropy_matches_the_formula_and_weights_rows() {
+    let device = cpu();
+    let logits = Tensor::<1>::from_floats([2.0, -1.0, 0.0], &device);
+    let targets = Tensor::<1>::from_floats([1.0, 0.0, 1.0], &device);
+    // -ln(sigmoid(2)), -ln(1 - sigmoid(-1)), -ln(0.5)
+    let per_row = [0.126_928_0, 0.313_261_7, std::f64::consts::LN_2];
+    let ones = Tensor::<1>::from_floats([1.0, 1.0, 1.0], &device);
+    let mean = scalar(binary_cross_entropy(logits.clone(), targets.clone(), ones));
+    assert!(
+        (mean - per_row.iter().sum::<f64>() / 3.0).abs() < 1e-5,
+        "{mean}"
+    );
+    // A weight of 2 counts a row twice; a weight of 0 drops it.
+    let weights = Tensor::<1>::from_floats([2.0, 0.0, 1.0], &device);
+    let weighted = scalar(binary_cross_entropy(logits, targets, weights));
+    let expected = (2.0 * per_row[0] + per_row[2]) / 3.0;
+    assert!((weighted - expected).abs() < 1e-5, "{weighted}");
+    // Large logits stay finite.
+    let extreme = scalar(binary_cross_entropy(
+        Tensor::<1>::from_floats([100.0, -100.0], &device),
+        Tensor::<1>::from_floats([0.0, 1.0], &device),
+        Tensor::<1>::from_floats([1.0, 1.0], &device),
+    ));
+    assert!((extreme - 100.0).abs() < 1e-3, "{extreme}");
+}
+
+#[test]
+fn cross_entropy_masks_rows_without_a_plan() {
+    let device = cpu();
+    let logits = Tensor::<2>::from_floats([[0.0, 0.0], [2.0, 0.0], [5.0, -5.0]], &device);
+    let ones = Tensor::<1>::from_floats([1.0, 1.0, 1.0], &device);
+    // Row 0: -ln(0.5); row 1 (class 1): -ln(1 / (1 + e^2)) = ln(1 + e^2);
+    // row 2 has no plan and must not count.
+    let targets = Tensor::<1, Int>::from_ints([0, 1, -1], &device);
+    let loss = scalar(masked_cross_entropy(logits.clone(), targets, ones.clone()));
+    let expected = (std::f64::consts::LN_2 + (1.0 + 2f64.exp()).ln()) / 2.0;
+    assert!((loss - expected).abs() < 1e-5, "{loss} vs {expected}");
+    // No labelled row at all: 0, not NaN.
+    let none = Tensor::<1, Int>::from_ints([-1, -1, -1], &device);
+    assert_eq!(scalar(masked_cross_entropy(logits, none, ones)), 0.0);
+}
+
+/// A small, fast training config on the built-in synthetic data.
+pub fn tiny(extra: &[&str]) -> Vec<String> {
+    let mut args: Vec<String> = [
+        "train.synthetic_rows=30000",
+        "train.epochs=3",
+        "train.batch_size=256",
+        "train.warmup_steps=20",
+        "model.hidden=[64, 32]",
+        "model.tower=[32]",
+        "train.threads=2",
+    ]
+    .iter()
+    .flat_map(|s| ["--set".to_string(), s.to_string()])
+    .collect();
+    for e in extra {
+        args.push("--set".into());
+        args.push(e.to_string());
+    }
+    args
+}
+
+fn train_cli(dir: &std::path::Path, extra: &[&str]) -> serde_json::Value {
+    let output = upsell()
+        .arg("train")
+        .args(tiny(extra))
+        .arg("--out")
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let stdout = String::from_utf8(output.stdout).unwrap();
+    let last = stdout.lines().last().expect("a final JSON line");
+    serde_json::from_str(last).unwrap()
+}
+
+fn epochs(dir: &std::path::Path) -> Vec<serde_json::Value> {
+    std::fs::read_to_string(dir.join("metrics.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[test]
+fn training_through_the_cli_learns_and_exports_a_checkpoint() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let summary = train_cli(&run, &[]);
+    assert_eq!(summary["status"], "ok");
+    let history = epochs(&run);
+    assert_eq!(history.len(), 3);
+    let first = history[0]["train_loss"].as_f64().unwrap();
+    let last = history[2]["train_loss"].as_f64().unwrap();
+    assert!(last < first, "training loss should fall: {first} -> {last}");
+    let auc = summary["best"]["valid_conversion_auc"].as_f64().unwrap();
+    assert!(auc > 0.65, "validation AUC {auc}");
+    let accuracy = summary["best"]["valid_plan_accuracy"].as_f64().unwrap();
+    assert!(accuracy > 1.0 / 6.0, "plan accuracy {accuracy}");
+    for file in [
+        "config.toml",
+        "metrics.jsonl",
+        "checkpoint/manifest.json",
+        "checkpoint/model.safetensors",
+    ] {
+        assert!(run.join(file).is_file(), "{file}");
+    }
+    // The saved config is the resolved one and loads again.
+    let saved = Config::load(&run.join("config.toml"), &[]).unwrap();
+    assert_eq!(saved.train.epochs, 3);
+    // An existing run directory is never reused.
+    let output = upsell()
+        .arg("train")
+        .args(tiny(&[]))
+        .arg("--out")
+        .arg(&run)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("already exists"));
+}
+
+#[test]
+fn the_same_seed_gives_the_same_run() {
+    let tmp = tempfile::tempdir().unwrap();
+    let a = train_cli(&tmp.path().join("a"), &["train.epochs=1"]);
+    let b = train_cli(&tmp.path().join("b"), &["train.epochs=1"]);
+    assert_eq!(a["best"]["train_loss"], b["best"]["train_loss"]);
+    assert_eq!(a["best"]["valid_loss"], b["best"]["valid_loss"]);
+    let weights = |run: &str| {
+        std::fs::read(tmp.path().join(run).join("checkpoint/model.safetensors")).unwrap()
+    };
+    assert!(weights("a") == weights("b"), "the weights differ");
+    let c = train_cli(&tmp.path().join("c"), &["train.epochs=1", "seed=7"]);
+    assert_ne!(a["best"]["valid_loss"], c["best"]["valid_loss"]);
+}
+
+#[test]
+fn runs_get_numbered_directories_under_out_dir() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out_dir = format!(
+        "out_dir={:?}",
+        tmp.path().join("runs").display().to_string()
+    );
+    let first = upsell()
+        .arg("train")
+        .args(tiny(&[
+            "train.epochs=1",
+            "train.synthetic_rows=5000",
+            &out_dir,
+        ]))
+        .output()
+        .unwrap();
+    assert!(
+        first.status.success(),
+        "{}",
+        String::from_utf8_lossy(&first.stderr)
+    );
+    let second = upsell()
+        .arg("train")
+        .args(tiny(&[
+            "train.epochs=1",
+            "train.synthetic_rows=5000",
+            &out_dir,
+        ]))
+        .output()
+        .unwrap();
+    assert!(second.status.success());
+    assert!(tmp.path().join("runs/run-001/checkpoint").is_dir());
+    assert!(tmp.path().join("runs/run-002/checkpoint").is_dir());
+}
