@@ -229,3 +229,18 @@ fn config_command_prints_the_resolved_config() {
     let stderr = String::from_utf8(output.stderr).unwrap();
     assert!(stderr.contains("bogus"), "{stderr}");
 }
+
+#[test]
+fn the_default_config_shows_the_real_defaults() {
+    let config = Config::load(&repo().join("configs/default.toml"), &[]).unwrap();
+    assert_eq!(config.model, upsell::config::ModelConfig::default());
+    assert_eq!(config.train, upsell::config::TrainConfig::default());
+    assert_eq!(config.data, upsell::config::DataConfig::default());
+    assert_eq!(config.seed, 42);
+    let defaults = upsell::config::PreprocessConfig::default();
+    assert_eq!(config.preprocess.min_count, defaults.min_count);
+    assert_eq!(config.preprocess.max_vocab, defaults.max_vocab);
+    // It describes the built-in synthetic world column for column.
+    assert_eq!(config.columns, upsell::synth::config().columns);
+    assert_eq!(config.products, upsell::synth::config().products);
+}

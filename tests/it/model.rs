@@ -191,3 +191,58 @@ fn runs_get_numbered_directories_under_out_dir() {
     assert!(tmp.path().join("runs/run-001/checkpoint").is_dir());
     assert!(tmp.path().join("runs/run-002/checkpoint").is_dir());
 }
+
+#[test]
+fn a_model_trained_on_wgpu_scores_on_the_cpu_and_ndarray_trains_too() {
+    let tmp = tempfile::tempdir().unwrap();
+    let small = ["train.synthetic_rows=3000", "train.epochs=1"];
+    for backend in ["wgpu", "ndarray"] {
+        let output = upsell()
+            .arg("train")
+            .args(tiny(&small))
+            .args(["--backend", backend, "--out"])
+            .arg(tmp.path().join(backend))
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{backend}: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        let summary: serde_json::Value = serde_json::from_str(
+            String::from_utf8(output.stdout)
+                .unwrap()
+                .lines()
+                .last()
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(summary["backend"], backend);
+    }
+    let checkpoint = tmp.path().join("wgpu/checkpoint");
+    let on_cpu = upsell::Scorer::load(&checkpoint).unwrap();
+    let wgpu = upsell::device::device(upsell::config::BackendKind::Wgpu).unwrap();
+    let on_gpu = upsell::Scorer::load_on(&checkpoint, &wgpu).unwrap();
+    let rows = crate::common::repo().join("checkpoints/demo/rows.csv");
+    let config = Config::from_toml(
+        &on_cpu.manifest().config,
+        "manifest",
+        std::path::Path::new(""),
+        &[],
+    )
+    .unwrap();
+    let table = upsell::data::load(&rows, &config).unwrap();
+    let features = upsell::data::features(&on_cpu.manifest().preprocessor, &table.frame).unwrap();
+    let (a, b) = (
+        on_cpu.score_features(&features),
+        on_gpu.score_features(&features),
+    );
+    for (x, y) in a
+        .p_convert
+        .iter()
+        .zip(&b.p_convert)
+        .chain(a.p_plan.iter().zip(&b.p_plan))
+    {
+        assert!((x - y).abs() < 1e-4, "cpu {x} vs wgpu {y}");
+    }
+}
