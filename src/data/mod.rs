@@ -89,8 +89,11 @@ pub struct Prepared {
 /// Counts and timings of [`prepare`].
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct PrepareReport {
+    /// What loading the training data read and dropped.
     pub train: LoadReport,
-    pub valid: LoadReport,
+    /// The same for separate validation data; absent when the validation
+    /// rows were split off the training data.
+    pub valid: Option<LoadReport>,
     pub train_rows: usize,
     pub valid_rows: usize,
     /// Embedding table sizes of the categorical then hashed columns.
@@ -116,7 +119,11 @@ pub fn prepare(config: &Config) -> Result<Prepared, crate::Error> {
     let rows = dataset.train.height() + dataset.valid.height();
     let report = PrepareReport {
         train: dataset.train.report.clone(),
-        valid: dataset.valid.report.clone(),
+        valid: config
+            .data
+            .valid
+            .is_some()
+            .then(|| dataset.valid.report.clone()),
         train_rows: dataset.train.height(),
         valid_rows: dataset.valid.height(),
         embedding_sizes: preprocessor.embedding_sizes(),
