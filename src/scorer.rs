@@ -23,6 +23,10 @@ pub enum ScoreError {
     Checkpoint(#[from] CheckpointError),
     #[error(transparent)]
     Field(#[from] FieldError),
+    #[error(
+        "column {column:?} is required: this checkpoint's plan-choice head depends on the offer (model.plan_uses_offer)"
+    )]
+    OfferRequired { column: String },
     #[error("column {column:?} has {found} values; expected {expected}")]
     Length {
         column: String,
@@ -93,6 +97,19 @@ impl Scorer {
         &self.manifest
     }
 
+    /// Rows without an offer are scored for every product, unless the plan
+    /// head needs the offer to say what a buyer picks.
+    pub fn check_offer_present(&self, present: bool) -> Result<(), ScoreError> {
+        match (&self.manifest.preprocessor.offer, present) {
+            (Some(column), false) if self.manifest.network.plan_uses_offer => {
+                Err(ScoreError::OfferRequired {
+                    column: column.clone(),
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// The columns a row may carry: features, offer, context.
     pub fn input_columns(&self) -> Vec<&str> {
         self.manifest.preprocessor.input_columns()
@@ -151,6 +168,7 @@ impl Scorer {
             .offer
             .as_ref()
             .is_some_and(|o| records.iter().all(|r| r.contains_key(o.as_str())));
+        self.check_offer_present(has_offers)?;
         let mut scores = self.score_features(&features);
         if !has_offers {
             scores.p_offer.clear();
@@ -174,6 +192,11 @@ impl Scorer {
             }
         }
         let pre = &self.manifest.preprocessor;
+        self.check_offer_present(
+            pre.offer
+                .as_ref()
+                .is_some_and(|o| columns.contains_key(o.as_str())),
+        )?;
         let features = pre.transform(rows, |row, column| {
             columns
                 .get(column)

@@ -249,6 +249,7 @@ pub fn score_files(scorer: &Scorer, input: &Path, output: &Path) -> Result<Score
         }
     }
     let with_offer = with_offer.unwrap_or(false);
+    scorer.check_offer_present(with_offer)?;
     let mut read: Vec<&str> = pre.input_columns();
     if !with_offer {
         read.retain(|c| Some(*c) != pre.offer.as_deref());

@@ -318,3 +318,46 @@ fn an_input_without_a_feature_column_is_refused() {
     );
     assert!(!tmp.path().join("out.parquet").exists());
 }
+
+#[test]
+fn rows_without_an_offer_are_scored_for_every_product() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rows = read_csv(&demo().join("rows.csv"));
+    let mut without = rows.drop("offer").unwrap();
+    let input = tmp.path().join("rows.parquet");
+    ParquetWriter::new(std::fs::File::create(&input).unwrap())
+        .finish(&mut without)
+        .unwrap();
+    let out = tmp.path().join("scores.csv");
+    let output = upsell()
+        .args(["score", "--checkpoint"])
+        .arg(demo())
+        .arg("--input")
+        .arg(&input)
+        .arg("--output")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let scored = read_csv(&out);
+    let expected = read_csv(&demo().join("expected.csv"));
+    assert!(
+        scored.column("p_convert").is_err(),
+        "no offer, no p_convert"
+    );
+    for name in expected.get_column_names() {
+        if name.as_str() == "user_id" || name.as_str() == "p_convert" {
+            continue;
+        }
+        for (g, w) in column_f64(&scored, name)
+            .iter()
+            .zip(&column_f64(&expected, name))
+        {
+            assert!((g - w).abs() < 1e-6, "{name}: {g} vs {w}");
+        }
+    }
+}
