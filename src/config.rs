@@ -62,6 +62,9 @@ pub struct Config {
     /// The optimisation.
     #[serde(default)]
     pub train: TrainConfig,
+    /// How scores become offers.
+    #[serde(default)]
+    pub policy: PolicyConfig,
 }
 
 fn default_seed() -> u64 {
@@ -486,6 +489,56 @@ fn default_synthetic_rows() -> u64 {
     200_000
 }
 
+/// `[policy]`: how probabilities become offers. Saved with the checkpoint
+/// and overridable at decision time.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicyConfig {
+    /// `greedy`, `epsilon:E` (explore uniformly with probability E) or
+    /// `softmax:T` (sample by expected value at temperature T). Default
+    /// `greedy`.
+    #[serde(default)]
+    pub exploration: crate::policy::Exploration,
+    /// The cost of contacting a user, in value units. When above 0, "no
+    /// offer" is a candidate worth 0. Default 0.
+    #[serde(default)]
+    pub contact_cost: f64,
+    /// Business weight per product, multiplying its expected value. Default
+    /// 1 for every product.
+    #[serde(default)]
+    pub weights: BTreeMap<String, f64>,
+    /// Largest share of a batch's decisions per product, in (0, 1]. Met by
+    /// per-product shadow prices on the expected value. Default: no caps.
+    #[serde(default)]
+    pub caps: BTreeMap<String, f64>,
+    /// Eligibility rules; a candidate that any rule matches is excluded.
+    #[serde(default)]
+    pub exclude: Vec<EligibilityRule>,
+}
+
+/// Excludes products for users whose `column` matches. For example
+/// `{ products = ["student"], column = "age_bucket", not_in = ["18-24"] }`,
+/// or `{ column = "current_plan", equals_product = true }` (no product the
+/// user already has).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EligibilityRule {
+    /// The products the rule applies to; empty means every product.
+    #[serde(default)]
+    pub products: Vec<String>,
+    /// The input column the rule reads (as text).
+    pub column: String,
+    /// Exclude when the value is one of these.
+    #[serde(default, rename = "in")]
+    pub is_in: Vec<String>,
+    /// Exclude when the value is none of these (a null value included).
+    #[serde(default)]
+    pub not_in: Vec<String>,
+    /// Exclude when the value is the product's own name.
+    #[serde(default)]
+    pub equals_product: bool,
+}
+
 impl Config {
     /// Reads a config file, applies `overrides` (each `section.key=value`)
     /// and validates the result.
@@ -673,6 +726,60 @@ impl Config {
                 "train",
                 "conversion_weight and plan_weight are both 0: nothing to learn".into(),
             ));
+        }
+        let policy = &self.policy;
+        if !(policy.contact_cost >= 0.0 && policy.contact_cost.is_finite()) {
+            return Err(invalid(
+                "policy.contact_cost",
+                format!("must be a finite number >= 0, got {}", policy.contact_cost),
+            ));
+        }
+        for (product, &weight) in &policy.weights {
+            if !self.products.contains_key(product) {
+                return Err(invalid(
+                    &format!("policy.weights.{product}"),
+                    "not a product in [products]".into(),
+                ));
+            }
+            if !(weight >= 0.0 && weight.is_finite()) {
+                return Err(invalid(
+                    &format!("policy.weights.{product}"),
+                    format!("must be >= 0, got {weight}"),
+                ));
+            }
+        }
+        for (product, &cap) in &policy.caps {
+            if !self.products.contains_key(product) {
+                return Err(invalid(
+                    &format!("policy.caps.{product}"),
+                    "not a product in [products]".into(),
+                ));
+            }
+            if !(cap > 0.0 && cap <= 1.0) {
+                return Err(invalid(
+                    &format!("policy.caps.{product}"),
+                    format!("must be in (0, 1], got {cap}"),
+                ));
+            }
+        }
+        for (i, rule) in policy.exclude.iter().enumerate() {
+            if let Some(unknown) = rule
+                .products
+                .iter()
+                .find(|p| !self.products.contains_key(*p))
+            {
+                return Err(invalid(
+                    &format!("policy.exclude[{i}].products"),
+                    format!("{unknown:?} is not a product in [products]"),
+                ));
+            }
+            if rule.is_in.is_empty() && rule.not_in.is_empty() && !rule.equals_product {
+                return Err(invalid(
+                    &format!("policy.exclude[{i}]"),
+                    "the rule matches nothing: give `in`, `not_in` or `equals_product = true`"
+                        .into(),
+                ));
+            }
         }
         if self.preprocess.min_count == 0 {
             return Err(invalid("preprocess.min_count", "must be at least 1".into()));

@@ -18,6 +18,7 @@ pub mod error;
 pub mod loss;
 pub mod metrics;
 pub mod model;
+pub mod policy;
 pub mod preprocess;
 pub mod scorer;
 #[cfg(feature = "data")]

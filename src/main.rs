@@ -32,6 +32,8 @@ enum Command {
     Score(ScoreArgs),
     /// Print a checkpoint's manifest in readable form.
     Inspect(InspectArgs),
+    /// Decide an offer (and context) for every input row with the checkpoint's policy.
+    Recommend(RecommendArgs),
 }
 
 /// Where the experiment config comes from.
@@ -116,6 +118,33 @@ struct ScoreArgs {
     /// Where to write the scores (.parquet or .csv).
     #[arg(long, value_name = "FILE")]
     output: PathBuf,
+}
+
+#[derive(Args)]
+struct RecommendArgs {
+    /// The checkpoint directory.
+    #[arg(long, value_name = "DIR")]
+    checkpoint: PathBuf,
+    /// Users to decide for: a Parquet or CSV file, a directory or a glob.
+    #[arg(long, value_name = "PATH")]
+    input: PathBuf,
+    /// Where to write the decisions (.parquet or .csv); with --shard I/N,
+    /// `NAME-0000I-of-0000N.EXT` beside it.
+    #[arg(long, value_name = "FILE")]
+    output: PathBuf,
+    /// Exploration, instead of `policy.exploration`: greedy, epsilon:E or softmax:T.
+    #[arg(long, value_name = "POLICY")]
+    policy: Option<upsell::policy::Exploration>,
+    /// Process one of N disjoint parts of the input (default: from
+    /// JOB_COMPLETION_INDEX/JOB_COMPLETIONS when set, else everything).
+    #[arg(long, value_name = "I/N")]
+    shard: Option<upsell::data::recommend::Shard>,
+    /// Rows per shard unit and per decision batch (caps hold per batch).
+    #[arg(long, default_value_t = upsell::data::recommend::UNIT_ROWS)]
+    unit_rows: usize,
+    /// Override the checkpoint's saved config, e.g. `--set policy.contact_cost=0.05`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
 }
 
 #[derive(Args)]
@@ -217,6 +246,35 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Score(args) => {
             let scorer = upsell::Scorer::load(&args.checkpoint).map_err(upsell::Error::from)?;
             let report = upsell::data::score::score_files(&scorer, &args.input, &args.output)?;
+            println!("{}", serde_json::to_string(&report)?);
+        }
+        Command::Recommend(args) => {
+            let scorer = upsell::Scorer::load(&args.checkpoint).map_err(upsell::Error::from)?;
+            let origin = format!("{} (saved config)", args.checkpoint.display());
+            let config = Config::from_toml(
+                &scorer.manifest().config,
+                &origin,
+                std::path::Path::new(""),
+                &args.overrides,
+            )
+            .map_err(upsell::Error::from)?;
+            let shard = match args.shard {
+                Some(shard) => shard,
+                None => upsell::data::recommend::Shard::from_env()
+                    .transpose()?
+                    .unwrap_or(upsell::data::recommend::Shard::ALL),
+            };
+            let exploration = args.policy.unwrap_or(config.policy.exploration);
+            let report = upsell::data::recommend::recommend_files(
+                &scorer,
+                config.policy.clone(),
+                exploration,
+                config.seed,
+                &args.input,
+                &args.output,
+                shard,
+                args.unit_rows,
+            )?;
             println!("{}", serde_json::to_string(&report)?);
         }
         Command::Inspect(args) => {

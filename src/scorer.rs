@@ -27,6 +27,8 @@ pub enum ScoreError {
         "column {column:?} is required: this checkpoint's plan-choice head depends on the offer (model.plan_uses_offer)"
     )]
     OfferRequired { column: String },
+    #[error("this checkpoint has no offers (columns.offer) to decide between")]
+    NoOffers,
     #[error("column {column:?} has {found} values; expected {expected}")]
     Length {
         column: String,
@@ -211,6 +213,115 @@ impl Scorer {
             scores.p_offer.clear();
         }
         Ok(scores)
+    }
+}
+
+impl Scorer {
+    /// Every combination of the context columns' known values, as
+    /// (column, value) pairs with their vocabulary indices: the contexts the
+    /// policy may choose between. Empty without context columns.
+    pub fn context_combinations(&self) -> Vec<Vec<(String, String, u32)>> {
+        let mut combos: Vec<Vec<(String, String, u32)>> = vec![Vec::new()];
+        for vocab in &self.manifest.preprocessor.context {
+            let mut next = Vec::new();
+            for combo in &combos {
+                for (i, token) in vocab.tokens().iter().enumerate() {
+                    let mut c = combo.clone();
+                    c.push((
+                        vocab.column().to_string(),
+                        token.clone(),
+                        i as u32 + crate::preprocess::RESERVED,
+                    ));
+                    next.push(c);
+                }
+            }
+            combos = next;
+        }
+        if self.manifest.preprocessor.context.is_empty() {
+            Vec::new()
+        } else {
+            combos
+        }
+    }
+
+    /// What the decision policy needs per row: P(convert) for every product
+    /// in every context combination, and the value of what a converting
+    /// user buys per product offered.
+    pub fn user_scores(
+        &self,
+        features: &Features,
+    ) -> Result<Vec<crate::policy::UserScores>, ScoreError> {
+        let pre = &self.manifest.preprocessor;
+        if !self.manifest.network.has_offer || pre.products.is_empty() {
+            return Err(ScoreError::NoOffers);
+        }
+        let products = pre.products.len();
+        let values: Vec<f64> = pre.products.iter().map(|p| p.value).collect();
+        let combos = self.context_combinations();
+        let mut per_context: Vec<Scores> = Vec::new();
+        if combos.is_empty() {
+            per_context.push(self.score_features(features));
+        } else {
+            let columns = pre.context.len();
+            for combo in &combos {
+                let mut f = features.clone();
+                for row in 0..f.rows {
+                    for (j, (_, _, index)) in combo.iter().enumerate() {
+                        f.context[row * columns + j] = *index;
+                    }
+                }
+                per_context.push(self.score_features(&f));
+            }
+        }
+        let expected = |p_plan: &[f32], row: usize| -> f64 {
+            (0..products)
+                .map(|k| f64::from(p_plan[row * products + k]) * values[k])
+                .sum()
+        };
+        // With an offer-aware plan head, what a buyer picks depends on the offer.
+        let per_offer: Option<Vec<Scores>> = self.manifest.network.plan_uses_offer.then(|| {
+            (0..products)
+                .map(|p| {
+                    let mut f = features.clone();
+                    f.offer = vec![p as u32; f.rows];
+                    self.score_features(&f)
+                })
+                .collect()
+        });
+        Ok((0..features.rows)
+            .map(|row| crate::policy::UserScores {
+                p_convert: per_context
+                    .iter()
+                    .map(|s| {
+                        (0..products)
+                            .map(|p| f64::from(s.p_convert[row * products + p]))
+                            .collect()
+                    })
+                    .collect(),
+                value_if_converted: match &per_offer {
+                    Some(per_offer) => per_offer.iter().map(|s| expected(&s.p_plan, row)).collect(),
+                    None => vec![expected(&per_context[0].p_plan, row); products],
+                },
+            })
+            .collect())
+    }
+
+    /// The decision policy of this checkpoint: its products and contexts,
+    /// with the given rules.
+    pub fn policy(&self, config: crate::config::PolicyConfig, seed: u64) -> crate::policy::Policy {
+        let products = self
+            .manifest
+            .preprocessor
+            .products
+            .iter()
+            .map(|p| p.name.clone())
+            .collect();
+        let contexts = self
+            .context_combinations()
+            .into_iter()
+            .map(|combo| combo.into_iter().map(|(c, v, _)| (c, v)).collect())
+            .collect();
+        crate::policy::Policy::new(products, contexts, config, seed)
     }
 }
 

@@ -4,6 +4,7 @@
 
 mod error;
 mod fit;
+pub mod recommend;
 pub mod score;
 pub mod source;
 mod split;

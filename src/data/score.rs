@@ -208,6 +208,85 @@ enum Sink {
     Csv(polars::io::csv::write::BatchedWriter<std::fs::File>),
 }
 
+/// Appends frames to a staging file as Parquet or CSV; the schema comes
+/// from the first frame.
+pub struct Writer {
+    format: source::Format,
+    sink: Option<Sink>,
+}
+
+impl Writer {
+    pub fn new(format: source::Format) -> Writer {
+        Writer { format, sink: None }
+    }
+
+    /// Appends `frame` to `staging`; `output` names the file in errors.
+    pub fn write(
+        &mut self,
+        staging: &tempfile::NamedTempFile,
+        frame: &DataFrame,
+        output: &Path,
+    ) -> Result<()> {
+        let fail = |source| {
+            Error::from(DataError::Polars {
+                path: output.to_path_buf(),
+                source,
+            })
+        };
+        if self.sink.is_none() {
+            let handle = staging
+                .as_file()
+                .try_clone()
+                .map_err(|e| Error::io(output, e))?;
+            self.sink = Some(match self.format {
+                source::Format::Parquet => Sink::Parquet(
+                    ParquetWriter::new(handle)
+                        .batched(frame.schema())
+                        .map_err(fail)?,
+                ),
+                source::Format::Csv => Sink::Csv(
+                    CsvWriter::new(handle)
+                        .batched(frame.schema())
+                        .map_err(fail)?,
+                ),
+            });
+        }
+        match self.sink.as_mut().expect("created above") {
+            Sink::Parquet(w) => w.write_batch(frame).map_err(fail),
+            Sink::Csv(w) => w.write_batch(frame).map_err(fail),
+        }
+    }
+
+    /// Completes the file (the Parquet footer); `false` when nothing was
+    /// written.
+    pub fn finish(self, output: &Path) -> Result<bool> {
+        let fail = |source| {
+            Error::from(DataError::Polars {
+                path: output.to_path_buf(),
+                source,
+            })
+        };
+        match self.sink {
+            Some(Sink::Parquet(w)) => w.finish().map(|_| true).map_err(fail),
+            Some(Sink::Csv(mut w)) => w.finish().map(|_| true).map_err(fail),
+            None => Ok(false),
+        }
+    }
+}
+
+/// Moves a complete staging file into place with the usual permissions.
+pub fn persist(staging: tempfile::NamedTempFile, output: &Path) -> Result<()> {
+    staging
+        .as_file()
+        .sync_all()
+        .map_err(|e| Error::io(output, e))?;
+    crate::atomic::publish(staging.as_file(), output)?;
+    staging
+        .persist(output)
+        .map_err(|e| Error::io(output, e.error))?;
+    Ok(())
+}
+
 /// Scores every row of `input` (a file, directory or glob) and writes one
 /// output row per input row, in input order, to `output` (Parquet or CSV by
 /// extension). The output appears only once complete.
@@ -272,13 +351,18 @@ pub fn score_files(scorer: &Scorer, input: &Path, output: &Path) -> Result<Score
         .prefix(".upsell-score-")
         .tempfile_in(dir)
         .map_err(|e| Error::io(dir, e))?;
-    let mut sink: Option<Sink> = None;
+    let mut writer = Writer::new(format);
     let mut rows = 0usize;
+    let model_has_offer = scorer.manifest().network.has_offer;
     for file in &files {
         let mut file_rows = 0usize;
         for_each_batch(file, &read, SCORE_CHUNK, |batch| {
             let features = score_features(file, pre, &batch, file_rows)?;
             let scores = scorer.score_features(&features);
+            let polars = |source| DataError::Polars {
+                path: file.clone(),
+                source,
+            };
             let id = carries_id
                 .then(|| {
                     batch
@@ -286,76 +370,22 @@ pub fn score_files(scorer: &Scorer, input: &Path, output: &Path) -> Result<Score
                         .cloned()
                 })
                 .transpose()
-                .map_err(|source| DataError::Polars {
-                    path: file.clone(),
-                    source,
-                })?;
-            let columns =
-                score_columns(&scores, scorer.manifest().network.has_offer, with_offer, id);
-            let frame =
-                DataFrame::new(batch.height(), columns).map_err(|source| DataError::Polars {
-                    path: file.clone(),
-                    source,
-                })?;
-            let write_error = |source| DataError::Polars {
-                path: output.to_path_buf(),
-                source,
-            };
-            if sink.is_none() {
-                let handle = staging
-                    .as_file()
-                    .try_clone()
-                    .map_err(|e| Error::io(output, e))?;
-                sink = Some(match format {
-                    source::Format::Parquet => Sink::Parquet(
-                        ParquetWriter::new(handle)
-                            .batched(frame.schema())
-                            .map_err(write_error)?,
-                    ),
-                    source::Format::Csv => Sink::Csv(
-                        CsvWriter::new(handle)
-                            .batched(frame.schema())
-                            .map_err(write_error)?,
-                    ),
-                });
-            }
-            match sink.as_mut().expect("created above") {
-                Sink::Parquet(w) => w.write_batch(&frame).map_err(write_error)?,
-                Sink::Csv(w) => w.write_batch(&frame).map_err(write_error)?,
-            }
+                .map_err(polars)?;
+            let columns = score_columns(&scores, model_has_offer, with_offer, id);
+            let frame = DataFrame::new(batch.height(), columns).map_err(polars)?;
+            writer.write(&staging, &frame, output)?;
             file_rows += batch.height();
             Ok(())
         })?;
         rows += file_rows;
     }
-    match sink {
-        Some(Sink::Parquet(w)) => {
-            w.finish().map_err(|source| DataError::Polars {
-                path: output.to_path_buf(),
-                source,
-            })?;
+    if !writer.finish(output)? {
+        return Err(DataError::Empty {
+            path: input.to_path_buf(),
         }
-        Some(Sink::Csv(mut w)) => {
-            w.finish().map_err(|source| DataError::Polars {
-                path: output.to_path_buf(),
-                source,
-            })?;
-        }
-        None => {
-            return Err(DataError::Empty {
-                path: input.to_path_buf(),
-            }
-            .into());
-        }
+        .into());
     }
-    staging
-        .as_file()
-        .sync_all()
-        .map_err(|e| Error::io(output, e))?;
-    crate::atomic::publish(staging.as_file(), output)?;
-    staging
-        .persist(output)
-        .map_err(|e| Error::io(output, e.error))?;
+    persist(staging, output)?;
     let seconds = started.elapsed().as_secs_f64();
     Ok(ScoreReport {
         files: files.len(),

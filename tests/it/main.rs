@@ -8,5 +8,6 @@ mod config;
 mod model;
 mod parity;
 mod pipeline;
+mod policy;
 mod real_data;
 mod synth;

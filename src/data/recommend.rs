@@ -1,0 +1,306 @@
+//! Batch recommendations: read users from files, score every candidate,
+//! decide with the policy, and write one decision per input row.
+//!
+//! `--shard I/N` splits the input into units of `unit_rows` consecutive
+//! rows of a file (files in sorted order) and takes every unit whose index is
+//! I modulo N, so N copies cover every row exactly once, each reading only
+//! its own row ranges (Parquet reads just the row groups it needs).
+
+use std::path::{Path, PathBuf};
+
+use polars::prelude::*;
+use serde::Serialize;
+
+use super::{DataError, score, source};
+use crate::config::PolicyConfig;
+use crate::policy::Exploration;
+use crate::scorer::Scorer;
+use crate::{Error, Result};
+
+/// Default rows per shard unit and per decision batch. Caps apply within a
+/// batch.
+pub const UNIT_ROWS: usize = 65_536;
+
+/// One of N disjoint parts of the input.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Shard {
+    pub index: usize,
+    pub count: usize,
+}
+
+impl Shard {
+    /// The whole input.
+    pub const ALL: Shard = Shard { index: 0, count: 1 };
+
+    /// The shard of a Kubernetes Indexed Job, from `JOB_COMPLETION_INDEX`
+    /// and `JOB_COMPLETIONS`, when both are set.
+    pub fn from_env() -> Option<Result<Shard>> {
+        let index = std::env::var("JOB_COMPLETION_INDEX").ok()?;
+        let count = std::env::var("JOB_COMPLETIONS").ok()?;
+        Some(format!("{index}/{count}").parse())
+    }
+
+    /// The output path of this shard: `scores.parquet` becomes
+    /// `scores-00002-of-00004.parquet`; the whole input keeps the path.
+    pub fn output_path(&self, output: &Path) -> PathBuf {
+        if *self == Shard::ALL {
+            return output.to_path_buf();
+        }
+        let stem = output
+            .file_stem()
+            .map(|s| s.to_string_lossy())
+            .unwrap_or_default();
+        let name = match output.extension() {
+            Some(ext) => format!(
+                "{stem}-{:05}-of-{:05}.{}",
+                self.index,
+                self.count,
+                ext.to_string_lossy()
+            ),
+            None => format!("{stem}-{:05}-of-{:05}", self.index, self.count),
+        };
+        output.with_file_name(name)
+    }
+}
+
+impl std::str::FromStr for Shard {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Shard> {
+        let bad = || Error::Usage(format!("shard {s:?}: expected I/N with 0 <= I < N"));
+        let (i, n) = s.split_once('/').ok_or_else(bad)?;
+        let (index, count): (usize, usize) = (
+            i.trim().parse().map_err(|_| bad())?,
+            n.trim().parse().map_err(|_| bad())?,
+        );
+        if count == 0 || index >= count {
+            return Err(bad());
+        }
+        Ok(Shard { index, count })
+    }
+}
+
+/// What [`recommend_files`] did.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RecommendReport {
+    pub rows: usize,
+    pub units: usize,
+    pub seconds: f64,
+    pub rows_per_sec: f64,
+    pub output: PathBuf,
+}
+
+/// Rows in a file, from Parquet metadata or by counting CSV rows.
+fn row_count(path: &Path) -> Result<usize> {
+    let polars = |source| {
+        Error::from(DataError::Polars {
+            path: path.to_path_buf(),
+            source,
+        })
+    };
+    let frame = source::scan(path)?
+        .select([len()])
+        .collect()
+        .map_err(polars)?;
+    let count = frame.columns()[0].get(0).map_err(polars)?;
+    Ok(count.extract::<u64>().unwrap_or(0) as usize)
+}
+
+/// Decides for this shard's rows of `input` and writes the decisions to the
+/// shard's output path (Parquet or CSV), atomically: `id`, `offer`, one
+/// column per context column, `propensity`, `expected_value`, and
+/// `candidates` (JSON: every eligible candidate, best first, with its
+/// expected value, P(convert) and probability).
+pub fn recommend_files(
+    scorer: &Scorer,
+    policy_config: PolicyConfig,
+    exploration: Exploration,
+    seed: u64,
+    input: &Path,
+    output: &Path,
+    shard: Shard,
+    unit_rows: usize,
+) -> Result<RecommendReport> {
+    let unit_rows = unit_rows.max(1);
+    let started = std::time::Instant::now();
+    let output = shard.output_path(output);
+    let format = source::Format::of(&output).ok_or_else(|| {
+        Error::from(DataError::UnsupportedFormat {
+            path: output.clone(),
+        })
+    })?;
+    let policy = scorer.policy(policy_config, seed);
+    let pre = &scorer.manifest().preprocessor;
+    let files = source::resolve(input)?;
+    let mut read: Vec<String> = pre.input_columns().iter().map(|c| c.to_string()).collect();
+    let offer = pre.offer.clone();
+    read.retain(|c| Some(c) != offer.as_ref());
+    for rule in &policy.config().exclude {
+        if !read.contains(&rule.column) {
+            read.push(rule.column.clone());
+        }
+    }
+    let id_column = scorer.manifest().id_column.clone();
+    let mut units: Vec<(PathBuf, usize, usize)> = Vec::new();
+    for file in &files {
+        let schema = source::schema(file)?;
+        for name in &read {
+            if schema.get(name).is_none() {
+                return Err(DataError::MissingColumn {
+                    path: file.clone(),
+                    column: name.clone(),
+                    role: "feature or policy.exclude",
+                    available: format!("{} columns", schema.len()),
+                }
+                .into());
+            }
+        }
+        let rows = row_count(file)?;
+        for offset in (0..rows).step_by(unit_rows) {
+            units.push((file.clone(), offset, (rows - offset).min(unit_rows)));
+        }
+    }
+    let with_id = id_column.as_ref().is_some_and(|id| {
+        files
+            .iter()
+            .all(|f| source::schema(f).is_ok_and(|s| s.get(id).is_some()))
+    });
+    let mut columns: Vec<&str> = read.iter().map(String::as_str).collect();
+    if with_id {
+        columns.push(id_column.as_deref().expect("with_id"));
+    }
+
+    let dir = match output.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let staging = tempfile::Builder::new()
+        .prefix(".upsell-recommend-")
+        .tempfile_in(dir)
+        .map_err(|e| Error::io(dir, e))?;
+    let mut writer = score::Writer::new(format);
+    let mut rows = 0;
+    let mine: Vec<&(PathBuf, usize, usize)> = units
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| i % shard.count == shard.index)
+        .map(|(_, u)| u)
+        .collect();
+    for (file, offset, len) in &mine {
+        let polars = |source| {
+            Error::from(DataError::Polars {
+                path: file.clone(),
+                source,
+            })
+        };
+        let selection: Vec<Expr> = columns.iter().map(|c| col(*c)).collect();
+        let batch = source::scan(file)?
+            .select(selection)
+            .slice(*offset as i64, *len as IdxSize)
+            .collect()
+            .map_err(polars)?;
+        let features = score::score_features(file, pre, &batch, *offset)?;
+        let user_scores = scorer.user_scores(&features).map_err(Error::from)?;
+        let ids: Vec<Option<String>> = if with_id {
+            let ids = batch
+                .column(id_column.as_deref().expect("with_id"))
+                .and_then(|c| c.cast(&DataType::String))
+                .map_err(polars)?;
+            ids.str()
+                .map_err(polars)?
+                .iter()
+                .map(|v| v.map(str::to_string))
+                .collect()
+        } else {
+            // Without ids, the row's position in its file seeds its draw.
+            (0..batch.height())
+                .map(|r| Some(format!("{}#{}", file.display(), offset + r)))
+                .collect()
+        };
+        let texts: Vec<(String, StringChunked)> = policy
+            .config()
+            .exclude
+            .iter()
+            .map(|rule| {
+                let values = batch
+                    .column(&rule.column)
+                    .and_then(|c| c.cast(&DataType::String))?;
+                Ok((rule.column.clone(), values.str()?.clone()))
+            })
+            .collect::<PolarsResult<_>>()
+            .map_err(polars)?;
+        let value = |row: usize, column: &str| -> Option<String> {
+            texts
+                .iter()
+                .find(|(c, _)| c == column)
+                .and_then(|(_, values)| values.get(row).map(str::to_string))
+        };
+        let decisions = policy.decide(exploration, &user_scores, &ids, &value);
+        let frame = decisions_frame(
+            &decisions,
+            with_id.then_some(&ids),
+            &scorer.manifest().preprocessor,
+        )
+        .map_err(polars)?;
+        writer.write(&staging, &frame, &output)?;
+        rows += batch.height();
+    }
+    if rows == 0 {
+        // An empty shard still writes an empty output, so a job's N outputs
+        // always exist; its schema comes from an empty decision frame.
+        let frame = decisions_frame(
+            &[],
+            with_id.then_some(&Vec::new()),
+            &scorer.manifest().preprocessor,
+        )
+        .map_err(|source| DataError::Polars {
+            path: output.clone(),
+            source,
+        })?;
+        writer.write(&staging, &frame, &output)?;
+    }
+    writer.finish(&output)?;
+    score::persist(staging, &output)?;
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(RecommendReport {
+        rows,
+        units: mine.len(),
+        seconds,
+        rows_per_sec: rows as f64 / seconds,
+        output,
+    })
+}
+
+fn decisions_frame(
+    decisions: &[crate::policy::Decision],
+    ids: Option<&Vec<Option<String>>>,
+    pre: &crate::preprocess::Preprocessor,
+) -> PolarsResult<DataFrame> {
+    let mut columns = Vec::new();
+    if let Some(ids) = ids {
+        columns.push(Column::new("id".into(), ids.clone()));
+    }
+    let offers: Vec<Option<String>> = decisions.iter().map(|d| d.offer.clone()).collect();
+    columns.push(Column::new("offer".into(), offers));
+    for vocab in &pre.context {
+        let values: Vec<Option<String>> = decisions
+            .iter()
+            .map(|d| {
+                d.context
+                    .iter()
+                    .find(|(c, _)| c == vocab.column())
+                    .map(|(_, v)| v.clone())
+            })
+            .collect();
+        columns.push(Column::new(vocab.column().into(), values));
+    }
+    let propensity: Vec<f64> = decisions.iter().map(|d| d.propensity).collect();
+    columns.push(Column::new("propensity".into(), propensity));
+    let value: Vec<f64> = decisions.iter().map(|d| d.expected_value).collect();
+    columns.push(Column::new("expected_value".into(), value));
+    let candidates: Vec<String> = decisions
+        .iter()
+        .map(|d| serde_json::to_string(&d.candidates).expect("candidates serialise"))
+        .collect();
+    columns.push(Column::new("candidates".into(), candidates));
+    DataFrame::new(decisions.len(), columns)
+}

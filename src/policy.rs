@@ -1,0 +1,412 @@
+//! Where a probability becomes an offer: expected values of the eligible
+//! candidates, per-product caps through shadow prices, exploration, and the
+//! propensity of every decision.
+//!
+//! The expected value of offering product `p` in context `c` to user `u` is
+//! `P(convert | u, p, c) * sum_k P(plan k | u) * value(k) * weight(p) - cost`;
+//! "no offer" is a candidate worth 0 when contacting has a cost. Plans are
+//! thereby weighed against add-ons by value, not by conversion rate.
+
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use xxhash_rust::xxh3::xxh3_64_with_seed;
+
+use crate::config::{EligibilityRule, PolicyConfig};
+
+/// How a decision is drawn from the candidates' expected values.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum Exploration {
+    /// The best candidate, with probability 1.
+    #[default]
+    Greedy,
+    /// A uniformly random candidate with probability `epsilon`, else the best.
+    Epsilon(f64),
+    /// A candidate with probability proportional to `exp(ev / temperature)`.
+    Softmax(f64),
+}
+
+impl FromStr for Exploration {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let parse = |v: &str, what: &str| -> Result<f64, String> {
+            v.parse::<f64>()
+                .map_err(|_| format!("{s:?}: {what} {v:?} is not a number"))
+        };
+        match s.split_once(':') {
+            None if s == "greedy" => Ok(Exploration::Greedy),
+            Some(("epsilon", v)) => {
+                let e = parse(v, "epsilon")?;
+                if (0.0..=1.0).contains(&e) {
+                    Ok(Exploration::Epsilon(e))
+                } else {
+                    Err(format!("{s:?}: epsilon must be in [0, 1]"))
+                }
+            }
+            Some(("softmax", v)) => {
+                let t = parse(v, "temperature")?;
+                if t > 0.0 && t.is_finite() {
+                    Ok(Exploration::Softmax(t))
+                } else {
+                    Err(format!("{s:?}: the temperature must be > 0"))
+                }
+            }
+            _ => Err(format!("{s:?}: expected greedy, epsilon:E or softmax:T")),
+        }
+    }
+}
+
+impl TryFrom<String> for Exploration {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<Exploration> for String {
+    fn from(e: Exploration) -> String {
+        e.to_string()
+    }
+}
+
+impl fmt::Display for Exploration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Exploration::Greedy => write!(f, "greedy"),
+            Exploration::Epsilon(e) => write!(f, "epsilon:{e}"),
+            Exploration::Softmax(t) => write!(f, "softmax:{t}"),
+        }
+    }
+}
+
+/// One thing the policy may do for a user: an offer in a context, or
+/// nothing.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Candidate {
+    /// The product offered; `None` for "no offer".
+    pub offer: Option<String>,
+    /// Context column -> value (empty for "no offer").
+    pub context: Vec<(String, String)>,
+    /// P(convert | user, offer, context); 0 for "no offer".
+    pub p_convert: f64,
+    /// The expected value before shadow prices.
+    pub expected_value: f64,
+    /// The probability that the policy chooses this candidate.
+    pub probability: f64,
+}
+
+/// The policy's choice for one user.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Decision {
+    pub id: Option<String>,
+    /// The chosen offer (`None`: no offer).
+    pub offer: Option<String>,
+    pub context: Vec<(String, String)>,
+    /// The probability with which this decision was drawn.
+    pub propensity: f64,
+    pub expected_value: f64,
+    /// Every eligible candidate, best expected value first.
+    pub candidates: Vec<Candidate>,
+}
+
+/// What the policy needs to know about one user's candidates: for each
+/// product and context combination, P(convert), and the value a converting
+/// user brings per product offered.
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserScores {
+    /// `[contexts][products]`: P(convert | user, product, context).
+    pub p_convert: Vec<Vec<f64>>,
+    /// `[products]`: expected value of the purchase if the user converts
+    /// after being offered each product (plan-choice head times values).
+    pub value_if_converted: Vec<f64>,
+}
+
+/// The decision policy for one model: its products, context combinations
+/// and the business's rules.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    products: Vec<String>,
+    /// Each context combination as (column, value) pairs.
+    contexts: Vec<Vec<(String, String)>>,
+    config: PolicyConfig,
+    seed: u64,
+}
+
+impl Policy {
+    /// A policy over `products` (in the model's order) and context
+    /// combinations; `seed` makes exploration reproducible per row id.
+    pub fn new(
+        products: Vec<String>,
+        contexts: Vec<Vec<(String, String)>>,
+        config: PolicyConfig,
+        seed: u64,
+    ) -> Policy {
+        let contexts = if contexts.is_empty() {
+            vec![Vec::new()]
+        } else {
+            contexts
+        };
+        Policy {
+            products,
+            contexts,
+            config,
+            seed,
+        }
+    }
+
+    pub fn products(&self) -> &[String] {
+        &self.products
+    }
+
+    pub fn contexts(&self) -> &[Vec<(String, String)>] {
+        &self.contexts
+    }
+
+    pub fn config(&self) -> &PolicyConfig {
+        &self.config
+    }
+
+    fn weight(&self, product: usize) -> f64 {
+        self.config
+            .weights
+            .get(&self.products[product])
+            .copied()
+            .unwrap_or(1.0)
+    }
+
+    /// Whether the rules allow `product` for a user whose column values
+    /// `value(column)` returns.
+    pub fn eligible(&self, product: usize, value: &dyn Fn(&str) -> Option<String>) -> bool {
+        let name = &self.products[product];
+        !self
+            .config
+            .exclude
+            .iter()
+            .any(|rule| excludes(rule, name, value))
+    }
+
+    /// Candidates with expected values (no probabilities yet), in a fixed
+    /// order: contexts outer, products inner, then "no offer".
+    fn candidates(
+        &self,
+        scores: &UserScores,
+        value: &dyn Fn(&str) -> Option<String>,
+    ) -> Vec<Candidate> {
+        let cost = self.config.contact_cost;
+        let eligible: Vec<bool> = (0..self.products.len())
+            .map(|p| self.eligible(p, value))
+            .collect();
+        let mut out = Vec::new();
+        for (c, context) in self.contexts.iter().enumerate() {
+            for (p, product) in self.products.iter().enumerate() {
+                if !eligible[p] {
+                    continue;
+                }
+                let p_convert = scores.p_convert[c][p];
+                out.push(Candidate {
+                    offer: Some(product.clone()),
+                    context: context.clone(),
+                    p_convert,
+                    expected_value: p_convert * scores.value_if_converted[p] * self.weight(p)
+                        - cost,
+                    probability: 0.0,
+                });
+            }
+        }
+        if cost > 0.0 || out.is_empty() {
+            out.push(Candidate {
+                offer: None,
+                context: Vec::new(),
+                p_convert: 0.0,
+                expected_value: 0.0,
+                probability: 0.0,
+            });
+        }
+        out
+    }
+
+    /// Shadow prices per product that bring each capped product's share of
+    /// greedy decisions in this batch to at most its cap. Found by bisection
+    /// per product, repeated until no cap is exceeded (counts fall as a
+    /// product's price rises).
+    pub fn shadow_prices(&self, batch: &[Vec<Candidate>]) -> Vec<f64> {
+        let mut prices = vec![0.0; self.products.len()];
+        if self.config.caps.is_empty() || batch.is_empty() {
+            return prices;
+        }
+        let index: std::collections::HashMap<&str, usize> = self
+            .products
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.as_str(), i))
+            .collect();
+        let n = batch.len() as f64;
+        let spread = batch
+            .iter()
+            .flatten()
+            .map(|c| c.expected_value.abs())
+            .fold(0.0, f64::max)
+            * 2.0
+            + 1.0;
+        for _pass in 0..20 {
+            let mut changed = false;
+            for (product, &cap) in &self.config.caps {
+                let p = index[product.as_str()];
+                let allowed = (cap * n).floor();
+                if self.count(batch, &prices, p) as f64 <= allowed {
+                    continue;
+                }
+                let (mut lo, mut hi) = (prices[p], prices[p] + spread);
+                for _ in 0..60 {
+                    let mid = 0.5 * (lo + hi);
+                    prices[p] = mid;
+                    if self.count(batch, &prices, p) as f64 <= allowed {
+                        hi = mid;
+                    } else {
+                        lo = mid;
+                    }
+                }
+                prices[p] = hi;
+                changed = true;
+            }
+            if !changed {
+                break;
+            }
+        }
+        prices
+    }
+
+    fn adjusted(&self, candidate: &Candidate, prices: &[f64]) -> f64 {
+        match &candidate.offer {
+            None => candidate.expected_value,
+            Some(offer) => {
+                let p = self
+                    .products
+                    .iter()
+                    .position(|x| x == offer)
+                    .expect("a product");
+                candidate.expected_value - prices[p]
+            }
+        }
+    }
+
+    fn best(&self, candidates: &[Candidate], prices: &[f64]) -> usize {
+        // Ties go to the first candidate, so decisions are deterministic.
+        let mut best = 0;
+        for (i, c) in candidates.iter().enumerate() {
+            if self.adjusted(c, prices) > self.adjusted(&candidates[best], prices) {
+                best = i;
+            }
+        }
+        best
+    }
+
+    fn count(&self, batch: &[Vec<Candidate>], prices: &[f64], product: usize) -> usize {
+        batch
+            .iter()
+            .filter(|candidates| {
+                let best = self.best(candidates, prices);
+                candidates[best].offer.as_deref() == Some(self.products[product].as_str())
+            })
+            .count()
+    }
+
+    /// Decides for a batch of users. `value(row, column)` returns a user's
+    /// raw input value as text (for the eligibility rules); `ids` seed each
+    /// row's draw (the row's position stands in for a missing id).
+    pub fn decide(
+        &self,
+        exploration: Exploration,
+        scores: &[UserScores],
+        ids: &[Option<String>],
+        value: &dyn Fn(usize, &str) -> Option<String>,
+    ) -> Vec<Decision> {
+        let batch: Vec<Vec<Candidate>> = scores
+            .iter()
+            .enumerate()
+            .map(|(row, s)| self.candidates(s, &|column| value(row, column)))
+            .collect();
+        let prices = self.shadow_prices(&batch);
+        batch
+            .into_iter()
+            .enumerate()
+            .map(|(row, mut candidates)| {
+                let id = ids.get(row).cloned().flatten();
+                let adjusted: Vec<f64> = candidates
+                    .iter()
+                    .map(|c| self.adjusted(c, &prices))
+                    .collect();
+                let probabilities =
+                    probabilities(exploration, &adjusted, self.best(&candidates, &prices));
+                for (c, p) in candidates.iter_mut().zip(&probabilities) {
+                    c.probability = *p;
+                }
+                let key = id.clone().unwrap_or_else(|| format!("#{row}"));
+                let u = uniform(self.seed, &key);
+                let chosen = sample(&probabilities, u);
+                let choice = candidates[chosen].clone();
+                candidates.sort_by(|a, b| b.expected_value.total_cmp(&a.expected_value));
+                Decision {
+                    id,
+                    offer: choice.offer,
+                    context: choice.context,
+                    propensity: choice.probability,
+                    expected_value: choice.expected_value,
+                    candidates,
+                }
+            })
+            .collect()
+    }
+}
+
+fn excludes(rule: &EligibilityRule, product: &str, value: &dyn Fn(&str) -> Option<String>) -> bool {
+    if !rule.products.is_empty() && !rule.products.iter().any(|p| p == product) {
+        return false;
+    }
+    let v = value(&rule.column);
+    let v = v.as_deref();
+    (v.is_some_and(|v| rule.is_in.iter().any(|x| x == v)))
+        || (!rule.not_in.is_empty() && !v.is_some_and(|v| rule.not_in.iter().any(|x| x == v)))
+        || (rule.equals_product && v == Some(product))
+}
+
+/// The probability of each candidate under an exploration rule, given the
+/// (shadow-priced) expected values and the index of the best.
+pub fn probabilities(exploration: Exploration, values: &[f64], best: usize) -> Vec<f64> {
+    let k = values.len() as f64;
+    match exploration {
+        Exploration::Greedy => (0..values.len())
+            .map(|i| f64::from(u8::from(i == best)))
+            .collect(),
+        Exploration::Epsilon(e) => (0..values.len())
+            .map(|i| e / k + if i == best { 1.0 - e } else { 0.0 })
+            .collect(),
+        Exploration::Softmax(t) => {
+            let top = values.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+            let weights: Vec<f64> = values.iter().map(|v| ((v - top) / t).exp()).collect();
+            let total: f64 = weights.iter().sum();
+            weights.iter().map(|w| w / total).collect()
+        }
+    }
+}
+
+/// A uniform number in [0, 1) from the seed and a row's id: the same id and
+/// seed always draw the same decision.
+pub fn uniform(seed: u64, id: &str) -> f64 {
+    (xxh3_64_with_seed(id.as_bytes(), seed) >> 11) as f64 / (1u64 << 53) as f64
+}
+
+/// The index whose cumulative probability first exceeds `u`.
+fn sample(probabilities: &[f64], u: f64) -> usize {
+    let mut total = 0.0;
+    for (i, p) in probabilities.iter().enumerate() {
+        total += p;
+        if u < total {
+            return i;
+        }
+    }
+    // Rounding: the last candidate with any probability.
+    probabilities.iter().rposition(|p| *p > 0.0).unwrap_or(0)
+}

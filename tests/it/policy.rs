@@ -1,0 +1,362 @@
+//! The decision policy against hand-computed cases, and batch
+//! recommendations through the CLI.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use upsell::config::{EligibilityRule, PolicyConfig};
+use upsell::policy::{Exploration, Policy, UserScores};
+
+use crate::common::{repo, upsell};
+
+/// Two products: a (value 10 if bought) and b (value 30).
+fn policy(config: PolicyConfig) -> Policy {
+    Policy::new(vec!["a".into(), "b".into()], Vec::new(), config, 7)
+}
+
+/// P(convert) 0.1 for a and 0.05 for b: expected values 1.0 and 1.5.
+fn user() -> UserScores {
+    UserScores {
+        p_convert: vec![vec![0.1, 0.05]],
+        value_if_converted: vec![10.0, 30.0],
+    }
+}
+
+fn no_columns(_: usize, _: &str) -> Option<String> {
+    None
+}
+
+fn decide(
+    policy: &Policy,
+    exploration: Exploration,
+    users: &[UserScores],
+) -> Vec<upsell::policy::Decision> {
+    let ids: Vec<Option<String>> = (0..users.len())
+        .map(|i| Some(format!("user-{i}")))
+        .collect();
+    policy.decide(exploration, users, &ids, &no_columns)
+}
+
+#[test]
+fn greedy_takes_the_best_expected_value() {
+    let d = &decide(
+        &policy(PolicyConfig::default()),
+        Exploration::Greedy,
+        &[user()],
+    )[0];
+    assert_eq!(d.offer.as_deref(), Some("b"));
+    assert!((d.expected_value - 1.5).abs() < 1e-12);
+    assert_eq!(d.propensity, 1.0);
+    let values: Vec<f64> = d.candidates.iter().map(|c| c.expected_value).collect();
+    assert_eq!(values.len(), 2, "no contact cost: no 'no offer' candidate");
+    assert!(
+        (values[0] - 1.5).abs() < 1e-12 && (values[1] - 1.0).abs() < 1e-12,
+        "{values:?}"
+    );
+}
+
+#[test]
+fn business_weights_and_contact_costs_change_the_choice() {
+    let weighted = PolicyConfig {
+        weights: BTreeMap::from([("a".to_string(), 2.0)]),
+        ..PolicyConfig::default()
+    };
+    let d = &decide(&policy(weighted), Exploration::Greedy, &[user()])[0];
+    // a: 0.1 * 10 * 2 = 2.0 > b: 1.5.
+    assert_eq!(d.offer.as_deref(), Some("a"));
+    assert!((d.expected_value - 2.0).abs() < 1e-12);
+
+    let cost = |c: f64| PolicyConfig {
+        contact_cost: c,
+        ..PolicyConfig::default()
+    };
+    let d = &decide(&policy(cost(1.2)), Exploration::Greedy, &[user()])[0];
+    // b: 1.5 - 1.2 = 0.3 beats a (-0.2) and no offer (0).
+    assert_eq!(d.offer.as_deref(), Some("b"));
+    assert!((d.expected_value - 0.3).abs() < 1e-12);
+    assert_eq!(d.candidates.len(), 3);
+    let d = &decide(&policy(cost(2.0)), Exploration::Greedy, &[user()])[0];
+    assert_eq!(d.offer, None, "contact costs more than any offer is worth");
+    assert_eq!(d.expected_value, 0.0);
+}
+
+#[test]
+fn eligibility_rules_are_data() {
+    let rules = PolicyConfig {
+        exclude: vec![
+            EligibilityRule {
+                products: vec!["b".into()],
+                column: "age".into(),
+                not_in: vec!["18-24".into()],
+                ..EligibilityRule::default()
+            },
+            EligibilityRule {
+                column: "plan".into(),
+                equals_product: true,
+                ..EligibilityRule::default()
+            },
+        ],
+        ..PolicyConfig::default()
+    };
+    let policy = policy(rules);
+    let users = vec![user(), user(), user()];
+    let rows = [("35-44", "free"), ("18-24", "free"), ("18-24", "b")];
+    let value = |row: usize, column: &str| match column {
+        "age" => Some(rows[row].0.to_string()),
+        "plan" => Some(rows[row].1.to_string()),
+        _ => None,
+    };
+    let ids = vec![None, None, None];
+    let d = policy.decide(Exploration::Greedy, &users, &ids, &value);
+    assert_eq!(d[0].offer.as_deref(), Some("a"), "b is for 18-24 only");
+    assert_eq!(d[0].candidates.len(), 1);
+    assert_eq!(d[1].offer.as_deref(), Some("b"));
+    assert_eq!(d[2].offer.as_deref(), Some("a"), "the user already has b");
+}
+
+#[test]
+fn exploration_propensities_are_exact_and_sum_to_one() {
+    let p = policy(PolicyConfig::default());
+    let d = &decide(&p, Exploration::Epsilon(0.1), &[user()])[0];
+    let prob = |offer: &str| {
+        d.candidates
+            .iter()
+            .find(|c| c.offer.as_deref() == Some(offer))
+            .unwrap()
+            .probability
+    };
+    assert!((prob("b") - 0.95).abs() < 1e-12 && (prob("a") - 0.05).abs() < 1e-12);
+    let d = &decide(&p, Exploration::Softmax(0.5), &[user()])[0];
+    let prob = |offer: &str| {
+        d.candidates
+            .iter()
+            .find(|c| c.offer.as_deref() == Some(offer))
+            .unwrap()
+            .probability
+    };
+    // exp(1.5 / 0.5) / (exp(1.0 / 0.5) + exp(1.5 / 0.5)) = 1 / (1 + e^-1).
+    assert!((prob("b") - 1.0 / (1.0 + (-1f64).exp())).abs() < 1e-12);
+    for exploration in [
+        Exploration::Greedy,
+        Exploration::Epsilon(0.3),
+        Exploration::Softmax(0.2),
+    ] {
+        for d in decide(&p, exploration, &vec![user(); 20]) {
+            let total: f64 = d.candidates.iter().map(|c| c.probability).sum();
+            assert!((total - 1.0).abs() < 1e-12, "{exploration}: {total}");
+            let chosen = d.candidates.iter().find(|c| c.offer == d.offer).unwrap();
+            assert_eq!(d.propensity, chosen.probability);
+        }
+    }
+}
+
+#[test]
+fn sampled_decisions_follow_their_propensities_and_repeat_per_id() {
+    let p = policy(PolicyConfig::default());
+    let users = vec![user(); 4000];
+    let first = decide(&p, Exploration::Softmax(0.5), &users);
+    let again = decide(&p, Exploration::Softmax(0.5), &users);
+    assert_eq!(first, again, "same seed and ids, same decisions");
+    let share_b = first
+        .iter()
+        .filter(|d| d.offer.as_deref() == Some("b"))
+        .count() as f64
+        / 4000.0;
+    let expected = 1.0 / (1.0 + (-1f64).exp());
+    // Four standard errors of a binomial share over 4000 draws.
+    assert!(
+        (share_b - expected).abs() < 4.0 * (expected * (1.0 - expected) / 4000.0).sqrt(),
+        "{share_b}"
+    );
+    let other_seed = Policy::new(
+        vec!["a".into(), "b".into()],
+        Vec::new(),
+        PolicyConfig::default(),
+        8,
+    );
+    assert_ne!(
+        first,
+        decide(&other_seed, Exploration::Softmax(0.5), &users)
+    );
+}
+
+#[test]
+fn a_capped_batch_meets_its_cap_by_shadow_price() {
+    // Everyone prefers b, by a margin growing with the row: b's expected
+    // value is 1.5 + 0.03 i against 1.0 for a.
+    let users: Vec<UserScores> = (0..10)
+        .map(|i| UserScores {
+            p_convert: vec![vec![0.1, 0.05 + 0.001 * i as f64]],
+            value_if_converted: vec![10.0, 30.0],
+        })
+        .collect();
+    let capped = policy(PolicyConfig {
+        caps: BTreeMap::from([("b".to_string(), 0.3)]),
+        ..PolicyConfig::default()
+    });
+    let d = decide(&capped, Exploration::Greedy, &users);
+    let chosen_b: Vec<usize> = (0..10)
+        .filter(|&i| d[i].offer.as_deref() == Some("b"))
+        .collect();
+    // The cap keeps the three users who gain most from b.
+    assert_eq!(chosen_b, vec![7, 8, 9]);
+    // Reported expected values stay the model's, without the shadow price.
+    assert!((d[9].expected_value - (0.059 * 30.0)).abs() < 1e-9);
+}
+
+#[test]
+fn exploration_parses_and_rejects_nonsense() {
+    assert_eq!(
+        "greedy".parse::<Exploration>().unwrap(),
+        Exploration::Greedy
+    );
+    assert_eq!(
+        "epsilon:0.1".parse::<Exploration>().unwrap(),
+        Exploration::Epsilon(0.1)
+    );
+    assert_eq!(
+        "softmax:2".parse::<Exploration>().unwrap(),
+        Exploration::Softmax(2.0)
+    );
+    for bad in ["epsilon:2", "softmax:0", "softmax:x", "bogus", "epsilon"] {
+        assert!(bad.parse::<Exploration>().is_err(), "{bad}");
+    }
+}
+
+fn ids_of(path: &std::path::Path) -> Vec<String> {
+    std::fs::read_to_string(path)
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(|l| l.split(',').next().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn recommend_shards_cover_every_row_exactly_once() {
+    let tmp = tempfile::tempdir().unwrap();
+    let demo = repo().join("checkpoints/demo");
+    let rows = std::fs::read_to_string(demo.join("rows.csv")).unwrap();
+    // Two files of 8 rows with distinct ids, in units of 3 rows: 6 units.
+    let inputs = tmp.path().join("in");
+    std::fs::create_dir(&inputs).unwrap();
+    std::fs::write(inputs.join("a.csv"), &rows).unwrap();
+    std::fs::write(inputs.join("b.csv"), rows.replace("u000", "v000")).unwrap();
+    let mut all: Vec<String> = Vec::new();
+    for shard in 0..4 {
+        let output = upsell()
+            .args(["recommend", "--checkpoint"])
+            .arg(&demo)
+            .arg("--input")
+            .arg(&inputs)
+            .arg("--output")
+            .arg(tmp.path().join("decisions.csv"))
+            .args([
+                "--unit-rows",
+                "3",
+                "--shard",
+                &format!("{shard}/4"),
+                "--policy",
+                "epsilon:0.2",
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        all.extend(ids_of(
+            &tmp.path()
+                .join(format!("decisions-{shard:05}-of-00004.csv")),
+        ));
+    }
+    let unique: BTreeSet<&String> = all.iter().collect();
+    assert_eq!(all.len(), 16, "{all:?}");
+    assert_eq!(unique.len(), 16);
+    // The whole input in one go gives the same ids.
+    let output = upsell()
+        .args(["recommend", "--checkpoint"])
+        .arg(&demo)
+        .arg("--input")
+        .arg(&inputs)
+        .arg("--output")
+        .arg(tmp.path().join("all.csv"))
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let whole: BTreeSet<String> = ids_of(&tmp.path().join("all.csv")).into_iter().collect();
+    assert_eq!(whole, unique.into_iter().cloned().collect());
+}
+
+#[test]
+fn recommend_applies_the_rules_and_reports_propensities() {
+    let tmp = tempfile::tempdir().unwrap();
+    let demo = repo().join("checkpoints/demo");
+    let out = tmp.path().join("decisions.csv");
+    let output = upsell()
+        .args(["recommend", "--checkpoint"])
+        .arg(&demo)
+        .arg("--input")
+        .arg(demo.join("rows.csv"))
+        .arg("--output")
+        .arg(&out)
+        .args(["--policy", "softmax:0.1"])
+        .args(["--set", "policy.exclude=[{ products = [\"student\"], column = \"age_bucket\", not_in = [\"13-17\", \"18-24\"] }]"])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let text = std::fs::read_to_string(&out).unwrap();
+    let header: Vec<&str> = text.lines().next().unwrap().split(',').collect();
+    assert_eq!(
+        header,
+        [
+            "id",
+            "offer",
+            "surface",
+            "message",
+            "propensity",
+            "expected_value",
+            "candidates"
+        ]
+    );
+    let rows = std::fs::read_to_string(demo.join("rows.csv")).unwrap();
+    let columns: Vec<&str> = rows.lines().next().unwrap().split(',').collect();
+    let age = columns.iter().position(|c| *c == "age_bucket").unwrap();
+    for (input, decision) in rows.lines().skip(1).zip(text.lines().skip(1)) {
+        let young = ["13-17", "18-24"].contains(&input.split(',').nth(age).unwrap());
+        let offer = decision.split(',').nth(1).unwrap();
+        assert!(young || offer != "student", "{input} -> {decision}");
+        let propensity: f64 = decision.split(',').nth(4).unwrap().parse().unwrap();
+        assert!(propensity > 0.0 && propensity <= 1.0);
+    }
+}
+
+#[test]
+fn bad_recommend_arguments_are_refused() {
+    let demo = repo().join("checkpoints/demo");
+    for (args, message) in [
+        (vec!["--shard", "4/4"], "expected I/N"),
+        (vec!["--policy", "softmax:-1"], "temperature"),
+        (
+            vec!["--set", "policy.caps.platinum=0.5"],
+            "policy.caps.platinum",
+        ),
+    ] {
+        let output = upsell()
+            .args(["recommend", "--checkpoint"])
+            .arg(&demo)
+            .arg("--input")
+            .arg(demo.join("rows.csv"))
+            .args(["--output", "/nonexistent/never-written.csv"])
+            .args(&args)
+            .output()
+            .unwrap();
+        assert_eq!(output.status.code(), Some(2), "{args:?}");
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(stderr.contains(message), "{args:?}: {stderr}");
+    }
+}
