@@ -21,6 +21,8 @@ pub mod model;
 pub mod policy;
 pub mod preprocess;
 pub mod scorer;
+#[cfg(feature = "serve")]
+pub mod serve;
 #[cfg(feature = "data")]
 pub mod synth;
 #[cfg(feature = "train")]

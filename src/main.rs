@@ -34,6 +34,30 @@ enum Command {
     Inspect(InspectArgs),
     /// Decide an offer (and context) for every input row with the checkpoint's policy.
     Recommend(RecommendArgs),
+    /// Serve a checkpoint over HTTP: KServe v2, /v1/recommend, /metrics.
+    Serve(ServeArgs),
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    /// The checkpoint directory (reloaded on SIGHUP or POST /admin/reload).
+    #[arg(long, value_name = "DIR")]
+    checkpoint: PathBuf,
+    /// The address to listen on.
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    addr: std::net::SocketAddr,
+    /// The model's name in /v2/models/{name}.
+    #[arg(long, default_value = "upsell")]
+    name: String,
+    /// The largest request body, in bytes.
+    #[arg(long, default_value_t = 8 << 20)]
+    max_body_bytes: usize,
+    /// The most rows (users) per request.
+    #[arg(long, default_value_t = 4096)]
+    max_batch: usize,
+    /// The longest a request may take, in milliseconds.
+    #[arg(long, default_value_t = 10_000)]
+    timeout_ms: u64,
 }
 
 /// Where the experiment config comes from.
@@ -264,18 +288,44 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     .transpose()?
                     .unwrap_or(upsell::data::recommend::Shard::ALL),
             };
-            let exploration = args.policy.unwrap_or(config.policy.exploration);
+            let options = upsell::data::recommend::RecommendOptions {
+                exploration: args.policy.unwrap_or(config.policy.exploration),
+                seed: config.seed,
+                shard,
+                unit_rows: args.unit_rows,
+            };
             let report = upsell::data::recommend::recommend_files(
                 &scorer,
                 config.policy.clone(),
-                exploration,
-                config.seed,
+                &options,
                 &args.input,
                 &args.output,
-                shard,
-                args.unit_rows,
             )?;
             println!("{}", serde_json::to_string(&report)?);
+        }
+        Command::Serve(args) => {
+            tracing_subscriber::fmt()
+                .with_env_filter(
+                    tracing_subscriber::EnvFilter::try_from_default_env()
+                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+                )
+                .with_writer(std::io::stderr)
+                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                .init();
+            let model = upsell::serve::Model::load(&args.checkpoint)?;
+            let limits = upsell::serve::Limits {
+                max_body_bytes: args.max_body_bytes,
+                max_batch: args.max_batch,
+                timeout: std::time::Duration::from_millis(args.timeout_ms),
+            };
+            let state = std::sync::Arc::new(upsell::serve::AppState::new(
+                model,
+                args.checkpoint,
+                args.name,
+                limits,
+            ));
+            let runtime = tokio::runtime::Runtime::new()?;
+            runtime.block_on(upsell::serve::serve(state, args.addr))?;
         }
         Command::Inspect(args) => {
             let manifest =

@@ -156,6 +156,41 @@ impl Scorer {
         scores
     }
 
+    /// Transforms records (column name -> value; a missing column is null).
+    pub fn transform_records(
+        &self,
+        records: &[HashMap<String, Value<'_>>],
+    ) -> Result<Features, FieldError> {
+        self.manifest
+            .preprocessor
+            .transform(records.len(), |row, column| {
+                records[row].get(column).copied().unwrap_or(Value::Null)
+            })
+    }
+
+    /// Transforms columns (column name -> one value per row; a missing
+    /// column is null).
+    pub fn transform_columns(
+        &self,
+        columns: &HashMap<String, Vec<Value<'_>>>,
+    ) -> Result<Features, ScoreError> {
+        let rows = columns.values().map(Vec::len).max().unwrap_or(0);
+        for (column, values) in columns {
+            if values.len() != rows {
+                return Err(ScoreError::Length {
+                    column: column.clone(),
+                    found: values.len(),
+                    expected: rows,
+                });
+            }
+        }
+        Ok(self.manifest.preprocessor.transform(rows, |row, column| {
+            columns
+                .get(column)
+                .map_or(Value::Null, |values| values[row])
+        })?)
+    }
+
     /// Scores rows given as records: column name -> value. A record without
     /// the offer column is scored for every product; `p_offer` is then empty.
     pub fn score_records(
@@ -163,9 +198,7 @@ impl Scorer {
         records: &[HashMap<String, Value<'_>>],
     ) -> Result<Scores, ScoreError> {
         let pre = &self.manifest.preprocessor;
-        let features = pre.transform(records.len(), |row, column| {
-            records[row].get(column).copied().unwrap_or(Value::Null)
-        })?;
+        let features = self.transform_records(records)?;
         let has_offers = pre
             .offer
             .as_ref()

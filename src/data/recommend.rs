@@ -79,6 +79,17 @@ impl std::str::FromStr for Shard {
     }
 }
 
+/// How [`recommend_files`] decides and which rows it takes.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct RecommendOptions {
+    pub exploration: Exploration,
+    /// Seeds every row's draw together with its id.
+    pub seed: u64,
+    pub shard: Shard,
+    /// Rows per shard unit and per decision batch.
+    pub unit_rows: usize,
+}
+
 /// What [`recommend_files`] did.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RecommendReport {
@@ -113,13 +124,16 @@ fn row_count(path: &Path) -> Result<usize> {
 pub fn recommend_files(
     scorer: &Scorer,
     policy_config: PolicyConfig,
-    exploration: Exploration,
-    seed: u64,
+    options: &RecommendOptions,
     input: &Path,
     output: &Path,
-    shard: Shard,
-    unit_rows: usize,
 ) -> Result<RecommendReport> {
+    let RecommendOptions {
+        exploration,
+        seed,
+        shard,
+        unit_rows,
+    } = *options;
     let unit_rows = unit_rows.max(1);
     let started = std::time::Instant::now();
     let output = shard.output_path(output);

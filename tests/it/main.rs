@@ -10,4 +10,5 @@ mod parity;
 mod pipeline;
 mod policy;
 mod real_data;
+mod serve;
 mod synth;

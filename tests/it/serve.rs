@@ -1,0 +1,463 @@
+//! The HTTP server, driven through its router without a socket: every
+//! route, every class of bad request, metrics, and hot reload under load.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use http_body_util::BodyExt;
+use serde_json::{Value as Json, json};
+use tower::ServiceExt;
+use upsell::serve::{AppState, Limits, Model, app};
+
+use crate::common::repo;
+
+fn demo() -> PathBuf {
+    repo().join("checkpoints/demo")
+}
+
+fn state(limits: Limits) -> Arc<AppState> {
+    let model = Model::load(&demo()).unwrap();
+    Arc::new(AppState::new(model, demo(), "upsell".into(), limits))
+}
+
+async fn call(
+    state: &Arc<AppState>,
+    method: &str,
+    uri: &str,
+    body: Option<Vec<u8>>,
+) -> (StatusCode, Json) {
+    let request = Request::builder()
+        .method(method)
+        .uri(uri)
+        .header("content-type", "application/json")
+        .body(body.map_or_else(Body::empty, Body::from))
+        .unwrap();
+    let response = app(state.clone()).oneshot(request).await.unwrap();
+    let status = response.status();
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let json = serde_json::from_slice(&bytes)
+        .unwrap_or_else(|_| Json::String(String::from_utf8_lossy(&bytes).into()));
+    (status, json)
+}
+
+async fn post(state: &Arc<AppState>, uri: &str, body: &Json) -> (StatusCode, Json) {
+    call(state, "POST", uri, Some(serde_json::to_vec(body).unwrap())).await
+}
+
+/// The demo rows as CSV records: (header, rows).
+fn demo_rows() -> (Vec<String>, Vec<Vec<String>>) {
+    let text = std::fs::read_to_string(demo().join("rows.csv")).unwrap();
+    let mut lines = text.lines();
+    let header = lines
+        .next()
+        .unwrap()
+        .split(',')
+        .map(str::to_string)
+        .collect();
+    let rows = lines
+        .map(|l| l.split(',').map(str::to_string).collect())
+        .collect();
+    (header, rows)
+}
+
+fn cell(value: &str, numeric: bool) -> Json {
+    match (value.is_empty(), numeric) {
+        (true, _) => Json::Null,
+        (false, true) => json!(value.parse::<f64>().unwrap()),
+        (false, false) => json!(value),
+    }
+}
+
+/// A KServe v2 infer request for the demo rows.
+fn infer_request(model: &Model) -> Json {
+    let (header, rows) = demo_rows();
+    let manifest = upsell::Scorer::load(demo()).unwrap();
+    let pre = &manifest.manifest().preprocessor;
+    let _ = model;
+    let mut inputs = Vec::new();
+    for column in pre.input_columns() {
+        let j = header.iter().position(|h| h == column).unwrap();
+        let numeric = pre.numeric.iter().any(|f| f.column == column);
+        let data: Vec<Json> = rows.iter().map(|r| cell(&r[j], numeric)).collect();
+        inputs.push(json!({
+            "name": column,
+            "shape": [rows.len(), 1],
+            "datatype": if numeric { "FP32" } else { "BYTES" },
+            "data": data,
+        }));
+    }
+    json!({ "id": "req-1", "inputs": inputs })
+}
+
+fn users() -> Json {
+    let (header, rows) = demo_rows();
+    let numeric: Vec<&str> = upsell::synth::NUMERIC_COLUMNS.to_vec();
+    let users: Vec<Json> = rows
+        .iter()
+        .map(|r| {
+            let mut user = serde_json::Map::new();
+            for (h, v) in header.iter().zip(r) {
+                user.insert(h.clone(), cell(v, numeric.contains(&h.as_str())));
+            }
+            user.insert("id".into(), user["user_id"].clone());
+            Json::Object(user)
+        })
+        .collect();
+    Json::Array(users)
+}
+
+#[tokio::test]
+async fn health_and_metadata_routes() {
+    let state = state(Limits::default());
+    assert_eq!(
+        call(&state, "GET", "/v2/health/live", None).await,
+        (StatusCode::OK, json!({ "live": true }))
+    );
+    assert_eq!(
+        call(&state, "GET", "/v2/health/ready", None).await.0,
+        StatusCode::OK
+    );
+    let (status, server) = call(&state, "GET", "/v2", None).await;
+    assert_eq!(
+        (status, server["name"].as_str()),
+        (StatusCode::OK, Some("upsell"))
+    );
+    let (status, meta) = call(&state, "GET", "/v2/models/upsell", None).await;
+    assert_eq!(status, StatusCode::OK);
+    let inputs = meta["inputs"].as_array().unwrap();
+    let find = |n: &str| inputs.iter().find(|i| i["name"] == n).unwrap()["datatype"].clone();
+    assert_eq!(find("tenure_months"), "FP32");
+    assert_eq!(find("country"), "BYTES");
+    assert_eq!(meta["outputs"][0]["shape"], json!([-1, 6]));
+    assert_eq!(
+        call(&state, "GET", "/v2/models/upsell/ready", None).await.0,
+        StatusCode::OK
+    );
+    let (status, body) = call(&state, "GET", "/v2/models/other", None).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert!(body["error"].as_str().unwrap().contains("unknown model"));
+}
+
+#[tokio::test]
+async fn infer_matches_the_score_command() {
+    let state = state(Limits::default());
+    let request = infer_request(&state.model());
+    let (status, response) = post(&state, "/v2/models/upsell/infer", &request).await;
+    assert_eq!(status, StatusCode::OK, "{response}");
+    assert_eq!(response["id"], "req-1");
+    let expected = std::fs::read_to_string(demo().join("expected.csv")).unwrap();
+    let mut lines = expected.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let rows: Vec<Vec<f64>> = lines
+        .map(|l| l.split(',').skip(1).map(|v| v.parse().unwrap()).collect())
+        .collect();
+    let products = [
+        "audiobooks",
+        "duo",
+        "family",
+        "podcast_plus",
+        "premium_individual",
+        "student",
+    ];
+    for (output, prefix) in [(0, "p_convert__"), (1, "p_plan__")] {
+        let data = response["outputs"][output]["data"].as_array().unwrap();
+        assert_eq!(response["outputs"][output]["shape"], json!([8, 6]));
+        for (row, expected_row) in rows.iter().enumerate() {
+            for (k, product) in products.iter().enumerate() {
+                let column = header
+                    .iter()
+                    .position(|h| *h == format!("{prefix}{product}"))
+                    .unwrap()
+                    - 1;
+                let got = data[row * 6 + k].as_f64().unwrap();
+                assert!(
+                    (got - expected_row[column]).abs() < 1e-5,
+                    "{prefix}{product} row {row}"
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn recommend_returns_decisions_with_propensities() {
+    let state = state(Limits::default());
+    let (status, response) = post(
+        &state,
+        "/v1/recommend",
+        &json!({ "users": users(), "policy": "softmax:0.1" }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{response}");
+    assert_eq!(response["model_version"].as_str().unwrap().len(), 12);
+    let decisions = response["decisions"].as_array().unwrap();
+    assert_eq!(decisions.len(), 8);
+    for d in decisions {
+        let p = d["propensity"].as_f64().unwrap();
+        assert!(p > 0.0 && p <= 1.0);
+        let total: f64 = d["candidates"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["probability"].as_f64().unwrap())
+            .sum();
+        assert!((total - 1.0).abs() < 1e-9);
+    }
+    assert_eq!(decisions[0]["id"], "u0000000000");
+    // The same ids and seed decide the same again.
+    let (_, again) = post(
+        &state,
+        "/v1/recommend",
+        &json!({ "users": users(), "policy": "softmax:0.1" }),
+    )
+    .await;
+    assert_eq!(again["decisions"], response["decisions"]);
+}
+
+#[tokio::test]
+async fn bad_requests_get_a_clear_4xx() {
+    let limits = Limits {
+        max_batch: 10,
+        max_body_bytes: 64 << 10,
+        ..Limits::default()
+    };
+    let state = state(limits);
+    let infer = "/v2/models/upsell/infer";
+    let good = infer_request(&state.model());
+    let with_input = |name: &str, data: Json| {
+        let mut r = good.clone();
+        for input in r["inputs"].as_array_mut().unwrap() {
+            if input["name"] == name {
+                input["data"] = data.clone();
+            }
+        }
+        r
+    };
+    let without = |name: &str| {
+        let mut r = good.clone();
+        r["inputs"]
+            .as_array_mut()
+            .unwrap()
+            .retain(|i| i["name"] != name);
+        r
+    };
+    let mut users = users();
+    let eight = users.as_array().unwrap().len();
+    let cases: Vec<(&str, &str, Vec<u8>, StatusCode, &str)> = vec![
+        (
+            "malformed JSON",
+            infer,
+            b"{\"inputs\": [".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "malformed JSON",
+        ),
+        (
+            "no inputs",
+            infer,
+            b"{}".to_vec(),
+            StatusCode::BAD_REQUEST,
+            "\"inputs\"",
+        ),
+        (
+            "missing feature",
+            infer,
+            serde_json::to_vec(&without("tenure_months")).unwrap(),
+            StatusCode::BAD_REQUEST,
+            "missing input \"tenure_months\"",
+        ),
+        (
+            "wrong type",
+            infer,
+            serde_json::to_vec(&with_input("tenure_months", json!(vec!["x"; 8]))).unwrap(),
+            StatusCode::BAD_REQUEST,
+            "expected a number",
+        ),
+        (
+            "NaN",
+            infer,
+            serde_json::to_vec(&with_input("tenure_months", json!(vec!["NaN"; 8]))).unwrap(),
+            StatusCode::BAD_REQUEST,
+            "expected a number",
+        ),
+        (
+            "unknown product",
+            infer,
+            serde_json::to_vec(&with_input("offer", json!(vec!["platinum"; 8]))).unwrap(),
+            StatusCode::BAD_REQUEST,
+            "\"platinum\" is not a product",
+        ),
+        (
+            "ragged inputs",
+            infer,
+            serde_json::to_vec(&with_input("country", json!(vec!["SE"; 3]))).unwrap(),
+            StatusCode::BAD_REQUEST,
+            "has 3 values",
+        ),
+        (
+            "empty batch",
+            "/v1/recommend",
+            br#"{"users": []}"#.to_vec(),
+            StatusCode::BAD_REQUEST,
+            "empty",
+        ),
+        (
+            "oversized batch",
+            "/v1/recommend",
+            serde_json::to_vec(&json!({ "users": vec![users[0].clone(); 11] })).unwrap(),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "exceed the limit",
+        ),
+        (
+            "oversized body",
+            "/v1/recommend",
+            vec![b' '; 65 << 10],
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "",
+        ),
+        (
+            "bad policy",
+            "/v1/recommend",
+            serde_json::to_vec(&json!({ "users": users, "policy": "softmax:-1" })).unwrap(),
+            StatusCode::BAD_REQUEST,
+            "temperature",
+        ),
+    ];
+    users.as_array_mut().unwrap()[2]
+        .as_object_mut()
+        .unwrap()
+        .remove("country");
+    let mut more = cases;
+    more.push((
+        "missing user feature",
+        "/v1/recommend",
+        serde_json::to_vec(&json!({ "users": users })).unwrap(),
+        StatusCode::BAD_REQUEST,
+        "users[2]: missing feature \"country\"",
+    ));
+    assert_eq!(eight, 8);
+    for (what, uri, body, status, message) in more {
+        let (got, response) = call(&state, "POST", uri, Some(body)).await;
+        assert_eq!(got, status, "{what}: {response}");
+        let error = response["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{what}: no error field in {response}"));
+        assert!(error.contains(message), "{what}: {error}");
+    }
+}
+
+#[tokio::test]
+async fn metrics_count_requests_by_route() {
+    let state = state(Limits::default());
+    call(&state, "GET", "/v2/health/live", None).await;
+    post(&state, "/v1/recommend", &json!({ "users": [] })).await;
+    let request = Request::builder()
+        .uri("/metrics")
+        .body(Body::empty())
+        .unwrap();
+    let response = app(state.clone()).oneshot(request).await.unwrap();
+    let text = String::from_utf8(
+        response
+            .into_body()
+            .collect()
+            .await
+            .unwrap()
+            .to_bytes()
+            .to_vec(),
+    )
+    .unwrap();
+    assert!(
+        text.contains("upsell_requests_total{route=\"/v2/health/live\",status=\"200\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("upsell_requests_total{route=\"/v1/recommend\",status=\"400\"} 1"),
+        "{text}"
+    );
+    assert!(text.contains("upsell_request_seconds_bucket"), "{text}");
+    assert!(text.contains(&format!(
+        "upsell_model_info{{version=\"{}\"}} 1",
+        state.model().version()
+    )));
+}
+
+/// A second checkpoint with other weights, for reloads.
+fn other_checkpoint(dir: &Path) -> PathBuf {
+    let output = crate::common::upsell()
+        .arg("train")
+        .args(crate::model::tiny(&[
+            "train.synthetic_rows=3000",
+            "train.epochs=1",
+            "seed=5",
+        ]))
+        .arg("--out")
+        .arg(dir.join("run"))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    dir.join("run/checkpoint")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hot_reload_under_concurrent_requests_fails_none() {
+    let tmp = tempfile::tempdir().unwrap();
+    let other = other_checkpoint(tmp.path());
+    let state = state(Limits::default());
+    let first = state.model().version().to_string();
+    let request = Arc::new(serde_json::to_vec(&infer_request(&state.model())).unwrap());
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let (state, request, done) = (state.clone(), request.clone(), done.clone());
+        clients.push(tokio::spawn(async move {
+            let mut versions = std::collections::BTreeSet::new();
+            // Requests run until every reload has happened.
+            while !done.load(std::sync::atomic::Ordering::SeqCst) {
+                let (status, response) = call(
+                    &state,
+                    "POST",
+                    "/v2/models/upsell/infer",
+                    Some(request.to_vec()),
+                )
+                .await;
+                assert_eq!(status, StatusCode::OK, "{response}");
+                versions.insert(response["model_version"].as_str().unwrap().to_string());
+            }
+            versions
+        }));
+    }
+    for i in 0..6 {
+        let dir = if i % 2 == 0 { other.clone() } else { demo() };
+        let state = state.clone();
+        tokio::task::spawn_blocking(move || state.reload(Some(&dir)).unwrap())
+            .await
+            .unwrap();
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let mut seen = std::collections::BTreeSet::new();
+    for client in clients {
+        seen.extend(client.await.unwrap());
+    }
+    // Requests saw both models, and none failed across six swaps.
+    assert!(seen.contains(&first) && seen.len() == 2, "{seen:?}");
+    // The admin route reloads too; a bad checkpoint leaves the model serving.
+    let (status, body) = post(&state, "/admin/reload", &json!({ "checkpoint": other })).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    let (status, body) = post(
+        &state,
+        "/admin/reload",
+        &json!({ "checkpoint": tmp.path().join("missing") }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::BAD_REQUEST, "{body}");
+    assert_eq!(
+        call(&state, "GET", "/v2/health/ready", None).await.0,
+        StatusCode::OK
+    );
+}
