@@ -212,37 +212,20 @@ impl Scorer {
     }
 
     /// Scores rows given as columns: column name -> one value per row.
+    /// Without the offer column, rows are scored for every product only.
     pub fn score_columns(
         &self,
         columns: &HashMap<String, Vec<Value<'_>>>,
     ) -> Result<Scores, ScoreError> {
-        let rows = columns.values().map(Vec::len).max().unwrap_or(0);
-        for (column, values) in columns {
-            if values.len() != rows {
-                return Err(ScoreError::Length {
-                    column: column.clone(),
-                    found: values.len(),
-                    expected: rows,
-                });
-            }
-        }
         let pre = &self.manifest.preprocessor;
-        self.check_offer_present(
-            pre.offer
-                .as_ref()
-                .is_some_and(|o| columns.contains_key(o.as_str())),
-        )?;
-        let features = pre.transform(rows, |row, column| {
-            columns
-                .get(column)
-                .map_or(Value::Null, |values| values[row])
-        })?;
-        let mut scores = self.score_features(&features);
-        if !pre
+        let has_offers = pre
             .offer
             .as_ref()
-            .is_some_and(|o| columns.contains_key(o.as_str()))
-        {
+            .is_some_and(|o| columns.contains_key(o.as_str()));
+        self.check_offer_present(has_offers)?;
+        let features = self.transform_columns(columns)?;
+        let mut scores = self.score_features(&features);
+        if !has_offers {
             scores.p_offer.clear();
         }
         Ok(scores)
@@ -381,6 +364,34 @@ mod tests {
         assert!(scores.p_convert.iter().all(|p| (0.0..=1.0).contains(p)));
         let total: f32 = scores.p_plan.iter().sum();
         assert!((total - 1.0).abs() < 1e-5, "{total}");
+    }
+
+    #[test]
+    fn columns_and_records_score_alike() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("checkpoints/demo");
+        let scorer = Scorer::load(&dir).unwrap();
+        let mut columns: HashMap<String, Vec<Value<'_>>> = HashMap::new();
+        columns.insert(
+            "tenure_months".into(),
+            vec![Value::Number(3.0), Value::Null],
+        );
+        columns.insert("country".into(), vec![Value::Text("US"), Value::Text("SE")]);
+        columns.insert(
+            "offer".into(),
+            vec![Value::Text("duo"), Value::Text("student")],
+        );
+        let by_columns = scorer.score_columns(&columns).unwrap();
+        let records: Vec<HashMap<String, Value<'_>>> = (0..2)
+            .map(|row| columns.iter().map(|(k, v)| (k.clone(), v[row])).collect())
+            .collect();
+        assert_eq!(by_columns, scorer.score_records(&records).unwrap());
+        assert_eq!(by_columns.p_offer.len(), 2);
+        columns.insert("country".into(), vec![Value::Text("US")]);
+        let message = scorer.score_columns(&columns).unwrap_err().to_string();
+        assert!(
+            message.contains("\"country\" has 1 values; expected 2"),
+            "{message}"
+        );
     }
 
     #[test]
