@@ -131,31 +131,37 @@ struct TrainArgs {
     print_config: bool,
 }
 
+/// A checkpoint applied to rows from files.
 #[derive(Args)]
-struct ScoreArgs {
+struct BatchArgs {
     /// The checkpoint directory.
     #[arg(long, value_name = "DIR")]
     checkpoint: PathBuf,
-    /// Rows to score: a Parquet or CSV file, a directory or a glob.
+    /// Input rows: a Parquet or CSV file, a directory or a glob.
     #[arg(long, value_name = "PATH")]
     input: PathBuf,
-    /// Where to write the scores (.parquet or .csv).
+    /// Where to write the results (.parquet or .csv); `recommend --shard
+    /// I/N` writes `NAME-0000I-of-0000N.EXT` beside it.
     #[arg(long, value_name = "FILE")]
     output: PathBuf,
 }
 
+impl BatchArgs {
+    fn scorer(&self) -> upsell::Result<upsell::Scorer> {
+        Ok(upsell::Scorer::load(&self.checkpoint)?)
+    }
+}
+
+#[derive(Args)]
+struct ScoreArgs {
+    #[command(flatten)]
+    batch: BatchArgs,
+}
+
 #[derive(Args)]
 struct RecommendArgs {
-    /// The checkpoint directory.
-    #[arg(long, value_name = "DIR")]
-    checkpoint: PathBuf,
-    /// Users to decide for: a Parquet or CSV file, a directory or a glob.
-    #[arg(long, value_name = "PATH")]
-    input: PathBuf,
-    /// Where to write the decisions (.parquet or .csv); with --shard I/N,
-    /// `NAME-0000I-of-0000N.EXT` beside it.
-    #[arg(long, value_name = "FILE")]
-    output: PathBuf,
+    #[command(flatten)]
+    batch: BatchArgs,
     /// Exploration, instead of `policy.exploration`: greedy, epsilon:E or softmax:T.
     #[arg(long, value_name = "POLICY")]
     policy: Option<upsell::policy::Exploration>,
@@ -268,13 +274,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string(&summary)?);
         }
         Command::Score(args) => {
-            let scorer = upsell::Scorer::load(&args.checkpoint).map_err(upsell::Error::from)?;
-            let report = upsell::data::score::score_files(&scorer, &args.input, &args.output)?;
+            let scorer = args.batch.scorer()?;
+            let report =
+                upsell::data::score::score_files(&scorer, &args.batch.input, &args.batch.output)?;
             println!("{}", serde_json::to_string(&report)?);
         }
         Command::Recommend(args) => {
-            let scorer = upsell::Scorer::load(&args.checkpoint).map_err(upsell::Error::from)?;
-            let origin = format!("{} (saved config)", args.checkpoint.display());
+            let scorer = args.batch.scorer()?;
+            let origin = format!("{} (saved config)", args.batch.checkpoint.display());
             let config = Config::from_toml(
                 &scorer.manifest().config,
                 &origin,
@@ -298,8 +305,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 &scorer,
                 config.policy.clone(),
                 &options,
-                &args.input,
-                &args.output,
+                &args.batch.input,
+                &args.batch.output,
             )?;
             println!("{}", serde_json::to_string(&report)?);
         }

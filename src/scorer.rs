@@ -117,15 +117,19 @@ impl Scorer {
         self.manifest.preprocessor.input_columns()
     }
 
-    /// Scores already-transformed rows.
-    pub fn score_features(&self, features: &Features) -> Scores {
-        let products: Vec<String> = self
-            .manifest
+    /// Product names, the order of every product axis.
+    pub fn product_names(&self) -> Vec<String> {
+        self.manifest
             .preprocessor
             .products
             .iter()
             .map(|p| p.name.clone())
-            .collect();
+            .collect()
+    }
+
+    /// Scores already-transformed rows.
+    pub fn score_features(&self, features: &Features) -> Scores {
+        let products: Vec<String> = self.product_names();
         let mut scores = Scores {
             rows: features.rows,
             products,
@@ -325,13 +329,7 @@ impl Scorer {
     /// The decision policy of this checkpoint: its products and contexts,
     /// with the given rules.
     pub fn policy(&self, config: crate::config::PolicyConfig, seed: u64) -> crate::policy::Policy {
-        let products = self
-            .manifest
-            .preprocessor
-            .products
-            .iter()
-            .map(|p| p.name.clone())
-            .collect();
+        let products = self.product_names();
         let contexts = self
             .context_combinations()
             .into_iter()

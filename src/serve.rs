@@ -356,8 +356,11 @@ async fn model_ready(
 }
 
 fn parse_body(body: Result<Bytes, BytesRejection>) -> Result<Json, ApiError> {
-    let body = body?;
-    serde_json::from_slice(&body).map_err(|e| ApiError::bad(format!("malformed JSON: {e}")))
+    parse_json(&body?)
+}
+
+fn parse_json(body: &[u8]) -> Result<Json, ApiError> {
+    serde_json::from_slice(body).map_err(|e| ApiError::bad(format!("malformed JSON: {e}")))
 }
 
 /// Flattens KServe `data`, which may be nested row-major arrays.
@@ -641,9 +644,7 @@ async fn admin_reload(
     let dir = if body.is_empty() {
         None
     } else {
-        let request: Json = serde_json::from_slice(&body)
-            .map_err(|e| ApiError::bad(format!("malformed JSON: {e}")))?;
-        request
+        parse_json(&body)?
             .get("checkpoint")
             .and_then(Json::as_str)
             .map(PathBuf::from)

@@ -155,8 +155,13 @@ pub fn recommend_files(
     }
     let id_column = scorer.manifest().id_column.clone();
     let mut units: Vec<(PathBuf, usize, usize)> = Vec::new();
+    // The id is carried when every file has it.
+    let mut with_id = id_column.is_some();
     for file in &files {
         let schema = source::schema(file)?;
+        with_id &= id_column
+            .as_ref()
+            .is_some_and(|id| schema.get(id).is_some());
         for name in &read {
             if schema.get(name).is_none() {
                 return Err(DataError::MissingColumn {
@@ -173,11 +178,6 @@ pub fn recommend_files(
             units.push((file.clone(), offset, (rows - offset).min(unit_rows)));
         }
     }
-    let with_id = id_column.as_ref().is_some_and(|id| {
-        files
-            .iter()
-            .all(|f| source::schema(f).is_ok_and(|s| s.get(id).is_some()))
-    });
     let mut columns: Vec<&str> = read.iter().map(String::as_str).collect();
     if with_id {
         columns.push(id_column.as_deref().expect("with_id"));

@@ -302,8 +302,13 @@ pub fn score_files(scorer: &Scorer, input: &Path, output: &Path) -> Result<Score
     let files = source::resolve(input)?;
     // Every file is checked before anything is scored or written.
     let mut with_offer = None;
+    // The id is carried when every file has it.
+    let mut carries_id = id_column.is_some();
     for file in &files {
         let schema = source::schema(file)?;
+        carries_id &= id_column
+            .as_ref()
+            .is_some_and(|id| schema.get(id).is_some());
         for name in pre.input_columns() {
             let is_offer = pre.offer.as_deref() == Some(name);
             if !is_offer && schema.get(name).is_none() {
@@ -333,14 +338,8 @@ pub fn score_files(scorer: &Scorer, input: &Path, output: &Path) -> Result<Score
     if !with_offer {
         read.retain(|c| Some(*c) != pre.offer.as_deref());
     }
-    let mut carries_id = false;
-    if let Some(id) = &id_column
-        && files
-            .iter()
-            .all(|f| source::schema(f).is_ok_and(|s| s.get(id).is_some()))
-    {
-        read.push(id);
-        carries_id = true;
+    if carries_id {
+        read.push(id_column.as_deref().expect("carries_id"));
     }
 
     let dir = match output.parent() {

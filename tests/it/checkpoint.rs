@@ -9,7 +9,7 @@ use polars::prelude::*;
 use upsell::Scorer;
 use upsell::preprocess::Value;
 
-use crate::common::{repo, upsell, write};
+use crate::common::{repo, run_ok, upsell, write};
 
 fn demo() -> PathBuf {
     repo().join("checkpoints/demo")
@@ -127,19 +127,14 @@ fn the_score_command_matches_the_scorer_in_another_process() {
     let tmp = tempfile::tempdir().unwrap();
     for ext in ["csv", "parquet"] {
         let out = tmp.path().join(format!("scores.{ext}"));
-        let output = upsell()
-            .args(["score", "--checkpoint"])
-            .arg(demo())
-            .arg("--input")
-            .arg(demo().join("rows.csv"))
-            .arg("--output")
-            .arg(&out)
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
+        run_ok(
+            upsell()
+                .args(["score", "--checkpoint"])
+                .arg(demo())
+                .arg("--input")
+                .arg(demo().join("rows.csv"))
+                .arg("--output")
+                .arg(&out),
         );
         let scored = match ext {
             "csv" => read_csv(&out),
@@ -329,19 +324,14 @@ fn rows_without_an_offer_are_scored_for_every_product() {
         .finish(&mut without)
         .unwrap();
     let out = tmp.path().join("scores.csv");
-    let output = upsell()
-        .args(["score", "--checkpoint"])
-        .arg(demo())
-        .arg("--input")
-        .arg(&input)
-        .arg("--output")
-        .arg(&out)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    run_ok(
+        upsell()
+            .args(["score", "--checkpoint"])
+            .arg(demo())
+            .arg("--input")
+            .arg(&input)
+            .arg("--output")
+            .arg(&out),
     );
     let scored = read_csv(&out);
     let expected = read_csv(&demo().join("expected.csv"));

@@ -9,6 +9,17 @@ pub fn upsell() -> Command {
     Command::cargo_bin("upsell").expect("the upsell binary is built with the tests")
 }
 
+/// Runs a command and asserts that it succeeded, showing its stderr if not.
+pub fn run_ok(command: &mut Command) -> std::process::Output {
+    let output = command.output().unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output
+}
+
 /// The repository root.
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -4,7 +4,7 @@ use burn::prelude::*;
 use upsell::config::Config;
 use upsell::loss::{binary_cross_entropy, masked_cross_entropy};
 
-use crate::common::upsell;
+use crate::common::{run_ok, upsell};
 
 fn cpu() -> Device {
     Device::flex()
@@ -79,17 +79,12 @@ pub fn tiny(extra: &[&str]) -> Vec<String> {
 }
 
 fn train_cli(dir: &std::path::Path, extra: &[&str]) -> serde_json::Value {
-    let output = upsell()
-        .arg("train")
-        .args(tiny(extra))
-        .arg("--out")
-        .arg(dir)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    let output = run_ok(
+        upsell()
+            .arg("train")
+            .args(tiny(extra))
+            .arg("--out")
+            .arg(dir),
     );
     let stdout = String::from_utf8(output.stdout).unwrap();
     let last = stdout.lines().last().expect("a final JSON line");

@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use upsell::config::{EligibilityRule, PolicyConfig};
 use upsell::policy::{Exploration, Policy, UserScores};
 
-use crate::common::{repo, upsell};
+use crate::common::{repo, run_ok, upsell};
 
 /// Two products: a (value 10 if bought) and b (value 30).
 fn policy(config: PolicyConfig) -> Policy {
@@ -113,28 +113,25 @@ fn eligibility_rules_are_data() {
     assert_eq!(d[2].offer.as_deref(), Some("a"), "the user already has b");
 }
 
+/// The probability the decision gave to offering `offer`.
+fn probability(d: &upsell::policy::Decision, offer: &str) -> f64 {
+    d.candidates
+        .iter()
+        .find(|c| c.offer.as_deref() == Some(offer))
+        .unwrap()
+        .probability
+}
+
 #[test]
 fn exploration_propensities_are_exact_and_sum_to_one() {
     let p = policy(PolicyConfig::default());
     let d = &decide(&p, Exploration::Epsilon(0.1), &[user()])[0];
-    let prob = |offer: &str| {
-        d.candidates
-            .iter()
-            .find(|c| c.offer.as_deref() == Some(offer))
-            .unwrap()
-            .probability
-    };
-    assert!((prob("b") - 0.95).abs() < 1e-12 && (prob("a") - 0.05).abs() < 1e-12);
+    assert!(
+        (probability(d, "b") - 0.95).abs() < 1e-12 && (probability(d, "a") - 0.05).abs() < 1e-12
+    );
     let d = &decide(&p, Exploration::Softmax(0.5), &[user()])[0];
-    let prob = |offer: &str| {
-        d.candidates
-            .iter()
-            .find(|c| c.offer.as_deref() == Some(offer))
-            .unwrap()
-            .probability
-    };
     // exp(1.5 / 0.5) / (exp(1.0 / 0.5) + exp(1.5 / 0.5)) = 1 / (1 + e^-1).
-    assert!((prob("b") - 1.0 / (1.0 + (-1f64).exp())).abs() < 1e-12);
+    assert!((probability(d, "b") - 1.0 / (1.0 + (-1f64).exp())).abs() < 1e-12);
     for exploration in [
         Exploration::Greedy,
         Exploration::Epsilon(0.3),
@@ -243,27 +240,22 @@ fn recommend_shards_cover_every_row_exactly_once() {
     std::fs::write(inputs.join("b.csv"), rows.replace("u000", "v000")).unwrap();
     let mut all: Vec<String> = Vec::new();
     for shard in 0..4 {
-        let output = upsell()
-            .args(["recommend", "--checkpoint"])
-            .arg(&demo)
-            .arg("--input")
-            .arg(&inputs)
-            .arg("--output")
-            .arg(tmp.path().join("decisions.csv"))
-            .args([
-                "--unit-rows",
-                "3",
-                "--shard",
-                &format!("{shard}/4"),
-                "--policy",
-                "epsilon:0.2",
-            ])
-            .output()
-            .unwrap();
-        assert!(
-            output.status.success(),
-            "{}",
-            String::from_utf8_lossy(&output.stderr)
+        run_ok(
+            upsell()
+                .args(["recommend", "--checkpoint"])
+                .arg(&demo)
+                .arg("--input")
+                .arg(&inputs)
+                .arg("--output")
+                .arg(tmp.path().join("decisions.csv"))
+                .args([
+                    "--unit-rows",
+                    "3",
+                    "--shard",
+                    &format!("{shard}/4"),
+                    "--policy",
+                    "epsilon:0.2",
+                ]),
         );
         all.extend(ids_of(
             &tmp.path()
@@ -293,7 +285,7 @@ fn recommend_applies_the_rules_and_reports_propensities() {
     let tmp = tempfile::tempdir().unwrap();
     let demo = repo().join("checkpoints/demo");
     let out = tmp.path().join("decisions.csv");
-    let output = upsell()
+    run_ok(upsell()
         .args(["recommend", "--checkpoint"])
         .arg(&demo)
         .arg("--input")
@@ -301,14 +293,7 @@ fn recommend_applies_the_rules_and_reports_propensities() {
         .arg("--output")
         .arg(&out)
         .args(["--policy", "softmax:0.1"])
-        .args(["--set", "policy.exclude=[{ products = [\"student\"], column = \"age_bucket\", not_in = [\"13-17\", \"18-24\"] }]"])
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
-    );
+        .args(["--set", "policy.exclude=[{ products = [\"student\"], column = \"age_bucket\", not_in = [\"13-17\", \"18-24\"] }]"]));
     let text = std::fs::read_to_string(&out).unwrap();
     let header: Vec<&str> = text.lines().next().unwrap().split(',').collect();
     assert_eq!(

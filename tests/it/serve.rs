@@ -384,21 +384,16 @@ async fn metrics_count_requests_by_route() {
 
 /// A second checkpoint with other weights, for reloads.
 fn other_checkpoint(dir: &Path) -> PathBuf {
-    let output = crate::common::upsell()
-        .arg("train")
-        .args(crate::model::tiny(&[
-            "train.synthetic_rows=3000",
-            "train.epochs=1",
-            "seed=5",
-        ]))
-        .arg("--out")
-        .arg(dir.join("run"))
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "{}",
-        String::from_utf8_lossy(&output.stderr)
+    crate::common::run_ok(
+        crate::common::upsell()
+            .arg("train")
+            .args(crate::model::tiny(&[
+                "train.synthetic_rows=3000",
+                "train.epochs=1",
+                "seed=5",
+            ]))
+            .arg("--out")
+            .arg(dir.join("run")),
     );
     dir.join("run/checkpoint")
 }
