@@ -76,6 +76,26 @@ pub struct Manifest {
     /// The resolved experiment config, as TOML, for provenance.
     pub config: String,
     pub weights: WeightsEntry,
+    /// The calibration applied to every score; absent in checkpoints written
+    /// before calibration existed (they score uncalibrated).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub calibration: Option<crate::calibrate::Calibration>,
+}
+
+impl Manifest {
+    /// The resolved config the checkpoint was trained with, with
+    /// `overrides` applied (`--set` syntax); relative paths stay relative.
+    pub fn saved_config(
+        &self,
+        overrides: &[String],
+    ) -> Result<crate::Config, crate::config::ConfigError> {
+        crate::Config::from_toml(
+            &self.config,
+            "the checkpoint's saved config",
+            Path::new(""),
+            overrides,
+        )
+    }
 }
 
 /// Hex sha256 of bytes.
@@ -218,6 +238,7 @@ pub fn manifest(
             sha256: sha256_hex(weights),
             bytes: weights.len() as u64,
         },
+        calibration: None,
     }
 }
 

@@ -315,6 +315,27 @@ pub struct ModelConfig {
     /// Whether the plan-choice head also sees the offer. Default false.
     #[serde(default)]
     pub plan_uses_offer: bool,
+    /// How the tasks share the user encoder: `shared_bottom` (one encoder)
+    /// or `mmoe` (a mixture of `experts` encoders, one gate per task).
+    /// Default `shared_bottom`.
+    #[serde(default)]
+    pub sharing: Sharing,
+    /// Experts of `mmoe`, each an MLP of widths `hidden`. Default 4.
+    #[serde(default = "default_experts")]
+    pub experts: usize,
+}
+
+/// How the conversion and plan tasks share the user encoder.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Sharing {
+    #[default]
+    SharedBottom,
+    Mmoe,
+}
+
+fn default_experts() -> usize {
+    4
 }
 
 impl Default for ModelConfig {
@@ -328,6 +349,8 @@ impl Default for ModelConfig {
             dropout: default_dropout(),
             layer_norm: false,
             plan_uses_offer: false,
+            sharing: Sharing::default(),
+            experts: default_experts(),
         }
     }
 }
@@ -435,6 +458,38 @@ pub struct TrainConfig {
     /// Default 200000.
     #[serde(default = "default_synthetic_rows")]
     pub synthetic_rows: u64,
+    /// `fixed` (the weights above) or `uncertainty`: learned homoscedastic
+    /// uncertainty weights, `exp(-s_i) L_i + s_i` (Kendall et al., 2018).
+    /// Default `fixed`.
+    #[serde(default)]
+    pub task_weighting: TaskWeighting,
+    /// Weight each row's conversion loss by `1 / propensity` (capped at
+    /// `ipw_clip`, then normalised to mean 1), so the model learns as if
+    /// offers had been shown at random rather than by the logging policy.
+    /// Needs `columns.propensity`. Default false.
+    #[serde(default)]
+    pub ipw: bool,
+    /// The largest inverse-propensity weight. Default 20.
+    #[serde(default = "default_ipw_clip")]
+    pub ipw_clip: f64,
+    /// Calibration fitted on the validation split after training and
+    /// applied to every score: `temperature`, `product_temperature`,
+    /// `isotonic` or `none`. Default `temperature`.
+    #[serde(default)]
+    pub calibration: crate::calibrate::CalibrationMethod,
+}
+
+/// How the task losses are combined.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TaskWeighting {
+    #[default]
+    Fixed,
+    Uncertainty,
+}
+
+fn default_ipw_clip() -> f64 {
+    20.0
 }
 
 impl Default for TrainConfig {
@@ -454,6 +509,10 @@ impl Default for TrainConfig {
             conversion_weight: default_task_weight(),
             plan_weight: default_task_weight(),
             synthetic_rows: default_synthetic_rows(),
+            task_weighting: TaskWeighting::default(),
+            ipw: false,
+            ipw_clip: default_ipw_clip(),
+            calibration: Default::default(),
         }
     }
 }
@@ -693,7 +752,25 @@ impl Config {
                 format!("must be in [0, 1), got {}", model.dropout),
             ));
         }
+        if model.sharing == Sharing::Mmoe && model.experts == 0 {
+            return Err(invalid(
+                "model.experts",
+                "mmoe needs at least 1 expert".into(),
+            ));
+        }
         let train = &self.train;
+        if train.ipw && columns.propensity.is_none() {
+            return Err(invalid(
+                "train.ipw",
+                "inverse-propensity weighting needs columns.propensity".into(),
+            ));
+        }
+        if !(train.ipw_clip >= 1.0 && train.ipw_clip.is_finite()) {
+            return Err(invalid(
+                "train.ipw_clip",
+                format!("must be a finite number >= 1, got {}", train.ipw_clip),
+            ));
+        }
         let positive = [
             ("train.epochs", train.epochs as f64),
             ("train.batch_size", train.batch_size as f64),

@@ -1,7 +1,7 @@
 //! Choosing the compute device. In burn 0.22 a `Device` value selects the
 //! backend, so this is the only place that names backends.
 
-use burn::prelude::*;
+pub use burn::prelude::Device;
 
 #[cfg(not(all(feature = "ndarray", feature = "wgpu")))]
 use crate::Error;

@@ -54,6 +54,21 @@ pub enum Error {
     /// A command-line argument is malformed.
     #[error("{0}")]
     Usage(String),
+
+    /// An evaluation report could not be drawn or written.
+    #[cfg(feature = "data")]
+    #[error(transparent)]
+    Report(#[from] crate::report::ReportError),
+
+    /// A sweep could not run (its trials' own failures are in its report).
+    #[cfg(feature = "cli")]
+    #[error(transparent)]
+    Sweep(#[from] crate::sweep::SweepError),
+
+    /// The MLflow tracking server refused or could not be reached.
+    #[cfg(feature = "train")]
+    #[error(transparent)]
+    Tracking(#[from] crate::tracking::TrackingError),
 }
 
 impl Error {
@@ -77,6 +92,12 @@ impl Error {
             #[cfg(feature = "data")]
             Error::Data(_) => 2,
             Error::Io { .. } | Error::Diverged { .. } => 1,
+            #[cfg(feature = "data")]
+            Error::Report(_) => 1,
+            #[cfg(feature = "cli")]
+            Error::Sweep(e) => e.exit_code(),
+            #[cfg(feature = "train")]
+            Error::Tracking(_) => 1,
         }
     }
 }

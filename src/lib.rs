@@ -5,10 +5,12 @@
 //! `data` reads tables and turns columns into arrays; [`preprocess`] holds the
 //! fitted transformation a checkpoint carries; [`batch`] turns arrays into
 //! tensors; [`model`] is the network; `train` fits it; [`checkpoint`] saves
-//! it; [`scorer`] loads it and turns rows into probabilities.
+//! it; [`scorer`] loads it and turns rows into probabilities, calibrated by
+//! [`calibrate`].
 
 pub mod atomic;
 pub mod batch;
+pub mod calibrate;
 pub mod checkpoint;
 pub mod config;
 #[cfg(feature = "data")]
@@ -20,11 +22,17 @@ pub mod metrics;
 pub mod model;
 pub mod policy;
 pub mod preprocess;
+#[cfg(feature = "data")]
+pub mod report;
 pub mod scorer;
 #[cfg(feature = "serve")]
 pub mod serve;
+#[cfg(feature = "cli")]
+pub mod sweep;
 #[cfg(feature = "data")]
 pub mod synth;
+#[cfg(feature = "train")]
+pub mod tracking;
 #[cfg(feature = "train")]
 pub mod train;
 

@@ -36,6 +36,90 @@ enum Command {
     Recommend(RecommendArgs),
     /// Serve a checkpoint over HTTP: KServe v2, /v1/recommend, /metrics.
     Serve(ServeArgs),
+    /// Evaluate a checkpoint on labelled data: metrics as JSON, optionally a report with plots.
+    Eval(EvalArgs),
+    /// Estimate the value of the checkpoint's policy from logged exposures (IPS, SNIPS, DR).
+    Ope(OpeArgs),
+    /// Run a hyperparameter sweep: `upsell train` trials as child processes, resumable, with a leaderboard.
+    Sweep(SweepArgs),
+}
+
+#[derive(Args)]
+struct SweepArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    #[command(flatten)]
+    paths: DataArgs,
+    /// A swept key and its values, e.g. `--grid train.lr=0.001,0.003`
+    /// (TOML values; commas inside [...] stay in a value). Repeatable: the
+    /// trials are the grid's cartesian product.
+    #[arg(long = "grid", value_name = "KEY=V1,V2,...", required = true)]
+    grid: Vec<String>,
+    /// Run N combinations drawn at random from the grid instead of all.
+    #[arg(long, value_name = "N")]
+    random: Option<usize>,
+    /// Seed of `--random`.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Trials run at once (each uses `train.threads` threads).
+    #[arg(long, default_value_t = 1)]
+    parallel: usize,
+    /// The sweep directory: trials/, logs/, results/, leaderboard.csv and
+    /// leaderboard.md. Rerunning the same command resumes it.
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// The summary field that ranks trials (dotted path).
+    #[arg(long, default_value = "best.valid_loss")]
+    metric: String,
+    /// min or max (default: min for losses, errors and seconds, else max).
+    #[arg(long)]
+    goal: Option<upsell::sweep::Goal>,
+    /// The compute backend of every trial, instead of `train.backend`.
+    #[arg(long, value_name = "flex|ndarray|wgpu")]
+    backend: Option<String>,
+}
+
+#[derive(Args)]
+struct EvalArgs {
+    /// The checkpoint directory.
+    #[arg(long, value_name = "DIR")]
+    checkpoint: PathBuf,
+    /// Labelled rows: a Parquet or CSV file, a directory or a glob.
+    #[arg(long, value_name = "PATH")]
+    data: PathBuf,
+    /// Write the report (report.html, report.md, SVG plots, metrics.json)
+    /// into this directory, which must not exist.
+    #[arg(long, value_name = "DIR")]
+    report: Option<PathBuf>,
+    /// Also report metrics per value of this categorical column.
+    #[arg(long, value_name = "COLUMN")]
+    by: Option<String>,
+}
+
+#[derive(Args)]
+struct OpeArgs {
+    /// The checkpoint directory.
+    #[arg(long, value_name = "DIR")]
+    checkpoint: PathBuf,
+    /// Logged exposures with their propensities (Parquet/CSV, directory or glob).
+    #[arg(long, value_name = "PATH")]
+    logs: PathBuf,
+    /// The policy to evaluate: greedy, epsilon:E or softmax:T (default: the
+    /// checkpoint's policy.exploration).
+    #[arg(long, value_name = "POLICY")]
+    policy: Option<upsell::policy::Exploration>,
+    /// Cap the importance weights at this value.
+    #[arg(long, value_name = "W")]
+    clip: Option<f64>,
+    /// Bootstrap replicates for the 95% intervals.
+    #[arg(long, default_value_t = 200)]
+    bootstrap: usize,
+    /// Seed of the bootstrap.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Override the checkpoint's saved config, e.g. `--set policy.contact_cost=0.05`.
+    #[arg(long = "set", value_name = "KEY=VALUE")]
+    overrides: Vec<String>,
 }
 
 #[derive(Args)]
@@ -129,6 +213,18 @@ struct TrainArgs {
     /// Print the resolved config before training.
     #[arg(long)]
     print_config: bool,
+    /// Also log the run to this MLflow tracking server (http://HOST:PORT):
+    /// params, metrics per epoch, the report and checkpoint as artifacts.
+    #[arg(long, value_name = "URI", env = "MLFLOW_TRACKING_URI")]
+    tracking_uri: Option<String>,
+    /// The MLflow experiment, created if missing.
+    #[arg(
+        long,
+        value_name = "NAME",
+        env = "MLFLOW_EXPERIMENT_NAME",
+        default_value = "upsell"
+    )]
+    experiment: String,
 }
 
 /// A checkpoint applied to rows from files.
@@ -228,6 +324,85 @@ fn main() -> ExitCode {
     }
 }
 
+/// Trains while logging to an MLflow server. The server must be reachable
+/// at the start; later logging failures are reported on stderr and do not
+/// stop training (the local run directory has everything), and the run is
+/// marked FAILED if training fails.
+fn tracked_train(
+    config: &Config,
+    run_dir: &std::path::Path,
+    device: &upsell::device::Device,
+    progress: bool,
+    uri: &str,
+    experiment: &str,
+) -> anyhow::Result<upsell::train::TrainSummary> {
+    use upsell::tracking::{RunStatus, Tracker, flatten_params};
+    let params = flatten_params(&serde_json::to_value(config)?);
+    let name = run_dir.file_name().map_or_else(
+        || "upsell".to_string(),
+        |n| n.to_string_lossy().into_owned(),
+    );
+    let tracker = Tracker::start(uri, experiment, &name, &params).map_err(upsell::Error::from)?;
+    let mut failures = 0usize;
+    let mut warn = |what: &str, e: upsell::tracking::TrackingError| {
+        failures += 1;
+        eprintln!("warning: MLflow {what}: {e}");
+    };
+    let mut on_epoch = |line: &upsell::train::EpochMetrics| {
+        let metrics = numeric_fields(&serde_json::to_value(line).expect("metrics serialise"));
+        if let Err(e) = tracker.log_metrics(line.epoch as i64, &metrics) {
+            warn("metrics", e);
+        }
+    };
+    let outcome = upsell::train::train_observed(config, run_dir, device, progress, &mut on_epoch);
+    let summary = match outcome {
+        Ok(summary) => summary,
+        Err(e) => {
+            let _ = tracker.finish(RunStatus::Failed);
+            return Err(e.into());
+        }
+    };
+    if let Some(calibration) = &summary.calibration {
+        let metrics = numeric_fields(&serde_json::to_value(calibration)?)
+            .into_iter()
+            .map(|(k, v)| (format!("calibration.{k}"), v))
+            .collect::<Vec<_>>();
+        if let Err(e) = tracker.log_metrics(summary.best.epoch as i64, &metrics) {
+            warn("metrics", e);
+        }
+    }
+    for (local, artifact) in [("report", "report"), ("checkpoint", "checkpoint")] {
+        if let Err(e) = tracker.log_artifacts(&run_dir.join(local), artifact) {
+            warn("artifacts", e);
+        }
+    }
+    for file in ["metrics.jsonl", "config.toml"] {
+        if let Err(e) = tracker.log_artifact(&run_dir.join(file), file) {
+            warn("artifacts", e);
+        }
+    }
+    if let Err(e) = tracker.finish(RunStatus::Finished) {
+        warn("run status", e);
+    }
+    if failures > 0 {
+        eprintln!(
+            "warning: {failures} MLflow request(s) failed; the run directory {} has everything",
+            run_dir.display()
+        );
+    }
+    Ok(summary)
+}
+
+/// The numeric top-level fields of a JSON object, as MLflow metrics.
+fn numeric_fields(value: &serde_json::Value) -> Vec<(String, f64)> {
+    value
+        .as_object()
+        .into_iter()
+        .flatten()
+        .filter_map(|(k, v)| v.as_f64().map(|v| (k.clone(), v)))
+        .collect()
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Synth(args) => {
@@ -270,7 +445,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 None => upsell::train::new_run_dir(&config.out_dir)?,
             };
             let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
-            let summary = upsell::train::train(&config, &run_dir, &device, progress)?;
+            let summary = match &args.tracking_uri {
+                None => upsell::train::train(&config, &run_dir, &device, progress)?,
+                Some(uri) => {
+                    tracked_train(&config, &run_dir, &device, progress, uri, &args.experiment)?
+                }
+            };
             println!("{}", serde_json::to_string(&summary)?);
         }
         Command::Score(args) => {
@@ -279,16 +459,103 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 upsell::data::score::score_files(&scorer, &args.batch.input, &args.batch.output)?;
             println!("{}", serde_json::to_string(&report)?);
         }
+        Command::Eval(args) => {
+            let scorer = upsell::Scorer::load(&args.checkpoint)?;
+            let evaluation = upsell::data::eval::evaluate(
+                &scorer,
+                &args.checkpoint,
+                &args.data,
+                args.by.as_deref(),
+            )?;
+            let json = serde_json::to_string(&evaluation.summary)?;
+            if let Some(dir) = &args.report {
+                let about = vec![
+                    (
+                        "checkpoint".to_string(),
+                        args.checkpoint.display().to_string(),
+                    ),
+                    ("data".to_string(), args.data.display().to_string()),
+                    (
+                        "command".to_string(),
+                        std::env::args().collect::<Vec<_>>().join(" "),
+                    ),
+                ];
+                let mut input = evaluation.report_input(about);
+                input.title = format!("upsell evaluation: {}", args.checkpoint.display());
+                upsell::data::eval::write_report(dir, &input, json.as_bytes())?;
+            }
+            println!("{json}");
+        }
+        Command::Ope(args) => {
+            let scorer = upsell::Scorer::load(&args.checkpoint)?;
+            let config = scorer
+                .manifest()
+                .saved_config(&args.overrides)
+                .map_err(upsell::Error::from)?;
+            let options = upsell::data::ope::OpeOptions {
+                exploration: args.policy.unwrap_or(config.policy.exploration),
+                seed: config.seed,
+                clip: args.clip,
+                bootstrap: args.bootstrap,
+                bootstrap_seed: args.seed,
+            };
+            let summary = upsell::data::ope::evaluate(
+                &scorer,
+                &args.checkpoint,
+                config.policy.clone(),
+                &args.logs,
+                &options,
+            )?;
+            println!("{}", serde_json::to_string(&summary)?);
+        }
+        Command::Sweep(args) => {
+            // Validate the config and every override once, before any trial.
+            args.config.load()?;
+            let mut base_args: Vec<std::ffi::OsString> = vec!["train".into()];
+            if let Some(config) = &args.config.config {
+                base_args.extend(["--config".into(), config.clone().into_os_string()]);
+            }
+            for (flag, path) in [("--data", &args.paths.data), ("--valid", &args.paths.valid)] {
+                if let Some(path) = path {
+                    base_args.extend([flag.into(), path.clone().into_os_string()]);
+                }
+            }
+            if let Some(backend) = &args.backend {
+                base_args.extend(["--backend".into(), backend.into()]);
+            }
+            for setting in &args.config.overrides {
+                base_args.extend(["--set".into(), setting.into()]);
+            }
+            let grid = args
+                .grid
+                .iter()
+                .map(|g| upsell::sweep::parse_grid(g))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(upsell::Error::from)?;
+            let trials = upsell::sweep::trials(&grid, args.random.map(|n| (n, args.seed)))
+                .map_err(upsell::Error::from)?;
+            let options = upsell::sweep::SweepOptions {
+                program: std::env::current_exe()?,
+                base_args,
+                out: args.out,
+                parallel: args.parallel,
+                goal: args
+                    .goal
+                    .unwrap_or_else(|| upsell::sweep::Goal::for_metric(&args.metric)),
+                metric: args.metric,
+            };
+            let report = upsell::sweep::run(&options, &trials).map_err(upsell::Error::from)?;
+            println!("{}", report.summary());
+            if !report.failed().is_empty() {
+                return Ok(ExitCode::from(1));
+            }
+        }
         Command::Recommend(args) => {
             let scorer = args.batch.scorer()?;
-            let origin = format!("{} (saved config)", args.batch.checkpoint.display());
-            let config = Config::from_toml(
-                &scorer.manifest().config,
-                &origin,
-                std::path::Path::new(""),
-                &args.overrides,
-            )
-            .map_err(upsell::Error::from)?;
+            let config = scorer
+                .manifest()
+                .saved_config(&args.overrides)
+                .map_err(upsell::Error::from)?;
             let shard = match args.shard {
                 Some(shard) => shard,
                 None => upsell::data::recommend::Shard::from_env()

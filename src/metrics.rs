@@ -95,6 +95,10 @@ pub struct BinaryMetrics {
     bin_positives: Vec<f64>,
     /// Negative weight per bin; same length as `bin_positives`.
     bin_negatives: Vec<f64>,
+    /// Σ w·p per bin, for reliability diagrams and calibration error.
+    bin_predictions: Vec<f64>,
+    /// Number of bins; 0 means [`AUC_BINS`].
+    bins: usize,
 }
 
 /// What [`BinaryMetrics::finish`] reports. Averages are weighted, and `None`
@@ -121,12 +125,69 @@ pub struct BinarySummary {
     pub mean_prediction: Option<f64>,
     /// Mean label, Σ w·y / Σ w.
     pub base_rate: Option<f64>,
+    /// Area under the precision-recall curve as average precision (the
+    /// step-wise sum of scikit-learn's `average_precision_score`), with the
+    /// predictions in one histogram bin taken as one threshold.
+    #[serde(default)]
+    pub pr_auc: Option<f64>,
+    /// Expected calibration error over [`ECE_BINS`] equal-width probability
+    /// bins: Σ_b (W_b / W) · |mean prediction_b - observed rate_b|.
+    #[serde(default)]
+    pub ece: Option<f64>,
+    /// The same over [`ECE_BINS`] bins of equal weight, which resolves the
+    /// low probabilities where conversions live.
+    #[serde(default)]
+    pub ece_equal_count: Option<f64>,
+}
+
+/// Bins of the expected calibration errors in [`BinarySummary`] (Guo et al.,
+/// 2017, use 15).
+pub const ECE_BINS: usize = 15;
+
+/// How [`BinaryMetrics::reliability`] groups predictions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Binning {
+    /// Equal-width probability intervals `[k/n, (k+1)/n)`.
+    EqualWidth,
+    /// Consecutive groups of (about) equal weight, in increasing score.
+    EqualCount,
+}
+
+/// One bin of a reliability diagram.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct CalibrationBin {
+    /// Total weight of the rows in the bin.
+    pub weight: f64,
+    /// Weighted mean predicted probability.
+    pub mean_prediction: f64,
+    /// Weighted mean label.
+    pub observed_rate: f64,
 }
 
 impl BinaryMetrics {
     /// An empty accumulator. Allocates nothing until the first row.
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// An accumulator with `bins` histogram bins instead of [`AUC_BINS`]:
+    /// `24 · bins` bytes of state, for many small accumulators (per segment).
+    /// The AUC error bound grows accordingly and is reported as before.
+    ///
+    /// # Panics
+    ///
+    /// If `bins` is 0.
+    pub fn with_bins(bins: usize) -> Self {
+        assert!(bins > 0, "BinaryMetrics::with_bins: zero bins");
+        BinaryMetrics {
+            bins,
+            ..Self::default()
+        }
+    }
+
+    fn bin_count(&self) -> usize {
+        if self.bins == 0 { AUC_BINS } else { self.bins }
     }
 
     /// Adds a batch of predicted probabilities `probs` with `labels` in
@@ -173,8 +234,10 @@ impl BinaryMetrics {
             return;
         }
         if self.bin_positives.is_empty() {
-            self.bin_positives = vec![0.0; AUC_BINS];
-            self.bin_negatives = vec![0.0; AUC_BINS];
+            let bins = self.bin_count();
+            self.bin_positives = vec![0.0; bins];
+            self.bin_negatives = vec![0.0; bins];
+            self.bin_predictions = vec![0.0; bins];
         }
         let (p, y, w) = (f64::from(p), f64::from(y), f64::from(w));
         let clamped = p.clamp(PROB_EPS, 1.0 - PROB_EPS);
@@ -188,9 +251,10 @@ impl BinaryMetrics {
         self.log_loss_sum -= w * (y * ln_p + (1.0 - y) * ln_q);
         self.brier_sum += w * (p - y) * (p - y);
 
-        let bin = logit_bin(ln_p - ln_q);
+        let bin = logit_bin(ln_p - ln_q, self.bin_positives.len());
         self.bin_positives[bin] += w * y;
         self.bin_negatives[bin] += w * (1.0 - y);
+        self.bin_predictions[bin] += w * p;
     }
 
     /// Adds `other`'s rows to `self`, as if they had been passed to
@@ -210,12 +274,21 @@ impl BinaryMetrics {
         if self.bin_positives.is_empty() {
             self.bin_positives.clone_from(&other.bin_positives);
             self.bin_negatives.clone_from(&other.bin_negatives);
+            self.bin_predictions.clone_from(&other.bin_predictions);
             return;
         }
+        assert_eq!(
+            self.bin_positives.len(),
+            other.bin_positives.len(),
+            "BinaryMetrics::merge: accumulators with different bin counts"
+        );
         for (a, b) in self.bin_positives.iter_mut().zip(&other.bin_positives) {
             *a += b;
         }
         for (a, b) in self.bin_negatives.iter_mut().zip(&other.bin_negatives) {
+            *a += b;
+        }
+        for (a, b) in self.bin_predictions.iter_mut().zip(&other.bin_predictions) {
             *a += b;
         }
     }
@@ -241,7 +314,141 @@ impl BinaryMetrics {
             brier: mean(self.brier_sum),
             mean_prediction: mean(self.prediction_sum),
             base_rate: mean(self.positives),
+            pr_auc: self.average_precision(),
+            ece: self.ece(Binning::EqualWidth, ECE_BINS),
+            ece_equal_count: self.ece(Binning::EqualCount, ECE_BINS),
         }
+    }
+
+    /// Histogram bins as (positive, negative, Σ w·p) in increasing score.
+    fn groups(&self) -> impl DoubleEndedIterator<Item = (f64, f64, f64)> + '_ {
+        self.bin_positives
+            .iter()
+            .zip(&self.bin_negatives)
+            .zip(&self.bin_predictions)
+            .map(|((&pos, &neg), &pred)| (pos, neg, pred))
+    }
+
+    /// Average precision: Σ over thresholds, from the highest, of the
+    /// recall gained times the precision there. `None` without positives.
+    #[must_use]
+    pub fn average_precision(&self) -> Option<f64> {
+        if self.positives <= 0.0 || self.positives.is_nan() {
+            return None;
+        }
+        let (mut tp, mut fp, mut ap) = (0.0, 0.0, 0.0);
+        for (pos, neg, _) in self.groups().rev() {
+            if pos + neg <= 0.0 {
+                continue;
+            }
+            tp += pos;
+            fp += neg;
+            ap += pos / self.positives * (tp / (tp + fp));
+        }
+        Some(ap.clamp(0.0, 1.0))
+    }
+
+    /// The reliability diagram: `n` bins of predictions, each with its mean
+    /// prediction and observed rate. Rows are grouped by histogram bin, so
+    /// a bin edge falls within one histogram bin's width (≈ 0.05% in odds)
+    /// of where it would fall row by row. Empty bins are left out.
+    ///
+    /// # Panics
+    ///
+    /// If `n` is 0.
+    #[must_use]
+    pub fn reliability(&self, binning: Binning, n: usize) -> Vec<CalibrationBin> {
+        assert!(n > 0, "BinaryMetrics::reliability: zero bins");
+        let mut sums = vec![(0.0f64, 0.0f64, 0.0f64); n];
+        let mut cumulative = 0.0;
+        for (pos, neg, pred) in self.groups() {
+            let weight = pos + neg;
+            if weight <= 0.0 {
+                continue;
+            }
+            let k = match binning {
+                // The bin of the histogram bin's mean prediction.
+                Binning::EqualWidth => ((pred / weight * n as f64) as usize).min(n - 1),
+                // The bin of the histogram bin's middle in cumulative weight.
+                Binning::EqualCount => {
+                    (((cumulative + weight / 2.0) / self.weight * n as f64) as usize).min(n - 1)
+                }
+            };
+            cumulative += weight;
+            sums[k].0 += weight;
+            sums[k].1 += pred;
+            sums[k].2 += pos;
+        }
+        sums.into_iter()
+            .filter(|&(weight, _, _)| weight > 0.0)
+            .map(|(weight, pred, pos)| CalibrationBin {
+                weight,
+                mean_prediction: pred / weight,
+                observed_rate: pos / weight,
+            })
+            .collect()
+    }
+
+    /// Expected calibration error over `n` bins; `None` without rows.
+    #[must_use]
+    pub fn ece(&self, binning: Binning, n: usize) -> Option<f64> {
+        (self.weight > 0.0).then(|| {
+            self.reliability(binning, n)
+                .iter()
+                .map(|b| b.weight * (b.mean_prediction - b.observed_rate).abs())
+                .sum::<f64>()
+                / self.weight
+        })
+    }
+
+    /// The ROC curve as (false positive rate, true positive rate) from the
+    /// highest threshold down, starting at (0, 0) and ending at (1, 1), with
+    /// at most about `max_points` points (thresholds are merged evenly by
+    /// rank). Empty unless both classes are present.
+    #[must_use]
+    pub fn roc_curve(&self, max_points: usize) -> Vec<(f64, f64)> {
+        let negatives = self.weight - self.positives;
+        if !(self.positives > 0.0 && negatives > 0.0) {
+            return Vec::new();
+        }
+        self.cumulative_curve(max_points, |tp, fp| (fp / negatives, tp / self.positives))
+    }
+
+    /// The cumulative gains curve: (share of the weight targeted, share of
+    /// the positives captured) when targeting the highest scores first.
+    /// Empty without positives.
+    #[must_use]
+    pub fn gains_curve(&self, max_points: usize) -> Vec<(f64, f64)> {
+        if self.positives <= 0.0 || self.positives.is_nan() {
+            return Vec::new();
+        }
+        self.cumulative_curve(max_points, |tp, fp| {
+            ((tp + fp) / self.weight, tp / self.positives)
+        })
+    }
+
+    fn cumulative_curve(
+        &self,
+        max_points: usize,
+        point: impl Fn(f64, f64) -> (f64, f64),
+    ) -> Vec<(f64, f64)> {
+        let used: Vec<(f64, f64)> = self
+            .groups()
+            .rev()
+            .filter(|(pos, neg, _)| pos + neg > 0.0)
+            .map(|(pos, neg, _)| (pos, neg))
+            .collect();
+        let stride = used.len().div_ceil(max_points.max(1)).max(1);
+        let mut curve = vec![point(0.0, 0.0)];
+        let (mut tp, mut fp) = (0.0, 0.0);
+        for (i, (pos, neg)) in used.iter().enumerate() {
+            tp += pos;
+            fp += neg;
+            if (i + 1) % stride == 0 || i + 1 == used.len() {
+                curve.push(point(tp, fp));
+            }
+        }
+        curve
     }
 }
 
@@ -267,10 +474,10 @@ fn is_weight(w: f32) -> bool {
 /// The bin of a logit. Monotone in `z`: the logits of distinct `f32`
 /// probabilities differ by at least ~6e-8, far more than the ~1e-15 rounding
 /// error of computing them in `f64`, so binning never swaps two predictions.
-fn logit_bin(z: f64) -> usize {
-    const SCALE: f64 = 1.0 / AUC_BIN_WIDTH;
+fn logit_bin(z: f64, bins: usize) -> usize {
+    let scale = bins as f64 / (2.0 * AUC_LOGIT_MAX);
     // `as` saturates (and maps NaN to 0), so this cannot index out of range.
-    (((z + AUC_LOGIT_MAX) * SCALE) as usize).min(AUC_BINS - 1)
+    (((z + AUC_LOGIT_MAX) * scale) as usize).min(bins - 1)
 }
 
 #[derive(Clone, Copy)]
@@ -361,6 +568,10 @@ pub struct PlanMetrics {
     top2: f64,
     /// Σ w·(−ln p_target), p clamped.
     log_loss_sum: f64,
+    /// `[target][predicted]` weights, row-major over the classes seen in
+    /// the first batch; empty until then.
+    confusion: Vec<f64>,
+    classes: usize,
 }
 
 /// What [`PlanMetrics::finish`] reports. Averages are weighted over labelled
@@ -443,6 +654,19 @@ impl PlanMetrics {
             return;
         }
         let p_target = row[target];
+        let classes = row.len();
+        if self.confusion.is_empty() {
+            self.classes = classes;
+            self.confusion = vec![0.0; classes * classes];
+        }
+        // Ties go to the lower index, as in the ranks below.
+        let predicted = row
+            .iter()
+            .enumerate()
+            .fold(0, |best, (j, &p)| if p > row[best] { j } else { best });
+        if classes == self.classes {
+            self.confusion[target * classes + predicted] += f64::from(w);
+        }
         let rank = row
             .iter()
             .enumerate()
@@ -470,6 +694,25 @@ impl PlanMetrics {
         self.top1 += other.top1;
         self.top2 += other.top2;
         self.log_loss_sum += other.log_loss_sum;
+        if self.confusion.is_empty() {
+            self.confusion.clone_from(&other.confusion);
+            self.classes = other.classes;
+        } else if other.classes == self.classes {
+            for (a, b) in self.confusion.iter_mut().zip(&other.confusion) {
+                *a += b;
+            }
+        }
+    }
+
+    /// The confusion matrix: `matrix[target][predicted]` is the weight of
+    /// rows bought `target` whose most probable class was `predicted`.
+    /// Empty before the first scored row.
+    #[must_use]
+    pub fn confusion(&self) -> Vec<Vec<f64>> {
+        self.confusion
+            .chunks_exact(self.classes.max(1))
+            .map(<[f64]>::to_vec)
+            .collect()
     }
 
     /// The metrics of every row seen so far.
@@ -897,5 +1140,125 @@ mod tests {
         let json = serde_json::to_string(&plan).unwrap();
         assert!(json.contains("\"accuracy\":null"), "{json}");
         assert_eq!(serde_json::from_str::<PlanSummary>(&json).unwrap(), plan);
+    }
+
+    #[test]
+    fn average_precision_matches_scikit_learn() {
+        // sklearn.metrics.average_precision_score(y, p) for each case.
+        let ap = |p: &[f32], y: &[f32]| binary(p, y, None).pr_auc.unwrap();
+        assert!(close(
+            ap(&[0.1, 0.4, 0.35, 0.8], &[0.0, 0.0, 1.0, 1.0]),
+            0.833_333_333,
+            1e-9
+        ));
+        let p2 = [0.9, 0.8, 0.7, 0.6, 0.55, 0.54, 0.53, 0.1];
+        let y2 = [1.0, 0.0, 1.0, 1.0, 0.0, 0.0, 1.0, 0.0];
+        assert!(close(ap(&p2, &y2), 0.747_023_809_5, 1e-9));
+        // Tied scores form one threshold: 0.5 there as in scikit-learn.
+        assert!(close(
+            ap(&[0.5, 0.5, 0.2, 0.2], &[1.0, 0.0, 1.0, 0.0]),
+            0.5,
+            1e-9
+        ));
+        assert_eq!(binary(&[0.3], &[0.0], None).pr_auc, None);
+    }
+
+    #[test]
+    fn calibration_error_by_hand() {
+        let m = {
+            let mut m = BinaryMetrics::new();
+            m.update(&[0.1, 0.2, 0.7, 0.9], &[0.0, 1.0, 1.0, 1.0], None);
+            m
+        };
+        // Two bins, {0.1, 0.2} and {0.7, 0.9}, either way:
+        // ½·|0.15 − 0.5| + ½·|0.8 − 1| = 0.275.
+        assert_close(m.ece(Binning::EqualWidth, 2), 0.275, 1e-6);
+        assert_close(m.ece(Binning::EqualCount, 2), 0.275, 1e-6);
+        // One row per bin: (0.1 + 0.8 + 0.3 + 0.1) / 4.
+        assert_close(m.ece(Binning::EqualCount, 4), 0.325, 1e-6);
+        let bins = m.reliability(Binning::EqualWidth, 10);
+        let shown: Vec<(f64, f64, f64)> = bins
+            .iter()
+            .map(|b| (b.weight, b.mean_prediction, b.observed_rate))
+            .collect();
+        let expected = [
+            (1.0, 0.1, 0.0),
+            (1.0, 0.2, 1.0),
+            (1.0, 0.7, 1.0),
+            (1.0, 0.9, 1.0),
+        ];
+        for (a, e) in shown.iter().zip(&expected) {
+            assert!(close(a.0, e.0, 1e-9) && close(a.1, e.1, 1e-6) && close(a.2, e.2, 1e-9));
+        }
+        assert_eq!(shown.len(), 4, "empty bins are left out: {shown:?}");
+        // A perfectly calibrated bin has no error.
+        let mut fair = BinaryMetrics::new();
+        fair.update(&[0.25; 4], &[1.0, 0.0, 0.0, 0.0], None);
+        assert_close(fair.ece(Binning::EqualWidth, ECE_BINS), 0.0, 1e-7);
+    }
+
+    #[test]
+    fn roc_and_gains_curves_by_hand() {
+        let mut m = BinaryMetrics::new();
+        m.update(&[0.1, 0.4, 0.35, 0.8], &[0.0, 0.0, 1.0, 1.0], None);
+        // Thresholds from the top: 0.8 (+), 0.4 (−), 0.35 (+), 0.1 (−).
+        assert_eq!(
+            m.roc_curve(100),
+            vec![(0.0, 0.0), (0.0, 0.5), (0.5, 0.5), (0.5, 1.0), (1.0, 1.0)]
+        );
+        assert_eq!(
+            m.gains_curve(100),
+            vec![(0.0, 0.0), (0.25, 0.5), (0.5, 0.5), (0.75, 1.0), (1.0, 1.0)]
+        );
+        // Thinned curves keep both ends.
+        let thin = m.roc_curve(2);
+        assert_eq!((thin[0], *thin.last().unwrap()), ((0.0, 0.0), (1.0, 1.0)));
+        assert_eq!(thin.len(), 3);
+        let mut one_class = BinaryMetrics::new();
+        one_class.update(&[0.2, 0.3], &[0.0, 0.0], None);
+        assert!(one_class.roc_curve(10).is_empty() && one_class.gains_curve(10).is_empty());
+    }
+
+    #[test]
+    fn coarse_histograms_keep_their_bound() {
+        let (probs, labels) = conversion_sample(20_000, 5);
+        let mut coarse = BinaryMetrics::with_bins(1024);
+        coarse.update(&probs, &labels, None);
+        let summary = coarse.finish();
+        let exact = auc_exact(&probs, &labels).unwrap();
+        let bound = summary.auc_error_bound.unwrap();
+        assert!(
+            (summary.auc.unwrap() - exact).abs() <= bound,
+            "{summary:?} vs {exact}"
+        );
+        assert!(bound > binary(&probs, &labels, None).auc_error_bound.unwrap());
+    }
+
+    #[test]
+    fn plan_confusion_matrix_by_hand() {
+        let mut m = PlanMetrics::new();
+        // Rows: target 0 predicted 0; target 2 predicted 1; target 2
+        // predicted 2 (weight 2); a tie between 0 and 1 goes to 0.
+        let probs = [
+            0.7, 0.2, 0.1, //
+            0.1, 0.6, 0.3, //
+            0.1, 0.2, 0.7, //
+            0.4, 0.4, 0.2,
+        ];
+        m.update(&probs, 3, &[0, 2, 2, 1], Some(&[1.0, 1.0, 2.0, 1.0]));
+        assert_eq!(
+            m.confusion(),
+            vec![
+                vec![1.0, 0.0, 0.0],
+                vec![1.0, 0.0, 0.0],
+                vec![0.0, 1.0, 2.0]
+            ]
+        );
+        let mut halves = PlanMetrics::new();
+        halves.update(&probs[..6], 3, &[0, 2], Some(&[1.0, 1.0]));
+        let mut rest = PlanMetrics::new();
+        rest.update(&probs[6..], 3, &[2, 1], Some(&[2.0, 1.0]));
+        halves.merge(&rest);
+        assert_eq!(halves.confusion(), m.confusion());
     }
 }

@@ -2,6 +2,7 @@
 //! plan-choice head. Depends on burn only; the tensors come from
 //! [`crate::batch`], and training lives in `train`.
 
+use burn::module::Param;
 use burn::nn::activation::{Activation, ActivationConfig};
 use burn::nn::{
     Dropout, DropoutConfig, Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear,
@@ -56,6 +57,14 @@ pub struct NetworkConfig {
     pub layer_norm: bool,
     /// Whether the plan head also sees the offer embedding.
     pub plan_uses_offer: bool,
+    /// Experts of a multi-gate mixture of experts (MMoE, Ma et al., 2018);
+    /// 0 for the shared-bottom encoder.
+    #[serde(default)]
+    pub experts: usize,
+    /// Whether the network carries learned task log-variances (homoscedastic
+    /// uncertainty weighting, Kendall et al., 2018). Used by training only.
+    #[serde(default)]
+    pub task_uncertainty: bool,
 }
 
 /// Linear -> optional LayerNorm -> activation -> dropout.
@@ -89,13 +98,50 @@ impl Block {
     }
 }
 
+/// A multi-gate mixture of experts: each expert is an MLP over the encoder
+/// input, and each task mixes the experts' outputs with its own softmax
+/// gate, so tasks that disagree need not share one representation.
+#[derive(Module, Debug)]
+pub struct Experts {
+    experts: Vec<Vec<Block>>,
+    conversion_gate: Linear,
+    plan_gate: Linear,
+}
+
+impl Experts {
+    /// `[batch, input]` -> (conversion user `[batch, width]`, plan user).
+    fn forward(&self, x: Tensor<2>) -> (Tensor<2>, Tensor<2>) {
+        let outputs: Vec<Tensor<2>> = self
+            .experts
+            .iter()
+            .map(|blocks| blocks.iter().fold(x.clone(), |h, b| b.forward(h)))
+            .collect();
+        // [batch, experts, width]
+        let stacked = Tensor::stack::<3>(outputs, 1);
+        let mix = |gate: &Linear| {
+            let weights = burn::tensor::activation::softmax(gate.forward(x.clone()), 1);
+            let [batch, _, width] = stacked.dims();
+            (stacked.clone() * weights.unsqueeze_dim::<3>(2))
+                .sum_dim(1)
+                .reshape([batch, width])
+        };
+        (mix(&self.conversion_gate), mix(&self.plan_gate))
+    }
+}
+
 /// The multi-task propensity network.
 #[derive(Module, Debug)]
 pub struct Network {
     /// One table for every categorical and hashed column, rows offset per
     /// column, so a batch needs a single lookup.
     user_embedding: Option<Embedding>,
+    /// The shared-bottom encoder (empty with experts).
     encoder: Vec<Block>,
+    /// The mixture of experts that replaces the encoder (MMoE).
+    experts: Option<Experts>,
+    /// Learned log-variances of the conversion and plan losses `[2]`
+    /// (uncertainty weighting); training reads them, scoring does not.
+    task_log_variance: Option<Param<Tensor<1>>>,
     offer_embedding: Option<Embedding>,
     /// One table for every context column, offset like the user table.
     context_embedding: Option<Embedding>,
@@ -152,13 +198,26 @@ impl NetworkConfig {
             let rows: usize = sizes.iter().sum();
             (rows > 0).then(|| EmbeddingConfig::new(rows, dim).init(device))
         };
-        let mut encoder = Vec::new();
-        let mut width = self.encoder_input();
-        for &h in &self.hidden {
-            encoder.push(Block::new(self, width, h, device));
-            width = h;
-        }
-        let user = width;
+        let mlp = || {
+            let mut blocks = Vec::new();
+            let mut width = self.encoder_input();
+            for &h in &self.hidden {
+                blocks.push(Block::new(self, width, h, device));
+                width = h;
+            }
+            blocks
+        };
+        let (encoder, experts) = if self.experts > 0 {
+            let experts = Experts {
+                experts: (0..self.experts).map(|_| mlp()).collect(),
+                conversion_gate: LinearConfig::new(self.encoder_input(), self.experts).init(device),
+                plan_gate: LinearConfig::new(self.encoder_input(), self.experts).init(device),
+            };
+            (Vec::new(), Some(experts))
+        } else {
+            (mlp(), None)
+        };
+        let user = self.user_width();
         let offer_width = if self.has_offer { self.offer_dim } else { 0 };
         let mut tower = Vec::new();
         let mut width = user + offer_width + self.context_sizes.len() * self.offer_dim;
@@ -171,6 +230,10 @@ impl NetworkConfig {
         Network {
             user_embedding: table(&self.embedding_sizes, self.embedding_dim),
             encoder,
+            experts,
+            task_log_variance: self
+                .task_uncertainty
+                .then(|| Param::from_tensor(Tensor::zeros([2], device))),
             offer_embedding: (self.has_offer && self.products > 0)
                 .then(|| EmbeddingConfig::new(self.products, self.offer_dim).init(device)),
             context_embedding: table(&self.context_sizes, self.offer_dim),
@@ -196,17 +259,25 @@ impl Network {
         self.plan.is_some()
     }
 
-    /// The user embedding. `[batch, user width]`.
-    pub fn encode(&self, inputs: &Inputs) -> Tensor<2> {
+    /// The user embeddings seen by the conversion and the plan task, each
+    /// `[batch, user width]`; the same tensor without experts.
+    pub fn encode(&self, inputs: &Inputs) -> (Tensor<2>, Tensor<2>) {
         let mut parts = vec![inputs.numeric.clone()];
         if let (Some(table), Some(indices)) = (&self.user_embedding, &inputs.embedded) {
             parts.push(lookup(table, indices.clone()));
         }
-        let mut x = Tensor::cat(parts, 1);
-        for block in &self.encoder {
-            x = block.forward(x);
+        let x = Tensor::cat(parts, 1);
+        if let Some(experts) = &self.experts {
+            return experts.forward(x);
         }
-        x
+        let user = self.encoder.iter().fold(x, |h, block| block.forward(h));
+        (user.clone(), user)
+    }
+
+    /// The learned task log-variances `[2]` (conversion, plan), if the
+    /// network was built with `task_uncertainty`.
+    pub fn task_log_variance(&self) -> Option<Tensor<1>> {
+        self.task_log_variance.as_ref().map(Param::val)
     }
 
     /// Embeds the offer indices: `[batch]` -> `[batch, offer_dim]`.
@@ -252,31 +323,40 @@ impl Network {
 
     /// Both heads for each row's own offer and context.
     pub fn forward(&self, inputs: &Inputs) -> Outputs {
-        let user = self.encode(inputs);
+        let (user, plan_user) = self.encode(inputs);
         let offer = inputs.offer.clone().and_then(|o| self.embed_offer(o));
-        let plan = self.plan_logits(user.clone(), offer.clone());
+        let plan = self.plan_logits(plan_user, offer.clone());
         let conversion = self.convert(user, offer, inputs.context.clone());
         Outputs { conversion, plan }
     }
 
-    /// Probabilities for every product as the offer, in each row's context.
+    /// Probabilities for every product as the offer, in each row's context:
+    /// [`score_all_logits`](Self::score_all_logits) through sigmoid and
+    /// softmax, uncalibrated.
+    pub fn score_all(&self, inputs: &Inputs) -> (Tensor<2>, Option<Tensor<2>>) {
+        let (conversion, plan) = self.score_all_logits(inputs);
+        (
+            sigmoid(conversion),
+            plan.map(|logits| burn::tensor::activation::softmax(logits, 1)),
+        )
+    }
+
+    /// Logits for every product as the offer, in each row's context.
     ///
     /// # Shapes
-    /// - returns `(p_convert [batch, products], p_plan [batch, products])`;
-    ///   without an offer column `p_convert` is `[batch, 1]` and, without
-    ///   products, `p_plan` is absent.
-    pub fn score_all(&self, inputs: &Inputs) -> (Tensor<2>, Option<Tensor<2>>) {
-        let user = self.encode(inputs);
+    /// - returns `(conversion [batch, products], plan [batch, products])`;
+    ///   without an offer column `conversion` is `[batch, 1]` and, without
+    ///   products, `plan` is absent.
+    pub fn score_all_logits(&self, inputs: &Inputs) -> (Tensor<2>, Option<Tensor<2>>) {
+        let (user, plan_user) = self.encode(inputs);
         let [batch, width] = user.dims();
         let device = user.device();
         let products = self.products;
         let row_offer = inputs.offer.clone().and_then(|o| self.embed_offer(o));
-        let plan = self
-            .plan_logits(user.clone(), row_offer)
-            .map(|logits| burn::tensor::activation::softmax(logits, 1));
+        let plan = self.plan_logits(plan_user, row_offer);
         if self.offer_embedding.is_none() {
-            let p = sigmoid(self.convert(user, None, inputs.context.clone()));
-            return (p.reshape([batch, 1]), plan);
+            let logits = self.convert(user, None, inputs.context.clone());
+            return (logits.reshape([batch, 1]), plan);
         }
         // Each user repeated once per product: rows [u0p0, u0p1, ..., u1p0, ...].
         let users = user
@@ -295,6 +375,6 @@ impl Network {
         });
         let offers = self.embed_offer(offers);
         let logits = self.convert(users, offers, context);
-        (sigmoid(logits).reshape([batch, products]), plan)
+        (logits.reshape([batch, products]), plan)
     }
 }

@@ -8,6 +8,7 @@ use std::path::Path;
 use burn::prelude::*;
 
 use crate::batch::Layout;
+use crate::calibrate::Calibration;
 use crate::checkpoint::{self, CheckpointError, Manifest};
 use crate::model::Network;
 use crate::preprocess::{Features, FieldError, Value};
@@ -65,6 +66,8 @@ impl Scores {
 #[derive(Debug)]
 pub struct Scorer {
     manifest: Manifest,
+    /// The manifest's calibration, or the identity for older checkpoints.
+    calibration: Calibration,
     network: Network,
     layout: Layout,
     device: Device,
@@ -88,6 +91,10 @@ impl Scorer {
     pub fn from_parts(manifest: Manifest, network: Network, device: &Device) -> Scorer {
         let layout = Layout::new(&manifest.network);
         Scorer {
+            calibration: manifest
+                .calibration
+                .clone()
+                .unwrap_or_else(Calibration::identity),
             network: network.valid(),
             layout,
             manifest,
@@ -141,10 +148,23 @@ impl Scorer {
         while start < features.rows {
             let end = (start + CHUNK).min(features.rows);
             let inputs = self.layout.inputs(features, start..end, &self.device);
-            let (p_convert, p_plan) = self.network.score_all(&inputs);
-            scores.p_convert.extend(crate::batch::to_vec(p_convert));
-            if let Some(p_plan) = p_plan {
-                scores.p_plan.extend(crate::batch::to_vec(p_plan));
+            let (conversion, plan) = self.network.score_all_logits(&inputs);
+            let [_, width] = conversion.dims();
+            let per_product = self.manifest.network.has_offer;
+            let logits = crate::batch::to_vec(conversion);
+            scores
+                .p_convert
+                .extend(logits.iter().enumerate().map(|(i, &z)| {
+                    self.calibration
+                        .conversion(z, per_product.then_some(i % width))
+                }));
+            if let Some(plan) = plan {
+                let [_, classes] = plan.dims();
+                let mut probs = crate::batch::to_vec(plan);
+                for row in probs.chunks_exact_mut(classes) {
+                    self.calibration.plan(row);
+                }
+                scores.p_plan.extend(probs);
             }
             start = end;
         }
@@ -158,6 +178,36 @@ impl Scorer {
                 .collect();
         }
         scores
+    }
+
+    /// Calibrated P(convert) of each row's own offer (`[rows]`) and the plan
+    /// distribution (`[rows, products]`, empty without a plan head): one
+    /// tower pass per row instead of one per product, for evaluation.
+    pub fn score_offered(&self, features: &Features) -> (Vec<f32>, Vec<f32>) {
+        let (mut p_offer, mut p_plan) = (Vec::with_capacity(features.rows), Vec::new());
+        let per_product = self.manifest.network.has_offer && !features.offer.is_empty();
+        let mut start = 0;
+        while start < features.rows {
+            let end = (start + CHUNK).min(features.rows);
+            let out = self
+                .network
+                .forward(&self.layout.inputs(features, start..end, &self.device));
+            let logits = crate::batch::to_vec(out.conversion);
+            p_offer.extend(logits.iter().enumerate().map(|(i, &z)| {
+                let product = per_product.then(|| features.offer[start + i] as usize);
+                self.calibration.conversion(z, product)
+            }));
+            if let Some(plan) = out.plan {
+                let [_, classes] = plan.dims();
+                let mut probs = crate::batch::to_vec(plan);
+                for row in probs.chunks_exact_mut(classes) {
+                    self.calibration.plan(row);
+                }
+                p_plan.extend(probs);
+            }
+            start = end;
+        }
+        (p_offer, p_plan)
     }
 
     /// Transforms records (column name -> value; a missing column is null).

@@ -275,6 +275,54 @@ fn check_range(total: u64, start: u64, rows: usize) -> Result<()> {
     }
 }
 
+/// The world behind every log of one seed, for scoring policies against the
+/// truth rather than against noisy outcomes.
+pub struct Oracle {
+    world: World,
+}
+
+impl Oracle {
+    pub fn new(seed: u64) -> Oracle {
+        Oracle {
+            world: World::new(seed),
+        }
+    }
+
+    /// The true P(convert) of the user of row `index` (in any log of this
+    /// seed: users depend on the row index only) for each product of
+    /// [`PRODUCTS`], offered on `surface` with `message` (indices into
+    /// [`SURFACES`] and [`MESSAGES`]).
+    ///
+    /// # Panics
+    ///
+    /// If `surface` or `message` is out of range.
+    pub fn p_convert(&self, index: u64, surface: usize, message: usize) -> [f64; NP] {
+        assert!(surface < SURFACES.len() && message < MESSAGES.len());
+        let mut rng = ChaCha8Rng::from_seed(self.world.key);
+        rng.set_stream(index);
+        let user = self.world.user(&mut rng);
+        let preference = self.world.preference(&user);
+        self.world.p_convert(&user, &preference, surface, message)
+    }
+
+    /// The true expected value of offering each product to the user of row
+    /// `index` on `surface` with `message`: P(convert) times the expected
+    /// price of the plan a buyer takes (the offer with probability
+    /// [`OFFER_STICKINESS`], else one drawn from the user's affinities).
+    pub fn expected_value(&self, index: u64, surface: usize, message: usize) -> [f64; NP] {
+        let mut rng = ChaCha8Rng::from_seed(self.world.key);
+        rng.set_stream(index);
+        let user = self.world.user(&mut rng);
+        let preference = self.world.preference(&user);
+        let p = self.world.p_convert(&user, &preference, surface, message);
+        let affinity = softmax(&preference);
+        let drawn: f64 = (0..NP).map(|k| affinity[k] * PRODUCTS[k].1).sum();
+        std::array::from_fn(|k| {
+            p[k] * (OFFER_STICKINESS * PRODUCTS[k].1 + (1.0 - OFFER_STICKINESS) * drawn)
+        })
+    }
+}
+
 /// The config that trains on a log written by [`write`]: every column with
 /// its role, the products with their values, `data.train = "exposures"`
 /// (relative to the config file), a random split, `log1p` on the

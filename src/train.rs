@@ -15,8 +15,9 @@ use rand::seq::SliceRandom;
 use serde::Serialize;
 
 use crate::batch::{Layout, TargetTensors};
+use crate::calibrate::{Calibration, CalibrationReport, Validation};
 use crate::checkpoint;
-use crate::config::{Config, Decay};
+use crate::config::{Config, Decay, Sharing, TaskWeighting};
 use crate::data::{self, Batch};
 use crate::loss::{binary_cross_entropy, masked_cross_entropy};
 use crate::metrics::{BinaryMetrics, PlanMetrics};
@@ -38,6 +39,8 @@ pub struct EpochMetrics {
     pub train_loss: f64,
     pub train_conversion_loss: f64,
     pub train_plan_loss: Option<f64>,
+    /// The training objective on the validation split (with the learned
+    /// task weights under uncertainty weighting); early stopping watches it.
     pub valid_loss: f64,
     pub valid_conversion_loss: f64,
     pub valid_plan_loss: Option<f64>,
@@ -45,6 +48,9 @@ pub struct EpochMetrics {
     pub valid_conversion_log_loss: f64,
     pub valid_plan_accuracy: Option<f64>,
     pub valid_plan_log_loss: Option<f64>,
+    /// Learned task weights `exp(-s)` (conversion, plan) with
+    /// `train.task_weighting = "uncertainty"`.
+    pub task_weights: Option<[f64; 2]>,
 }
 
 /// What `upsell train` prints as its last line.
@@ -63,6 +69,8 @@ pub struct TrainSummary {
     pub train_rows_per_sec: f64,
     /// The best epoch's metrics (those of the exported weights).
     pub best: EpochMetrics,
+    /// Validation metrics before and after the fitted calibration.
+    pub calibration: Option<CalibrationReport>,
 }
 
 /// Creates the next free `run-NNN` directory under `base`.
@@ -110,6 +118,11 @@ pub fn network_config(config: &Config, pre: &Preprocessor) -> NetworkConfig {
         dropout: model.dropout,
         layer_norm: model.layer_norm,
         plan_uses_offer: model.plan_uses_offer,
+        experts: match model.sharing {
+            Sharing::SharedBottom => 0,
+            Sharing::Mmoe => model.experts,
+        },
+        task_uncertainty: config.train.task_weighting == TaskWeighting::Uncertainty,
     }
 }
 
@@ -133,24 +146,50 @@ pub fn learning_rate(config: &crate::config::TrainConfig, step: usize, total: us
 }
 
 /// Trains on the data `config` names (or the built-in synthetic data) and
-/// writes `config.toml`, `metrics.jsonl` and `checkpoint/` into `run_dir`,
-/// which must exist and be empty.
+/// writes `config.toml`, `metrics.jsonl`, `checkpoint/` and `report/` (the
+/// evaluation report of the validation split) into `run_dir`, which must
+/// exist and be empty.
 pub fn train(
     config: &Config,
     run_dir: &Path,
     device: &Device,
     progress: bool,
 ) -> Result<TrainSummary> {
+    train_observed(config, run_dir, device, progress, &mut |_| {})
+}
+
+/// [`train`], calling `on_epoch` after each epoch's validation (to log the
+/// metrics elsewhere, e.g. to a tracking server).
+pub fn train_observed(
+    config: &Config,
+    run_dir: &Path,
+    device: &Device,
+    progress: bool,
+    on_epoch: &mut dyn FnMut(&EpochMetrics),
+) -> Result<TrainSummary> {
     let started = Instant::now();
     crate::atomic::write(&run_dir.join("config.toml"), config.to_toml().as_bytes())?;
     let prepared = data::prepare(config)?;
     let net_config = network_config(config, &prepared.preprocessor);
     let run = Run::new(config, &net_config, &prepared.preprocessor, device);
-    let outcome = run.fit(&prepared.train, &prepared.valid, run_dir, progress)?;
+    let outcome = run.fit_observed(
+        &prepared.train,
+        &prepared.valid,
+        run_dir,
+        progress,
+        on_epoch,
+    )?;
+    let calibration = calibrate(
+        config,
+        &outcome.network,
+        &net_config,
+        &prepared.valid,
+        device,
+    );
 
     let metrics = serde_json::to_value(&outcome.best).expect("metrics serialise");
     let weights = checkpoint::weights_bytes(&outcome.network)?;
-    let manifest = checkpoint::manifest(
+    let mut manifest = checkpoint::manifest(
         net_config,
         prepared.preprocessor,
         config.columns.id.clone(),
@@ -158,8 +197,27 @@ pub fn train(
         config.to_toml(),
         &weights,
     );
+    let report = calibration.report.clone();
+    manifest.calibration = Some(calibration);
     let checkpoint_dir = run_dir.join("checkpoint");
     checkpoint::write(&checkpoint_dir, &manifest, &weights)?;
+    let scorer = crate::Scorer::from_parts(manifest, outcome.network.clone(), device);
+    let evaluation = crate::data::eval::evaluate_batch(
+        &scorer,
+        &checkpoint_dir,
+        Path::new("the validation split"),
+        &prepared.valid,
+    );
+    let mut input = evaluation.report_input(vec![
+        ("run".to_string(), run_dir.display().to_string()),
+        (
+            "data".to_string(),
+            "the validation split (calibration was fitted on it)".to_string(),
+        ),
+    ]);
+    input.title = format!("upsell validation report: {}", run_dir.display());
+    let metrics_json = serde_json::to_vec(&evaluation.summary).expect("metrics serialise");
+    crate::data::eval::write_report(&run_dir.join("report"), &input, &metrics_json)?;
     Ok(TrainSummary {
         status: "ok",
         run_dir: run_dir.to_path_buf(),
@@ -173,7 +231,73 @@ pub fn train(
         seconds: started.elapsed().as_secs_f64(),
         train_rows_per_sec: outcome.rows_per_sec,
         best: outcome.best,
+        calibration: report,
     })
+}
+
+/// Fits `train.calibration` on the validation outputs of the exported
+/// weights.
+pub fn calibrate(
+    config: &Config,
+    network: &Network,
+    net: &NetworkConfig,
+    valid: &Batch,
+    device: &Device,
+) -> Calibration {
+    let layout = Layout::new(net);
+    let (conversion_logits, plan_logits) = logits(network, &layout, valid, device);
+    let classes = if plan_logits.is_empty() {
+        0
+    } else {
+        net.products
+    };
+    let validation = Validation {
+        conversion_logits: &conversion_logits,
+        offers: &valid.features.offer,
+        labels: &valid.targets.converted,
+        weights: &valid.targets.weight,
+        plan_logits: &plan_logits,
+        classes,
+        plan_targets: &valid.targets.plan,
+    };
+    Calibration::fit(config.train.calibration, &validation, net.products)
+}
+
+/// Conversion logits of each row's own offer `[rows]` and plan logits
+/// `[rows, products]` (empty without a plan head) of an inference-mode
+/// network.
+pub fn logits(
+    network: &Network,
+    layout: &Layout,
+    batch: &Batch,
+    device: &Device,
+) -> (Vec<f32>, Vec<f32>) {
+    let (mut conversion, mut plan) = (Vec::new(), Vec::new());
+    let rows = batch.features.rows;
+    for start in (0..rows).step_by(EVAL_CHUNK) {
+        let range = start..(start + EVAL_CHUNK).min(rows);
+        let out = network.forward(&layout.inputs(&batch.features, range, device));
+        conversion.extend(crate::batch::to_vec(out.conversion));
+        if let Some(logits) = out.plan {
+            plan.extend(crate::batch::to_vec(logits));
+        }
+    }
+    (conversion, plan)
+}
+
+/// Inverse-propensity weights of the conversion loss: `w / propensity`,
+/// capped at `clip` times the row weight, scaled so that they sum to the
+/// row weights' sum (the loss keeps its scale, and so the learning rate
+/// its meaning).
+pub fn ipw_weights(weights: &[f32], propensity: &[f32], clip: f64) -> Vec<f32> {
+    let raw: Vec<f64> = weights
+        .iter()
+        .zip(propensity)
+        .map(|(&w, &p)| f64::from(w) * (1.0 / f64::from(p)).min(clip))
+        .collect();
+    let total: f64 = weights.iter().map(|&w| f64::from(w)).sum();
+    let scale = total / raw.iter().sum::<f64>().max(f64::MIN_POSITIVE);
+    raw.iter().map(|w| (w * scale) as f32).collect()
 }
 
 /// The state of one training run.
@@ -233,6 +357,18 @@ impl<'a> Run<'a> {
         run_dir: &Path,
         progress: bool,
     ) -> Result<Outcome> {
+        self.fit_observed(train, valid, run_dir, progress, &mut |_| {})
+    }
+
+    /// [`fit`](Self::fit), calling `on_epoch` after each epoch.
+    pub fn fit_observed(
+        self,
+        train: &Batch,
+        valid: &Batch,
+        run_dir: &Path,
+        progress: bool,
+        on_epoch: &mut dyn FnMut(&EpochMetrics),
+    ) -> Result<Outcome> {
         let cfg = &self.config.train;
         let rows = train.features.rows;
         let steps_per_epoch = rows.div_ceil(cfg.batch_size);
@@ -245,6 +381,13 @@ impl<'a> Run<'a> {
         let mut network = self.network;
         let mut rng = ChaCha8Rng::seed_from_u64(self.config.seed);
         let mut order: Vec<usize> = (0..rows).collect();
+        let ipw = cfg.ipw.then(|| {
+            ipw_weights(
+                &train.targets.weight,
+                &train.targets.propensity,
+                cfg.ipw_clip,
+            )
+        });
         let bar = progress_bar(progress, (rows * cfg.epochs) as u64);
         let metrics_path = run_dir.join("metrics.jsonl");
         let mut metrics_file =
@@ -260,22 +403,50 @@ impl<'a> Run<'a> {
             order.shuffle(&mut rng);
             let features = train.features.take(&order);
             let targets = train.targets.take(&order);
+            let conversion_weights: Option<Vec<f32>> =
+                ipw.as_ref().map(|w| order.iter().map(|&i| w[i]).collect());
             let (mut conv_sum, mut plan_sum, mut weight_sum) = (0.0f64, 0.0f64, 0.0f64);
             let mut lr = cfg.lr;
             for start in (0..rows).step_by(cfg.batch_size) {
                 let range = start..(start + cfg.batch_size).min(rows);
                 let n = range.len() as f64;
                 let inputs = self.layout.inputs(&features, range.clone(), &autodiff);
-                let y = TargetTensors::new(&targets, range, &autodiff);
+                let y = TargetTensors::new(&targets, range.clone(), &autodiff);
                 let out = network.forward(&inputs);
-                let conv_loss = binary_cross_entropy(out.conversion, y.converted, y.weight.clone());
+                let conversion_weight = match &conversion_weights {
+                    Some(w) => Tensor::from_data(
+                        TensorData::new(w[range.clone()].to_vec(), [range.len()]),
+                        &autodiff,
+                    ),
+                    None => y.weight.clone(),
+                };
+                let conv_loss =
+                    binary_cross_entropy(out.conversion, y.converted, conversion_weight);
                 let plan_loss = out
                     .plan
                     .map(|logits| masked_cross_entropy(logits, y.plan, y.weight));
-                let mut loss = conv_loss.clone() * cfg.conversion_weight;
-                if let Some(plan_loss) = &plan_loss {
-                    loss = loss + plan_loss.clone() * cfg.plan_weight;
-                }
+                let loss = match network.task_log_variance() {
+                    // exp(-s) L + s per task: a task with noisier loss
+                    // learns a larger s and so a smaller weight.
+                    Some(s) => {
+                        let term = |loss: Tensor<1>, task: usize| {
+                            let s = s.clone().narrow(0, task, 1);
+                            loss * s.clone().neg().exp() + s
+                        };
+                        let mut loss = term(conv_loss.clone(), 0);
+                        if let Some(plan_loss) = &plan_loss {
+                            loss = loss + term(plan_loss.clone(), 1);
+                        }
+                        loss
+                    }
+                    None => {
+                        let mut loss = conv_loss.clone() * cfg.conversion_weight;
+                        if let Some(plan_loss) = &plan_loss {
+                            loss = loss + plan_loss.clone() * cfg.plan_weight;
+                        }
+                        loss
+                    }
+                };
                 let conv_value: f64 = conv_loss.into_scalar::<f32>().into();
                 if !conv_value.is_finite() {
                     return Err(Error::Diverged {
@@ -303,11 +474,19 @@ impl<'a> Run<'a> {
             let has_plan = eval_has_plan(&eval);
             let plan_train = has_plan.then(|| plan_sum / weight_sum);
             let conv_train = conv_sum / weight_sum;
-            let train_loss =
-                cfg.conversion_weight * conv_train + cfg.plan_weight * plan_train.unwrap_or(0.0);
+            let task_log_variance = eval.task_log_variance().map(crate::batch::to_vec);
+            // The objective that training minimises: fixed weights, or the
+            // learned ones (so early stopping follows what is optimised).
+            let objective = |conversion: f64, plan: Option<f64>| match &task_log_variance {
+                Some(s) => {
+                    let (s0, s1) = (f64::from(s[0]), f64::from(s[1]));
+                    (-s0).exp() * conversion + s0 + plan.map_or(0.0, |p| (-s1).exp() * p + s1)
+                }
+                None => cfg.conversion_weight * conversion + cfg.plan_weight * plan.unwrap_or(0.0),
+            };
+            let train_loss = objective(conv_train, plan_train);
             let valid_conversion_loss = valid_metrics.conversion.log_loss.unwrap_or(f64::NAN);
-            let valid_loss = cfg.conversion_weight * valid_conversion_loss
-                + cfg.plan_weight * valid_metrics.plan_log_loss().unwrap_or(0.0);
+            let valid_loss = objective(valid_conversion_loss, valid_metrics.plan_log_loss());
             let line = EpochMetrics {
                 epoch,
                 lr,
@@ -323,10 +502,14 @@ impl<'a> Run<'a> {
                 valid_conversion_log_loss: valid_conversion_loss,
                 valid_plan_accuracy: valid_metrics.plan.as_ref().and_then(|p| p.accuracy),
                 valid_plan_log_loss: valid_metrics.plan_log_loss(),
+                task_weights: task_log_variance
+                    .as_ref()
+                    .map(|s| [f64::from(-s[0]).exp(), f64::from(-s[1]).exp()]),
             };
             let json = serde_json::to_string(&line).expect("metrics serialise");
             writeln!(metrics_file, "{json}").map_err(|e| Error::io(&metrics_path, e))?;
             bar.set_message(format!("epoch {epoch}: valid loss {valid_loss:.4}"));
+            on_epoch(&line);
             history.push(line.clone());
             let improved = best
                 .as_ref()

@@ -3,7 +3,9 @@
 //! rows into dense batches.
 
 mod error;
+pub mod eval;
 mod fit;
+pub mod ope;
 pub mod recommend;
 pub mod score;
 pub mod source;

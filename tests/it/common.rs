@@ -20,6 +20,14 @@ pub fn run_ok(command: &mut Command) -> std::process::Output {
     output
 }
 
+/// Runs a command that must fail with exit `code`; returns its stderr.
+pub fn run_fails(command: &mut Command, code: i32) -> String {
+    let output = command.output().unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(code), "{stderr}");
+    stderr
+}
+
 /// The repository root.
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))

@@ -1,0 +1,1403 @@
+//! Logs a training run to an MLflow tracking server through its REST API.
+//!
+//! Speaks MLflow 2.x/3.x's `/api/2.0/mlflow/...` endpoints over plain HTTP
+//! with one blocking `ureq` agent; no MLflow client library is involved.
+//!
+//! ```ignore
+//! // Not compiled as a doctest: the crate's name differs where this file lives.
+//! let params = vec![("train.lr".to_string(), "0.002".to_string())];
+//! let tracker = Tracker::start("http://127.0.0.1:5000", "upsell", "run-001", &params)?;
+//! tracker.log_metrics(1, &[("valid_loss".to_string(), 0.41)])?;
+//! tracker.log_artifacts(std::path::Path::new("checkpoints/run-001/report"), "report")?;
+//! tracker.finish(RunStatus::Finished)?;
+//! ```
+//!
+//! Behaviour worth knowing:
+//! - Every request has a 10 s budget per phase (resolve, connect, send,
+//!   wait for the response, each read and write), so a dead or stalled
+//!   server fails a call instead of hanging training. Uploads are not capped
+//!   as a whole, only per read/write, and may wait 60 s for their response
+//!   (a server proxying to object storage answers after storing the file).
+//! - `HTTP_PROXY`/`ALL_PROXY`/`NO_PROXY` are honoured (ureq's default).
+//! - Param values longer than MLflow's 6000-character limit are truncated
+//!   with a visible `...[truncated from N chars]` marker rather than failing
+//!   the run: one over-long value (a long list in the config) should not cost
+//!   the run its tracking, and the full config can be logged as an artifact.
+//! - Non-finite metric values (NaN, ±inf) are skipped: plain JSON numbers
+//!   cannot carry them.
+//! - Artifacts go through the server's artifact proxy
+//!   (`PUT /api/2.0/mlflow-artifacts/artifacts/...`) when the run's
+//!   `artifact_uri` is `mlflow-artifacts:`, or straight to the URI when it is
+//!   `http:`. A local root (`file:` or a bare path, from a server started with
+//!   `--no-serve-artifacts`) is written by copying, as MLflow's own client
+//!   does; that is only right when the server shares this file system. Any
+//!   other scheme (`s3:`, `gs:`, ...) is [`TrackingError::UnsupportedArtifactUri`].
+//! - A run is left `RUNNING` until [`Tracker::finish`] is called; call it
+//!   with [`RunStatus::Failed`] on error paths too.
+
+use std::borrow::Cow;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+/// Budget for each phase of a request (see the module docs).
+const TIMEOUT: Duration = Duration::from_secs(10);
+/// How many times [`TIMEOUT`] an upload may wait for its response: a server
+/// proxying to object storage (S3, ...) answers only after storing the file.
+const UPLOAD_RESPONSE_FACTOR: u32 = 6;
+
+// MLflow's limits for `runs/log-batch` (mlflow/utils/validation.py).
+const MAX_PARAMS_PER_BATCH: usize = 100;
+const MAX_METRICS_PER_BATCH: usize = 1000;
+const MAX_ITEMS_PER_BATCH: usize = 1000;
+/// The server rejects request bodies over 1 MB; keep a margin for the envelope.
+const MAX_BATCH_BYTES: usize = 900_000;
+/// Longest param value MLflow accepts, in characters (Python `len`).
+const MAX_PARAM_VALUE_CHARS: usize = 6000;
+
+/// Recorded as the run's `mlflow.source.name` tag.
+const SOURCE_NAME: &str = "upsell";
+
+/// What went wrong talking to the tracking server.
+#[derive(Debug, thiserror::Error)]
+pub enum TrackingError {
+    /// The tracking URI is not one this client can talk to.
+    #[error("tracking URI {uri:?} is not supported: {reason}")]
+    InvalidUri {
+        /// The URI as given.
+        uri: String,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+    /// The request did not complete: connection refused, timeout, broken
+    /// connection, unreadable response.
+    #[error("MLflow request {method} {url} failed: {source}")]
+    Transport {
+        /// HTTP method.
+        method: &'static str,
+        /// The URL requested (without its query string).
+        url: String,
+        /// What ureq reported (boxed to keep this enum small).
+        #[source]
+        source: Box<ureq::Error>,
+    },
+    /// MLflow answered with an error status.
+    #[error(
+        "MLflow request {method} {url} failed with HTTP {status}: {}{message}",
+        .error_code.as_deref().map(|code| format!("{code}: ")).unwrap_or_default()
+    )]
+    Api {
+        /// HTTP method.
+        method: &'static str,
+        /// The URL requested (without its query string).
+        url: String,
+        /// HTTP status code.
+        status: u16,
+        /// MLflow's `error_code` (e.g. `RESOURCE_DOES_NOT_EXIST`); `None`
+        /// when the body was not MLflow's JSON error (e.g. a proxy's page).
+        error_code: Option<String>,
+        /// MLflow's `message`, or the start of the body when it was not JSON.
+        message: String,
+    },
+    /// MLflow answered with success but a body this client cannot read.
+    #[error("MLflow request {method} {url} returned an unexpected response: {reason}")]
+    Response {
+        /// HTTP method.
+        method: &'static str,
+        /// The URL requested (without its query string).
+        url: String,
+        /// What was wrong with the body.
+        reason: String,
+    },
+    /// The experiment exists but is deleted, so no run can be created in it
+    /// (and its name cannot be reused until it is purged).
+    #[error(
+        "MLflow experiment {name:?} (id {id}) is deleted; restore it \
+         (mlflow experiments restore --experiment-id {id}) or choose another name"
+    )]
+    ExperimentDeleted {
+        /// Experiment name.
+        name: String,
+        /// Experiment id.
+        id: String,
+    },
+    /// The run's artifact root uses a scheme this client cannot write.
+    #[error(
+        "run {run_id} stores artifacts at {uri:?}, which this client cannot write: \
+         only mlflow-artifacts: (start `mlflow server` with artifact serving, the default), \
+         http: and local file roots are supported"
+    )]
+    UnsupportedArtifactUri {
+        /// The run id.
+        run_id: String,
+        /// The run's `artifact_uri`.
+        uri: String,
+    },
+    /// An artifact path MLflow would refuse or that could escape the run's root.
+    #[error("invalid artifact path {path:?}: {reason}")]
+    InvalidArtifactPath {
+        /// The path as given (or as derived from a local file name).
+        path: String,
+        /// Why it was refused.
+        reason: &'static str,
+    },
+    /// Reading a local file or directory, or copying to a local artifact root, failed.
+    #[error("{}: {source}", .path.display())]
+    Io {
+        /// The file or directory involved.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// Shorthand for this module's results.
+pub type Result<T, E = TrackingError> = std::result::Result<T, E>;
+
+/// How a run ended, as recorded by [`Tracker::finish`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunStatus {
+    /// The run completed.
+    Finished,
+    /// The run stopped on an error.
+    Failed,
+    /// The run was interrupted (e.g. Ctrl-C).
+    Killed,
+}
+
+impl RunStatus {
+    /// MLflow's name for the status.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RunStatus::Finished => "FINISHED",
+            RunStatus::Failed => "FAILED",
+            RunStatus::Killed => "KILLED",
+        }
+    }
+}
+
+/// One MLflow run being logged to.
+///
+/// Cheap to share across threads (`Send + Sync`); each call is one or more
+/// blocking HTTP requests.
+#[derive(Debug)]
+pub struct Tracker {
+    client: Client,
+    experiment_id: String,
+    run_id: String,
+    artifact_uri: String,
+}
+
+impl Tracker {
+    /// Gets or creates `experiment`, creates a run named `run_name`, logs `params` (in batches).
+    ///
+    /// `uri` is the server's base URL, `http://HOST:PORT`, optionally with a
+    /// path prefix when the server sits behind a reverse proxy. The run is
+    /// tagged `mlflow.runName`, `mlflow.source.name=upsell`,
+    /// `mlflow.source.type=LOCAL` and `mlflow.user` (from `$USER`, when set).
+    /// An empty `run_name` lets MLflow pick one. If logging `params` fails,
+    /// the run is marked `FAILED` (best effort) before the error is returned.
+    pub fn start(
+        uri: &str,
+        experiment: &str,
+        run_name: &str,
+        params: &[(String, String)],
+    ) -> Result<Tracker> {
+        Self::start_with_timeout(uri, experiment, run_name, params, TIMEOUT)
+    }
+
+    fn start_with_timeout(
+        uri: &str,
+        experiment: &str,
+        run_name: &str,
+        params: &[(String, String)],
+        timeout: Duration,
+    ) -> Result<Tracker> {
+        let client = Client::new(uri, timeout)?;
+        let experiment_id = client.get_or_create_experiment(experiment)?;
+
+        let mut tags = vec![
+            Tag::new("mlflow.source.name", SOURCE_NAME),
+            Tag::new("mlflow.source.type", "LOCAL"),
+        ];
+        if !run_name.is_empty() {
+            tags.push(Tag::new("mlflow.runName", run_name));
+        }
+        let user = std::env::var("USER").or_else(|_| std::env::var("USERNAME"));
+        if let Ok(user) = &user {
+            tags.push(Tag::new("mlflow.user", user));
+        }
+        let request = CreateRun {
+            experiment_id: &experiment_id,
+            run_name: (!run_name.is_empty()).then_some(run_name),
+            start_time: now_ms(),
+            tags,
+        };
+        let created: CreateRunResponse = client.post("runs/create", &request)?;
+        let tracker = Tracker {
+            client,
+            experiment_id,
+            run_id: created.run.info.run_id,
+            artifact_uri: created.run.info.artifact_uri,
+        };
+        if let Err(err) = tracker.log_params(params) {
+            // The params error is the one worth reporting; this is cleanup.
+            let _ = tracker.finish(RunStatus::Failed);
+            return Err(err);
+        }
+        Ok(tracker)
+    }
+
+    /// The run's id.
+    pub fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
+    /// The id of the run's experiment.
+    pub fn experiment_id(&self) -> &str {
+        &self.experiment_id
+    }
+
+    /// The run's artifact root as MLflow reports it (e.g.
+    /// `mlflow-artifacts:/1/<run id>/artifacts`).
+    pub fn artifact_uri(&self) -> &str {
+        &self.artifact_uri
+    }
+
+    fn log_params(&self, params: &[(String, String)]) -> Result<()> {
+        for batch in param_batches(&self.run_id, params) {
+            let _: serde::de::IgnoredAny = self.client.post("runs/log-batch", &batch)?;
+        }
+        Ok(())
+    }
+
+    /// Logs metrics at `step` (timestamp now), batched.
+    ///
+    /// Non-finite values are skipped; nothing is sent when none is left.
+    pub fn log_metrics(&self, step: i64, metrics: &[(String, f64)]) -> Result<()> {
+        for batch in metric_batches(&self.run_id, step, now_ms(), metrics) {
+            let _: serde::de::IgnoredAny = self.client.post("runs/log-batch", &batch)?;
+        }
+        Ok(())
+    }
+
+    /// Uploads one file as artifact `artifact_path` (e.g. "report/roc.svg").
+    ///
+    /// `artifact_path` is relative to the run's artifact root, `/`-separated,
+    /// without `.`/`..` segments or `#`. An existing artifact is overwritten.
+    pub fn log_artifact(&self, local: &Path, artifact_path: &str) -> Result<()> {
+        let segments = artifact_segments(artifact_path)?;
+        match artifact_root(&self.client.base, &self.artifact_uri) {
+            Some(ArtifactRoot::Http(prefix)) => {
+                let url = format!("{prefix}/{}", encode_segments(&segments));
+                self.client.put_file(&url, local)
+            }
+            Some(ArtifactRoot::Local(root)) => {
+                let target = segments.iter().fold(root, |path, s| path.join(s));
+                copy_file(local, &target)
+            }
+            None => Err(TrackingError::UnsupportedArtifactUri {
+                run_id: self.run_id.clone(),
+                uri: self.artifact_uri.clone(),
+            }),
+        }
+    }
+
+    /// Uploads every file under `local_dir` (recursively) below `artifact_dir`.
+    ///
+    /// An empty `artifact_dir` uploads to the artifact root. Files are sent
+    /// in path order; symbolic links to files are followed, links to
+    /// directories are skipped (they could form cycles). Empty directories
+    /// leave no trace (MLflow stores files only). Stops at the first error.
+    pub fn log_artifacts(&self, local_dir: &Path, artifact_dir: &str) -> Result<()> {
+        let artifact_dir = artifact_dir.trim_end_matches('/');
+        if !artifact_dir.is_empty() {
+            artifact_segments(artifact_dir)?;
+        }
+        let mut files = Vec::new();
+        collect_files(local_dir, &mut Vec::new(), &mut files)?;
+        for (path, relative) in files {
+            let artifact_path = if artifact_dir.is_empty() {
+                relative
+            } else {
+                format!("{artifact_dir}/{relative}")
+            };
+            self.log_artifact(&path, &artifact_path)?;
+        }
+        Ok(())
+    }
+
+    /// Sets the run's status and end time.
+    pub fn finish(&self, status: RunStatus) -> Result<()> {
+        let request = UpdateRun {
+            run_id: &self.run_id,
+            status: status.as_str(),
+            end_time: now_ms(),
+        };
+        let _: serde::de::IgnoredAny = self.client.post("runs/update", &request)?;
+        Ok(())
+    }
+}
+
+/// Flattens a JSON value (the resolved training config, serialised) into
+/// dotted param keys: `{"train":{"lr":0.01}}` -> `("train.lr","0.01")`.
+/// Arrays become their JSON text. Nulls are skipped.
+///
+/// Strings are given without quotes, numbers and booleans as JSON writes
+/// them. An empty object becomes `"{}"` so that the key still shows up. A
+/// top-level value that is not an object has no key and yields nothing.
+pub fn flatten_params(value: &serde_json::Value) -> Vec<(String, String)> {
+    fn walk(prefix: &str, value: &serde_json::Value, out: &mut Vec<(String, String)>) {
+        use serde_json::Value;
+        let text = match value {
+            Value::Null => return,
+            Value::Object(map) if !map.is_empty() || prefix.is_empty() => {
+                for (key, child) in map {
+                    let key = if prefix.is_empty() {
+                        key.clone()
+                    } else {
+                        format!("{prefix}.{key}")
+                    };
+                    walk(&key, child, out);
+                }
+                return;
+            }
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        };
+        out.push((prefix.to_owned(), text));
+    }
+
+    let mut out = Vec::new();
+    if value.is_object() {
+        walk("", value, &mut out);
+    }
+    out
+}
+
+// ---------------------------------------------------------------------------
+// HTTP
+
+#[derive(Debug)]
+struct Client {
+    agent: ureq::Agent,
+    /// `http://host:port` plus any path prefix, without a trailing slash.
+    base: String,
+    timeout: Duration,
+}
+
+impl Client {
+    fn new(uri: &str, timeout: Duration) -> Result<Client> {
+        let invalid = |reason| TrackingError::InvalidUri {
+            uri: uri.to_owned(),
+            reason,
+        };
+        let Some(rest) = uri.strip_prefix("http://") else {
+            return Err(invalid(if uri.starts_with("https://") {
+                "https is not supported (this build has no TLS); use http://HOST:PORT"
+            } else {
+                "expected http://HOST:PORT"
+            }));
+        };
+        if rest.is_empty() || rest.starts_with('/') {
+            return Err(invalid("no host"));
+        }
+        if rest.contains(['?', '#']) {
+            return Err(invalid("a query or fragment is not allowed"));
+        }
+        let agent = ureq::Agent::config_builder()
+            // Error statuses carry MLflow's JSON error body; read it ourselves.
+            .http_status_as_error(false)
+            .timeout_resolve(Some(timeout))
+            .timeout_connect(Some(timeout))
+            .timeout_send_request(Some(timeout))
+            .timeout_per_write(Some(timeout))
+            .timeout_recv_response(Some(timeout))
+            .timeout_per_read(Some(timeout))
+            .build()
+            .into();
+        Ok(Client {
+            agent,
+            base: uri.trim_end_matches('/').to_owned(),
+            timeout,
+        })
+    }
+
+    fn url(&self, endpoint: &str) -> String {
+        format!("{}/api/2.0/mlflow/{endpoint}", self.base)
+    }
+
+    fn get<T: DeserializeOwned>(&self, endpoint: &str, query: &[(&str, &str)]) -> Result<T> {
+        let url = self.url(endpoint);
+        let request = query
+            .iter()
+            .fold(self.agent.get(&url), |request, (key, value)| {
+                request.query(*key, *value)
+            });
+        let body = read_response("GET", &url, request.call())?;
+        parse_body("GET", &url, &body)
+    }
+
+    fn post<T: DeserializeOwned>(&self, endpoint: &str, payload: &impl Serialize) -> Result<T> {
+        let url = self.url(endpoint);
+        let response = self
+            .agent
+            .post(&url)
+            .content_type("application/json")
+            .send(to_json(payload));
+        let body = read_response("POST", &url, response)?;
+        parse_body("POST", &url, &body)
+    }
+
+    fn put_file(&self, url: &str, local: &Path) -> Result<()> {
+        let file = std::fs::File::open(local).map_err(|source| TrackingError::Io {
+            path: local.to_owned(),
+            source,
+        })?;
+        let response = self
+            .agent
+            .put(url)
+            .content_type("application/octet-stream")
+            .config()
+            .timeout_recv_response(Some(self.timeout * UPLOAD_RESPONSE_FACTOR))
+            .build()
+            .send(file);
+        read_response("PUT", url, response)?;
+        Ok(())
+    }
+
+    /// The experiment's id, creating it when missing.
+    fn get_or_create_experiment(&self, name: &str) -> Result<String> {
+        if let Some(id) = self.find_experiment(name)? {
+            return Ok(id);
+        }
+        match self
+            .post::<CreateExperimentResponse>("experiments/create", &CreateExperiment { name })
+        {
+            Ok(created) => Ok(created.experiment_id),
+            // Another process created it between our lookup and create.
+            Err(TrackingError::Api {
+                error_code: Some(code),
+                ..
+            }) if code == "RESOURCE_ALREADY_EXISTS" => {
+                self.find_experiment(name)?
+                    .ok_or_else(|| TrackingError::Response {
+                        method: "GET",
+                        url: self.url("experiments/get-by-name"),
+                        reason: format!(
+                            "experiment {name:?} was reported to exist but cannot be found"
+                        ),
+                    })
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    /// The id of the active experiment `name`; `None` when there is none.
+    fn find_experiment(&self, name: &str) -> Result<Option<String>> {
+        match self
+            .get::<GetExperimentResponse>("experiments/get-by-name", &[("experiment_name", name)])
+        {
+            Ok(found) => {
+                let experiment = found.experiment;
+                if experiment.lifecycle_stage.as_deref() == Some("deleted") {
+                    return Err(TrackingError::ExperimentDeleted {
+                        name: name.to_owned(),
+                        id: experiment.experiment_id,
+                    });
+                }
+                Ok(Some(experiment.experiment_id))
+            }
+            Err(TrackingError::Api {
+                error_code: Some(code),
+                ..
+            }) if code == "RESOURCE_DOES_NOT_EXIST" => Ok(None),
+            Err(err) => Err(err),
+        }
+    }
+}
+
+/// The body of a 2xx response, or the error the response stands for.
+fn read_response(
+    method: &'static str,
+    url: &str,
+    result: std::result::Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+) -> Result<String> {
+    let transport = |source| TrackingError::Transport {
+        method,
+        url: url.to_owned(),
+        source: Box::new(source),
+    };
+    let mut response = result.map_err(transport)?;
+    let status = response.status().as_u16();
+    let body = response
+        .body_mut()
+        .with_config()
+        .lossy_utf8(true)
+        .read_to_string()
+        .map_err(transport)?;
+    if (200..300).contains(&status) {
+        Ok(body)
+    } else {
+        Err(api_error(method, url, status, &body))
+    }
+}
+
+/// Turns an error response into [`TrackingError::Api`], keeping MLflow's
+/// `error_code` and `message` when the body is its JSON error.
+fn api_error(method: &'static str, url: &str, status: u16, body: &str) -> TrackingError {
+    #[derive(Deserialize)]
+    struct ErrorBody {
+        error_code: Option<String>,
+        message: Option<String>,
+        // MLflow 3's FastAPI routes (the artifact proxy) answer {"detail": ...}.
+        detail: Option<serde_json::Value>,
+    }
+    let (error_code, message) = match serde_json::from_str::<ErrorBody>(body) {
+        Ok(ErrorBody {
+            error_code,
+            message: Some(message),
+            ..
+        }) => (error_code, message),
+        Ok(ErrorBody {
+            error_code,
+            detail: Some(detail),
+            ..
+        }) => (
+            error_code,
+            detail
+                .as_str()
+                .map_or_else(|| detail.to_string(), str::to_owned),
+        ),
+        Ok(ErrorBody {
+            error_code: Some(code),
+            ..
+        }) => (Some(code), String::new()),
+        // Not MLflow's error (a proxy's HTML page, a bare 404): show its start.
+        _ => (None, excerpt(body, 300)),
+    };
+    TrackingError::Api {
+        method,
+        url: url.to_owned(),
+        status,
+        error_code,
+        message,
+    }
+}
+
+fn parse_body<T: DeserializeOwned>(method: &'static str, url: &str, body: &str) -> Result<T> {
+    serde_json::from_str(body).map_err(|err| TrackingError::Response {
+        method,
+        url: url.to_owned(),
+        reason: format!("{err} in {:?}", excerpt(body, 200)),
+    })
+}
+
+/// The first `max` characters of `text`, trimmed, marked when cut.
+fn excerpt(text: &str, max: usize) -> String {
+    let text = text.trim();
+    match text.char_indices().nth(max) {
+        Some((end, _)) => format!("{}...", &text[..end]),
+        None => text.to_owned(),
+    }
+}
+
+fn to_json(value: &impl Serialize) -> Vec<u8> {
+    // The request types are plain structs of strings and numbers, which
+    // serde_json always serialises.
+    serde_json::to_vec(value).expect("MLflow request bodies always serialise")
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+// ---------------------------------------------------------------------------
+// Request and response bodies
+
+#[derive(Serialize)]
+struct CreateExperiment<'a> {
+    name: &'a str,
+}
+
+#[derive(Deserialize)]
+struct CreateExperimentResponse {
+    experiment_id: String,
+}
+
+#[derive(Deserialize)]
+struct GetExperimentResponse {
+    experiment: Experiment,
+}
+
+#[derive(Deserialize)]
+struct Experiment {
+    experiment_id: String,
+    lifecycle_stage: Option<String>,
+}
+
+#[derive(Serialize)]
+struct Tag<'a> {
+    key: &'a str,
+    value: &'a str,
+}
+
+impl<'a> Tag<'a> {
+    fn new(key: &'a str, value: &'a str) -> Self {
+        Tag { key, value }
+    }
+}
+
+#[derive(Serialize)]
+struct CreateRun<'a> {
+    experiment_id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    run_name: Option<&'a str>,
+    start_time: i64,
+    tags: Vec<Tag<'a>>,
+}
+
+#[derive(Deserialize)]
+struct CreateRunResponse {
+    run: RunResponse,
+}
+
+#[derive(Deserialize)]
+struct RunResponse {
+    info: RunInfo,
+}
+
+#[derive(Deserialize)]
+struct RunInfo {
+    run_id: String,
+    artifact_uri: String,
+}
+
+#[derive(Serialize)]
+struct UpdateRun<'a> {
+    run_id: &'a str,
+    status: &'static str,
+    end_time: i64,
+}
+
+/// One `runs/log-batch` request body.
+#[derive(Debug, Serialize)]
+struct LogBatch<'a> {
+    run_id: &'a str,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    metrics: Vec<Metric<'a>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    params: Vec<Param<'a>>,
+}
+
+#[derive(Debug, Serialize)]
+struct Metric<'a> {
+    key: &'a str,
+    value: f64,
+    timestamp: i64,
+    step: i64,
+}
+
+#[derive(Debug, Serialize)]
+struct Param<'a> {
+    key: &'a str,
+    value: Cow<'a, str>,
+}
+
+// ---------------------------------------------------------------------------
+// Batching (pure, so tests need no server)
+
+/// `runs/log-batch` bodies carrying `params`, within MLflow's limits, with
+/// over-long values truncated.
+fn param_batches<'a>(run_id: &'a str, params: &'a [(String, String)]) -> Vec<LogBatch<'a>> {
+    let items = params.iter().map(|(key, value)| Param {
+        key,
+        value: truncate_param(value),
+    });
+    chunk(items, MAX_PARAMS_PER_BATCH)
+        .into_iter()
+        .map(|params| LogBatch {
+            run_id,
+            metrics: Vec::new(),
+            params,
+        })
+        .collect()
+}
+
+/// `runs/log-batch` bodies carrying the finite `metrics`, within MLflow's limits.
+fn metric_batches<'a>(
+    run_id: &'a str,
+    step: i64,
+    timestamp: i64,
+    metrics: &'a [(String, f64)],
+) -> Vec<LogBatch<'a>> {
+    let items = metrics
+        .iter()
+        .filter(|(_, value)| value.is_finite())
+        .map(|(key, value)| Metric {
+            key,
+            value: *value,
+            timestamp,
+            step,
+        });
+    chunk(items, MAX_METRICS_PER_BATCH.min(MAX_ITEMS_PER_BATCH))
+        .into_iter()
+        .map(|metrics| LogBatch {
+            run_id,
+            metrics,
+            params: Vec::new(),
+        })
+        .collect()
+}
+
+/// Groups `items` greedily into chunks of at most `max_items` whose JSON
+/// stays under [`MAX_BATCH_BYTES`].
+fn chunk<T: Serialize>(items: impl Iterator<Item = T>, max_items: usize) -> Vec<Vec<T>> {
+    let mut chunks: Vec<Vec<T>> = Vec::new();
+    let mut current = Vec::new();
+    let mut bytes = 0;
+    for item in items {
+        // +1 for the separating comma.
+        let size = to_json(&item).len() + 1;
+        if !current.is_empty() && (current.len() == max_items || bytes + size > MAX_BATCH_BYTES) {
+            chunks.push(std::mem::take(&mut current));
+            bytes = 0;
+        }
+        bytes += size;
+        current.push(item);
+    }
+    if !current.is_empty() {
+        chunks.push(current);
+    }
+    chunks
+}
+
+/// `value`, cut to MLflow's limit with a marker saying how long it was.
+fn truncate_param(value: &str) -> Cow<'_, str> {
+    let chars = value.chars().count();
+    if chars <= MAX_PARAM_VALUE_CHARS {
+        return Cow::Borrowed(value);
+    }
+    let marker = format!("...[truncated from {chars} chars]");
+    let keep = MAX_PARAM_VALUE_CHARS - marker.len();
+    let end = value
+        .char_indices()
+        .nth(keep)
+        .map_or(value.len(), |(i, _)| i);
+    Cow::Owned(format!("{}{marker}", &value[..end]))
+}
+
+// ---------------------------------------------------------------------------
+// Artifacts
+
+/// Where a run's artifacts are written.
+#[derive(Debug, PartialEq)]
+enum ArtifactRoot {
+    /// PUT each file to this URL prefix plus its path.
+    Http(String),
+    /// Copy each file below this directory.
+    Local(PathBuf),
+}
+
+/// Resolves a run's `artifact_uri` against the tracking server's `base`
+/// URL; `None` for schemes this client cannot write.
+///
+/// Mirrors MLflow's `MlflowArtifactsRepository.resolve_uri`: an
+/// `mlflow-artifacts:` URI's path goes below the tracking URI's path prefix
+/// and `/api/2.0/mlflow-artifacts/artifacts`, and its host, when it names
+/// one, replaces the tracking URI's.
+fn artifact_root(base: &str, artifact_uri: &str) -> Option<ArtifactRoot> {
+    const SERVICE: &str = "api/2.0/mlflow-artifacts/artifacts";
+    if let Some(rest) = artifact_uri.strip_prefix("mlflow-artifacts:") {
+        let after_scheme = base.strip_prefix("http://")?;
+        let (base_host, prefix) = after_scheme
+            .split_once('/')
+            .map_or((after_scheme, ""), |(host, prefix)| (host, prefix));
+        let (host, path) = match rest.strip_prefix("//") {
+            Some(authority_and_path) => {
+                let (host, path) = authority_and_path
+                    .split_once('/')
+                    .unwrap_or((authority_and_path, ""));
+                (if host.is_empty() { base_host } else { host }, path)
+            }
+            None => (base_host, rest),
+        };
+        let segments = [prefix, SERVICE, path]
+            .into_iter()
+            .flat_map(|part| part.split('/'))
+            .filter(|s| !s.is_empty())
+            .collect::<Vec<_>>()
+            .join("/");
+        return Some(ArtifactRoot::Http(format!("http://{host}/{segments}")));
+    }
+    if artifact_uri.starts_with("http://") {
+        return Some(ArtifactRoot::Http(
+            artifact_uri.trim_end_matches('/').to_owned(),
+        ));
+    }
+    if let Some(rest) = artifact_uri.strip_prefix("file:") {
+        // file:///p, file:/p and file://localhost/p name a local path; a
+        // file URI naming another host does not.
+        let path = match rest.strip_prefix("//") {
+            Some(authority_and_path) => {
+                let slash = authority_and_path.find('/')?;
+                let host = &authority_and_path[..slash];
+                if !(host.is_empty() || host == "localhost") {
+                    return None;
+                }
+                &authority_and_path[slash..]
+            }
+            None => rest,
+        };
+        return Some(ArtifactRoot::Local(PathBuf::from(percent_decode(path)?)));
+    }
+    // A bare path. A one-letter "scheme" is a Windows drive (C:\...).
+    let scheme_len = artifact_uri.find(':').filter(|&i| {
+        artifact_uri[..i]
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
+    });
+    match scheme_len {
+        Some(len) if len > 1 => None,
+        _ => Some(ArtifactRoot::Local(PathBuf::from(artifact_uri))),
+    }
+}
+
+/// The `/`-separated segments of a relative artifact path, refusing what
+/// MLflow refuses (`..`, absolute paths, `\`, `#`) and empty or `.` segments.
+fn artifact_segments(path: &str) -> Result<Vec<&str>> {
+    let invalid = |reason| TrackingError::InvalidArtifactPath {
+        path: path.to_owned(),
+        reason,
+    };
+    if path.is_empty() {
+        return Err(invalid("empty"));
+    }
+    if path.starts_with('/') {
+        return Err(invalid("must be relative to the run's artifact root"));
+    }
+    if path.contains(['\\', '#']) || path.chars().any(char::is_control) {
+        return Err(invalid(
+            "contains '\\', '#' or a control character, which MLflow refuses",
+        ));
+    }
+    let segments: Vec<&str> = path.split('/').collect();
+    if segments
+        .iter()
+        .any(|s| s.is_empty() || *s == "." || *s == "..")
+    {
+        return Err(invalid("has an empty, '.' or '..' segment"));
+    }
+    Ok(segments)
+}
+
+/// Percent-encodes each segment (everything but RFC 3986 unreserved
+/// characters) and joins them with `/`.
+fn encode_segments(segments: &[&str]) -> String {
+    let mut out = String::new();
+    for (i, segment) in segments.iter().enumerate() {
+        if i > 0 {
+            out.push('/');
+        }
+        for byte in segment.bytes() {
+            if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
+                out.push(char::from(byte));
+            } else {
+                out.push_str(&format!("%{byte:02X}"));
+            }
+        }
+    }
+    out
+}
+
+/// Decodes `%XX` escapes; `None` when they are malformed or not UTF-8.
+fn percent_decode(text: &str) -> Option<String> {
+    let bytes = text.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = text.get(i + 1..i + 3)?;
+            out.push(u8::from_str_radix(hex, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn copy_file(from: &Path, to: &Path) -> Result<()> {
+    if let Some(parent) = to.parent() {
+        std::fs::create_dir_all(parent).map_err(|source| TrackingError::Io {
+            path: parent.to_owned(),
+            source,
+        })?;
+    }
+    std::fs::copy(from, to).map_err(|source| TrackingError::Io {
+        path: from.to_owned(),
+        source,
+    })?;
+    Ok(())
+}
+
+/// Appends every file below `dir` to `out` as (path, `/`-joined path
+/// relative to the walk's root), in name order.
+fn collect_files(
+    dir: &Path,
+    relative: &mut Vec<String>,
+    out: &mut Vec<(PathBuf, String)>,
+) -> Result<()> {
+    let io = |source| TrackingError::Io {
+        path: dir.to_owned(),
+        source,
+    };
+    let mut entries = std::fs::read_dir(dir)
+        .map_err(io)?
+        .collect::<std::io::Result<Vec<_>>>()
+        .map_err(io)?;
+    entries.sort_by_key(|entry| entry.file_name());
+    for entry in entries {
+        let path = entry.path();
+        let name =
+            entry
+                .file_name()
+                .into_string()
+                .map_err(|name| TrackingError::InvalidArtifactPath {
+                    path: name.to_string_lossy().into_owned(),
+                    reason: "file name is not valid UTF-8",
+                })?;
+        let file_type = entry.file_type().map_err(io)?;
+        let is_dir = file_type.is_dir();
+        let is_file = if file_type.is_symlink() {
+            // Follow links to files only; a link to a directory could loop.
+            std::fs::metadata(&path).is_ok_and(|m| m.is_file())
+        } else {
+            file_type.is_file()
+        };
+        relative.push(name);
+        if is_dir {
+            collect_files(&path, relative, out)?;
+        } else if is_file {
+            out.push((path, relative.join("/")));
+        }
+        relative.pop();
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Value, json};
+    use std::io::{Read, Write};
+    use std::net::TcpListener;
+
+    fn body(batch: &LogBatch) -> Value {
+        serde_json::from_slice(&to_json(batch)).unwrap()
+    }
+
+    #[test]
+    fn tracker_can_be_shared_across_threads() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<Tracker>();
+        assert_send_sync::<TrackingError>();
+    }
+
+    #[test]
+    fn flattens_nested_objects_into_dotted_keys() {
+        let config = json!({
+            "seed": 42,
+            "train": {"lr": 0.01, "backend": "flex", "layer_norm": false},
+            "model": {"hidden": [256, 128]},
+            "data": {"train": null, "split": "random"},
+            "policy": {"weights": {}, "caps": {"family": 0.3}},
+        });
+        let mut params = flatten_params(&config);
+        params.sort();
+        let expected: Vec<(String, String)> = [
+            ("data.split", "random"),
+            ("model.hidden", "[256,128]"),
+            ("policy.caps.family", "0.3"),
+            ("policy.weights", "{}"),
+            ("seed", "42"),
+            ("train.backend", "flex"),
+            ("train.layer_norm", "false"),
+            ("train.lr", "0.01"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(params, expected);
+    }
+
+    #[test]
+    fn flatten_of_a_non_object_is_empty() {
+        assert!(flatten_params(&json!(3)).is_empty());
+        assert!(flatten_params(&json!(null)).is_empty());
+        assert!(flatten_params(&json!({})).is_empty());
+    }
+
+    #[test]
+    fn splits_2500_metrics_into_three_requests() {
+        let metrics: Vec<(String, f64)> =
+            (0..2500).map(|i| (format!("m{i}"), f64::from(i))).collect();
+        let batches = metric_batches("run", 7, 1234, &metrics);
+        let sizes: Vec<usize> = batches.iter().map(|b| b.metrics.len()).collect();
+        assert_eq!(sizes, [1000, 1000, 500]);
+        let first = body(&batches[0]);
+        assert_eq!(first["run_id"], "run");
+        assert_eq!(
+            first["metrics"][0],
+            json!({"key": "m0", "value": 0.0, "timestamp": 1234, "step": 7})
+        );
+        assert!(first.get("params").is_none());
+        assert_eq!(body(&batches[2])["metrics"][499]["key"], "m2499");
+    }
+
+    #[test]
+    fn skips_non_finite_metrics() {
+        let metrics = vec![
+            ("nan".to_string(), f64::NAN),
+            ("auc".to_string(), 0.75),
+            ("inf".to_string(), f64::INFINITY),
+            ("neg_inf".to_string(), f64::NEG_INFINITY),
+        ];
+        let batches = metric_batches("run", 1, 0, &metrics);
+        assert_eq!(batches.len(), 1);
+        let keys: Vec<&str> = batches[0].metrics.iter().map(|m| m.key).collect();
+        assert_eq!(keys, ["auc"]);
+
+        let only_nan = vec![("nan".to_string(), f64::NAN)];
+        assert!(metric_batches("run", 1, 0, &only_nan).is_empty());
+    }
+
+    #[test]
+    fn splits_params_by_count_and_by_bytes() {
+        let params: Vec<(String, String)> = (0..250)
+            .map(|i| (format!("p{i}"), "v".to_string()))
+            .collect();
+        let sizes: Vec<usize> = param_batches("run", &params)
+            .iter()
+            .map(|b| b.params.len())
+            .collect();
+        assert_eq!(sizes, [100, 100, 50]);
+
+        // 100 values of 6000 four-byte characters are 2.4 MB: over the
+        // server's 1 MB request limit although under its count limit.
+        let wide: Vec<(String, String)> = (0..100)
+            .map(|i| (format!("p{i}"), "\u{1F600}".repeat(6000)))
+            .collect();
+        let batches = param_batches("run", &wide);
+        assert!(batches.len() >= 3);
+        assert_eq!(batches.iter().map(|b| b.params.len()).sum::<usize>(), 100);
+        for batch in &batches {
+            assert!(to_json(batch).len() < 1_000_000);
+        }
+    }
+
+    #[test]
+    fn truncates_long_param_values_with_a_marker() {
+        let short = "x".repeat(MAX_PARAM_VALUE_CHARS);
+        assert_eq!(truncate_param(&short), short);
+
+        let long = "\u{e9}".repeat(7000);
+        let cut = truncate_param(&long);
+        assert_eq!(cut.chars().count(), MAX_PARAM_VALUE_CHARS);
+        assert!(cut.ends_with("...[truncated from 7000 chars]"));
+        assert!(cut.starts_with('\u{e9}'));
+    }
+
+    #[test]
+    fn parses_mlflow_error_bodies() {
+        let body = r#"{"error_code": "RESOURCE_DOES_NOT_EXIST", "message": "Could not find experiment with name 'x'"}"#;
+        let err = api_error(
+            "GET",
+            "http://h/api/2.0/mlflow/experiments/get-by-name",
+            404,
+            body,
+        );
+        let TrackingError::Api {
+            status,
+            error_code,
+            message,
+            ..
+        } = &err
+        else {
+            panic!("expected Api, got {err:?}");
+        };
+        assert_eq!(*status, 404);
+        assert_eq!(error_code.as_deref(), Some("RESOURCE_DOES_NOT_EXIST"));
+        assert_eq!(message, "Could not find experiment with name 'x'");
+        assert_eq!(
+            err.to_string(),
+            "MLflow request GET http://h/api/2.0/mlflow/experiments/get-by-name failed with \
+             HTTP 404: RESOURCE_DOES_NOT_EXIST: Could not find experiment with name 'x'"
+        );
+    }
+
+    #[test]
+    fn parses_fastapi_error_bodies() {
+        let body = r#"{"detail":"Artifact serving is disabled."}"#;
+        let err = api_error("PUT", "http://h/x", 503, body);
+        assert_eq!(
+            err.to_string(),
+            "MLflow request PUT http://h/x failed with HTTP 503: Artifact serving is disabled."
+        );
+    }
+
+    #[test]
+    fn keeps_the_start_of_non_json_error_bodies() {
+        let html = format!(
+            "<html><body>502 Bad Gateway{}</body></html>",
+            " ".repeat(1000)
+        );
+        let err = api_error("POST", "http://h/x", 502, &html);
+        let TrackingError::Api {
+            error_code,
+            message,
+            ..
+        } = &err
+        else {
+            panic!("expected Api, got {err:?}");
+        };
+        assert_eq!(*error_code, None);
+        assert!(message.starts_with("<html><body>502 Bad Gateway"));
+        assert!(message.len() <= 303);
+    }
+
+    #[test]
+    fn refuses_non_http_tracking_uris() {
+        for uri in [
+            "https://mlflow.example.com",
+            "databricks",
+            "file:///tmp/mlruns",
+            "http://",
+            "http://h/?x=1",
+        ] {
+            let err = Client::new(uri, TIMEOUT).unwrap_err();
+            assert!(
+                matches!(err, TrackingError::InvalidUri { .. }),
+                "{uri}: {err:?}"
+            );
+        }
+        assert_eq!(
+            Client::new("http://h:5000/", TIMEOUT).unwrap().base,
+            "http://h:5000"
+        );
+    }
+
+    #[test]
+    fn resolves_artifact_roots_like_mlflow() {
+        let http = |s: &str| Some(ArtifactRoot::Http(s.to_string()));
+        let local = |s: &str| Some(ArtifactRoot::Local(PathBuf::from(s)));
+        assert_eq!(
+            artifact_root("http://h:5000", "mlflow-artifacts:/1/abc/artifacts"),
+            http("http://h:5000/api/2.0/mlflow-artifacts/artifacts/1/abc/artifacts")
+        );
+        // A path prefix (reverse proxy) is kept; a host in the URI wins.
+        assert_eq!(
+            artifact_root(
+                "http://h/mlflow",
+                "mlflow-artifacts://other:81/1/abc/artifacts"
+            ),
+            http("http://other:81/mlflow/api/2.0/mlflow-artifacts/artifacts/1/abc/artifacts")
+        );
+        assert_eq!(
+            artifact_root(
+                "http://h",
+                "http://store:9000/api/2.0/mlflow-artifacts/artifacts/x/"
+            ),
+            http("http://store:9000/api/2.0/mlflow-artifacts/artifacts/x")
+        );
+        assert_eq!(
+            artifact_root("http://h", "file:///tmp/a%20b/1"),
+            local("/tmp/a b/1")
+        );
+        assert_eq!(artifact_root("http://h", "file:/tmp/a"), local("/tmp/a"));
+        assert_eq!(
+            artifact_root("http://h", "file://localhost/tmp/a"),
+            local("/tmp/a")
+        );
+        assert_eq!(
+            artifact_root("http://h", "/srv/mlruns/1/abc/artifacts"),
+            local("/srv/mlruns/1/abc/artifacts")
+        );
+        assert_eq!(
+            artifact_root("http://h", r"C:\mlruns\1"),
+            local(r"C:\mlruns\1")
+        );
+        assert_eq!(artifact_root("http://h", "file://server/share/a"), None);
+        assert_eq!(
+            artifact_root("http://h", "s3://bucket/1/abc/artifacts"),
+            None
+        );
+        assert_eq!(artifact_root("http://h", "https://store/x"), None);
+    }
+
+    #[test]
+    fn validates_and_encodes_artifact_paths() {
+        assert_eq!(
+            artifact_segments("report/roc.svg").unwrap(),
+            ["report", "roc.svg"]
+        );
+        for bad in ["", "/abs", "a/../b", "a//b", "./a", "a\\b", "a#b", "a/"] {
+            assert!(
+                matches!(
+                    artifact_segments(bad),
+                    Err(TrackingError::InvalidArtifactPath { .. })
+                ),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(
+            encode_segments(&["my report", "r\u{e9}sum\u{e9}+1%.html"]),
+            "my%20report/r%C3%A9sum%C3%A9%2B1%25.html"
+        );
+    }
+
+    #[test]
+    fn collects_files_recursively_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir_all(dir.path().join("b/c")).unwrap();
+        std::fs::create_dir_all(dir.path().join("empty")).unwrap();
+        for file in ["z.txt", "a.txt", "b/c/d.txt", "b/e.txt"] {
+            std::fs::write(dir.path().join(file), file).unwrap();
+        }
+        let mut files = Vec::new();
+        collect_files(dir.path(), &mut Vec::new(), &mut files).unwrap();
+        let relative: Vec<&str> = files.iter().map(|(_, r)| r.as_str()).collect();
+        assert_eq!(relative, ["a.txt", "b/c/d.txt", "b/e.txt", "z.txt"]);
+        assert_eq!(files[1].0, dir.path().join("b/c/d.txt"));
+    }
+
+    #[test]
+    fn copies_artifacts_to_a_local_root() {
+        let dir = tempfile::tempdir().unwrap();
+        let source = dir.path().join("source");
+        std::fs::create_dir_all(source.join("report")).unwrap();
+        std::fs::write(source.join("metrics.jsonl"), "{}\n").unwrap();
+        std::fs::write(source.join("report/report.html"), "<html/>").unwrap();
+        let root = dir.path().join("artifacts");
+        let tracker = Tracker {
+            client: Client::new("http://127.0.0.1:9", TIMEOUT).unwrap(),
+            experiment_id: "1".into(),
+            run_id: "abc".into(),
+            artifact_uri: format!("file://{}", root.display()),
+        };
+        tracker.log_artifacts(&source, "run/").unwrap();
+        assert_eq!(
+            std::fs::read_to_string(root.join("run/report/report.html")).unwrap(),
+            "<html/>"
+        );
+        assert!(root.join("run/metrics.jsonl").is_file());
+    }
+
+    #[test]
+    fn unsupported_artifact_roots_are_typed_errors() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("f");
+        std::fs::write(&file, "x").unwrap();
+        let tracker = Tracker {
+            client: Client::new("http://127.0.0.1:9", TIMEOUT).unwrap(),
+            experiment_id: "1".into(),
+            run_id: "abc".into(),
+            artifact_uri: "s3://bucket/1/abc/artifacts".into(),
+        };
+        let err = tracker.log_artifact(&file, "f").unwrap_err();
+        assert!(
+            matches!(err, TrackingError::UnsupportedArtifactUri { .. }),
+            "{err:?}"
+        );
+    }
+
+    /// A server on a free loopback port that answers one connection with
+    /// `response` (or never answers when it is `None`).
+    fn one_shot_server(response: Option<String>) -> (String, std::thread::JoinHandle<()>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let uri = format!("http://{}", listener.local_addr().unwrap());
+        let handle = std::thread::spawn(move || {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut request = Vec::new();
+            let mut buf = [0; 1024];
+            while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => return,
+                    Ok(n) => request.extend_from_slice(&buf[..n]),
+                }
+            }
+            match response {
+                Some(response) => {
+                    let _ = stream.write_all(response.as_bytes());
+                }
+                // Hold the connection open past the client's timeout.
+                None => std::thread::sleep(Duration::from_secs(1)),
+            }
+        });
+        (uri, handle)
+    }
+
+    #[test]
+    fn a_stalled_server_times_out() {
+        let (uri, handle) = one_shot_server(None);
+        let started = std::time::Instant::now();
+        let err = Tracker::start_with_timeout(&uri, "e", "r", &[], Duration::from_millis(200))
+            .unwrap_err();
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{:?}",
+            started.elapsed()
+        );
+        let TrackingError::Transport { method, url, .. } = &err else {
+            panic!("expected Transport, got {err:?}");
+        };
+        assert_eq!(*method, "GET");
+        assert!(
+            url.ends_with("/api/2.0/mlflow/experiments/get-by-name"),
+            "{url}"
+        );
+        handle.join().unwrap();
+    }
+
+    #[test]
+    fn a_refused_connection_is_a_transport_error() {
+        // Bind then drop to get a port nothing listens on.
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let err = Tracker::start(&format!("http://127.0.0.1:{port}"), "e", "r", &[]).unwrap_err();
+        assert!(matches!(err, TrackingError::Transport { .. }), "{err:?}");
+    }
+
+    #[test]
+    fn server_errors_carry_mlflow_error_code() {
+        let body = r#"{"error_code": "PERMISSION_DENIED", "message": "no access"}"#;
+        let (uri, handle) = one_shot_server(Some(format!(
+            "HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )));
+        let err = Tracker::start(&uri, "e", "r", &[]).unwrap_err();
+        handle.join().unwrap();
+        let TrackingError::Api {
+            status,
+            error_code,
+            message,
+            ..
+        } = &err
+        else {
+            panic!("expected Api, got {err:?}");
+        };
+        assert_eq!(*status, 403);
+        assert_eq!(error_code.as_deref(), Some("PERMISSION_DENIED"));
+        assert_eq!(message, "no access");
+    }
+}
