@@ -35,6 +35,15 @@ impl Layout {
         }
     }
 
+    /// Where each embedded and each context column starts in its table.
+    pub fn offsets(&self) -> (Vec<usize>, Vec<usize>) {
+        let unsigned = |v: &[i32]| v.iter().map(|&o| o as usize).collect();
+        (
+            unsigned(&self.embedded_offsets),
+            unsigned(&self.context_offsets),
+        )
+    }
+
     /// Inputs for rows `start..end` of `features`.
     pub fn inputs(
         &self,

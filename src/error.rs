@@ -31,7 +31,7 @@ pub enum Error {
 
     /// Training produced a non-finite loss.
     #[error(
-        "training diverged at epoch {epoch}, step {step}: loss {loss}; lower train.lr or raise train.grad_clip"
+        "training diverged in epoch {epoch} (by step {step}): mean loss {loss}; lower train.lr or raise train.grad_clip"
     )]
     Diverged {
         epoch: usize,

@@ -10,6 +10,8 @@
 
 pub mod atomic;
 pub mod batch;
+#[cfg(feature = "train")]
+pub mod bench;
 pub mod calibrate;
 pub mod checkpoint;
 pub mod config;
@@ -20,6 +22,7 @@ pub mod error;
 pub mod loss;
 pub mod metrics;
 pub mod model;
+pub mod plain;
 pub mod policy;
 pub mod preprocess;
 #[cfg(feature = "data")]

@@ -42,6 +42,36 @@ enum Command {
     Ope(OpeArgs),
     /// Run a hyperparameter sweep: `upsell train` trials as child processes, resumable, with a leaderboard.
     Sweep(SweepArgs),
+    /// Measure training, scoring and data throughput against the machine's matrix-multiply rate.
+    Bench(BenchArgs),
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// Backends to measure (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "flex,ndarray")]
+    backend: Vec<upsell::config::BackendKind>,
+    /// Model sizes to measure (comma-separated): small, default, large.
+    #[arg(long, value_delimiter = ',', default_value = "small,default,large")]
+    size: Vec<String>,
+    /// Synthetic training rows per epoch (three epochs run; the last one's rate is reported).
+    #[arg(long, default_value_t = 100_000)]
+    train_rows: u64,
+    /// Rows of the end-to-end data preparation and `upsell score` runs.
+    #[arg(long, default_value_t = 1_000_000)]
+    file_rows: u64,
+    /// Single-row scoring calls timed for the latency percentiles.
+    #[arg(long, default_value_t = 20_000)]
+    latency_calls: usize,
+    /// Least seconds spent on each throughput figure.
+    #[arg(long, default_value_t = 2.0)]
+    min_seconds: f64,
+    /// CPU threads (0: every core).
+    #[arg(long, default_value_t = 0)]
+    threads: usize,
+    /// Where temporary data goes.
+    #[arg(long, value_name = "DIR", default_value = ".")]
+    work: PathBuf,
 }
 
 #[derive(Args)]
@@ -507,6 +537,30 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 &options,
             )?;
             println!("{}", serde_json::to_string(&summary)?);
+        }
+        Command::Bench(args) => {
+            upsell::device::set_threads(args.threads);
+            let sizes = args
+                .size
+                .iter()
+                .map(|s| match s.as_str() {
+                    "small" => Ok(upsell::bench::ModelSize::Small),
+                    "default" => Ok(upsell::bench::ModelSize::Default),
+                    "large" => Ok(upsell::bench::ModelSize::Large),
+                    other => Err(upsell::Error::Usage(format!(
+                        "--size {other:?}: expected small, default or large"
+                    ))),
+                })
+                .collect::<Result<Vec<_>, _>>()?;
+            let options = upsell::bench::BenchOptions {
+                backends: args.backend,
+                sizes,
+                train_rows: args.train_rows,
+                file_rows: args.file_rows,
+                latency_calls: args.latency_calls.max(1),
+                min_time: std::time::Duration::from_secs_f64(args.min_seconds),
+            };
+            upsell::bench::run(&options, &args.work)?;
         }
         Command::Sweep(args) => {
             // Validate the config and every override once, before any trial.

@@ -378,3 +378,73 @@ impl Network {
         (logits.reshape([batch, products]), plan)
     }
 }
+
+impl Network {
+    /// The weights as plain arrays for the few-row scoring path, or `None`
+    /// where that path does not apply (GELU, which it does not implement).
+    pub fn plain(&self, config: &NetworkConfig) -> Option<crate::plain::PlainNetwork> {
+        use crate::plain::{Dense, PlainNetwork};
+        if config.activation != ActivationKind::Relu {
+            return None;
+        }
+        let values = |t: Tensor<2>| crate::batch::to_vec(t);
+        let vector = |t: Tensor<1>| crate::batch::to_vec(t);
+        let dense = |linear: &Linear, norm: Option<&LayerNorm>, relu: bool| {
+            let [input, output] = linear.weight.dims();
+            Dense {
+                input,
+                output,
+                weight: values(linear.weight.val()),
+                bias: linear
+                    .bias
+                    .as_ref()
+                    .map_or_else(|| vec![0.0; output], |b| vector(b.val())),
+                norm: norm.map(|n| {
+                    (
+                        vector(n.gamma.val()),
+                        n.beta
+                            .as_ref()
+                            .map_or_else(|| vec![0.0; output], |b| vector(b.val())),
+                    )
+                }),
+                relu,
+            }
+        };
+        let blocks = |blocks: &[Block]| -> Vec<Dense> {
+            blocks
+                .iter()
+                .map(|b| dense(&b.linear, b.norm.as_ref(), true))
+                .collect()
+        };
+        let table = |e: &Option<Embedding>| e.as_ref().map(|e| values(e.weight.val()));
+        let layout = crate::batch::Layout::new(config);
+        let (embedded_offsets, context_offsets) = layout.offsets();
+        Some(PlainNetwork {
+            numeric_width: config.numeric_width,
+            embedding_dim: config.embedding_dim,
+            offer_dim: config.offer_dim,
+            embedded_offsets,
+            context_offsets,
+            user_table: table(&self.user_embedding).unwrap_or_default(),
+            encoder: blocks(&self.encoder),
+            experts: self
+                .experts
+                .as_ref()
+                .map(|e| e.experts.iter().map(|x| blocks(x)).collect())
+                .unwrap_or_default(),
+            gates: self.experts.as_ref().map(|e| {
+                (
+                    dense(&e.conversion_gate, None, false),
+                    dense(&e.plan_gate, None, false),
+                )
+            }),
+            offer_table: table(&self.offer_embedding),
+            context_table: table(&self.context_embedding).unwrap_or_default(),
+            tower: blocks(&self.tower),
+            conversion: dense(&self.conversion, None, false),
+            plan: self.plan.as_ref().map(|p| dense(p, None, false)),
+            products: self.products,
+            plan_uses_offer: self.plan_uses_offer,
+        })
+    }
+}

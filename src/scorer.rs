@@ -15,7 +15,7 @@ use crate::preprocess::{Features, FieldError, Value};
 
 /// Rows scored at once inside [`Scorer::score_features`]: large enough to
 /// amortise per-operation overhead, small enough to bound memory.
-const CHUNK: usize = 4096;
+const CHUNK: usize = 512;
 
 /// Why scoring failed.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +68,8 @@ pub struct Scorer {
     manifest: Manifest,
     /// The manifest's calibration, or the identity for older checkpoints.
     calibration: Calibration,
+    /// The weights as plain arrays, for batches of a few rows.
+    plain: Option<crate::plain::PlainNetwork>,
     network: Network,
     layout: Layout,
     device: Device,
@@ -90,12 +92,14 @@ impl Scorer {
     /// training), with the network moved to inference mode.
     pub fn from_parts(manifest: Manifest, network: Network, device: &Device) -> Scorer {
         let layout = Layout::new(&manifest.network);
+        let network = network.valid();
         Scorer {
+            plain: network.plain(&manifest.network),
             calibration: manifest
                 .calibration
                 .clone()
                 .unwrap_or_else(Calibration::identity),
-            network: network.valid(),
+            network,
             layout,
             manifest,
             device: device.clone(),
@@ -144,6 +148,14 @@ impl Scorer {
             p_convert: Vec::with_capacity(features.rows * self.manifest.network.products.max(1)),
             p_plan: Vec::new(),
         };
+        if let Some(plain) = self
+            .plain
+            .as_ref()
+            .filter(|_| features.rows <= crate::plain::PLAIN_MAX_ROWS)
+        {
+            self.score_plain(plain, features, &mut scores);
+            return scores;
+        }
         let mut start = 0;
         while start < features.rows {
             let end = (start + CHUNK).min(features.rows);
@@ -168,6 +180,12 @@ impl Scorer {
             }
             start = end;
         }
+        self.fill_p_offer(features, &mut scores);
+        scores
+    }
+
+    /// Each row's own offer's P(convert), picked from `p_convert`.
+    fn fill_p_offer(&self, features: &Features, scores: &mut Scores) {
         if !features.offer.is_empty() && self.manifest.network.has_offer {
             let width = scores.convert_width();
             scores.p_offer = features
@@ -177,7 +195,35 @@ impl Scorer {
                 .map(|(row, &offer)| scores.p_convert[row * width + offer as usize])
                 .collect();
         }
-        scores
+    }
+
+    /// [`score_features`](Self::score_features) through the plain path.
+    fn score_plain(
+        &self,
+        plain: &crate::plain::PlainNetwork,
+        features: &Features,
+        scores: &mut Scores,
+    ) {
+        let per_product = self.manifest.network.has_offer;
+        let (mut logits, mut plan) = (Vec::new(), Vec::new());
+        for row in 0..features.rows {
+            logits.clear();
+            plain.score_row(features, row, &mut logits, &mut plan);
+            scores.p_convert.extend(
+                logits
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &z)| self.calibration.conversion(z, per_product.then_some(i))),
+            );
+        }
+        let classes = self.manifest.network.products;
+        if classes > 0 {
+            for row in plan.chunks_exact_mut(classes) {
+                self.calibration.plan(row);
+            }
+            scores.p_plan = plan;
+        }
+        self.fill_p_offer(features, scores);
     }
 
     /// Calibrated P(convert) of each row's own offer (`[rows]`) and the plan
@@ -440,6 +486,36 @@ mod tests {
             message.contains("\"country\" has 1 values; expected 2"),
             "{message}"
         );
+    }
+
+    /// A few rows take the plain path, more rows burn's: the same scores.
+    #[test]
+    fn the_plain_path_matches_burn() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("checkpoints/demo");
+        let scorer = Scorer::load(&dir).unwrap();
+        assert!(scorer.plain.is_some());
+        let rows: Vec<HashMap<String, Value<'_>>> = (0..crate::plain::PLAIN_MAX_ROWS + 1)
+            .map(|i| {
+                let mut record = HashMap::new();
+                record.insert("tenure_months".into(), Value::Number(i as f64 * 3.0));
+                record.insert("country".into(), Value::Text(["SE", "US", "XX"][i % 3]));
+                record.insert("offer".into(), Value::Text(["family", "duo"][i % 2]));
+                record.insert("surface".into(), Value::Text("push"));
+                record
+            })
+            .collect();
+        let all = scorer.score_records(&rows).unwrap();
+        for (i, row) in rows.iter().enumerate() {
+            let one = scorer.score_records(std::slice::from_ref(row)).unwrap();
+            let width = all.convert_width();
+            let close = |a: &[f32], b: &[f32]| a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-5);
+            assert!(close(
+                &one.p_convert,
+                &all.p_convert[i * width..(i + 1) * width]
+            ));
+            assert!(close(&one.p_plan, &all.p_plan[i * 6..(i + 1) * 6]));
+            assert!(close(&one.p_offer, &all.p_offer[i..=i]));
+        }
     }
 
     #[test]

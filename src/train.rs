@@ -405,7 +405,11 @@ impl<'a> Run<'a> {
             let targets = train.targets.take(&order);
             let conversion_weights: Option<Vec<f32>> =
                 ipw.as_ref().map(|w| order.iter().map(|&i| w[i]).collect());
-            let (mut conv_sum, mut plan_sum, mut weight_sum) = (0.0f64, 0.0f64, 0.0f64);
+            // Loss sums stay on the device and are read once per epoch: a
+            // read per step would make the device wait for the host (and a
+            // GPU idle) at every step.
+            let (mut conv_sum, mut plan_sum): (Option<Tensor<1>>, Option<Tensor<1>>) = (None, None);
+            let mut weight_sum = 0.0f64;
             let mut lr = cfg.lr;
             for start in (0..rows).step_by(cfg.batch_size) {
                 let range = start..(start + cfg.batch_size).min(rows);
@@ -447,17 +451,16 @@ impl<'a> Run<'a> {
                         loss
                     }
                 };
-                let conv_value: f64 = conv_loss.into_scalar::<f32>().into();
-                if !conv_value.is_finite() {
-                    return Err(Error::Diverged {
-                        epoch,
-                        step,
-                        loss: conv_value,
-                    });
-                }
-                conv_sum += conv_value * n;
+                let add = |sum: Option<Tensor<1>>, loss: Tensor<1>| {
+                    let loss = loss.detach() * n;
+                    Some(match sum {
+                        Some(sum) => sum + loss,
+                        None => loss,
+                    })
+                };
+                conv_sum = add(conv_sum, conv_loss);
                 if let Some(plan_loss) = plan_loss {
-                    plan_sum += f64::from(plan_loss.into_scalar::<f32>()) * n;
+                    plan_sum = add(plan_sum, plan_loss);
                 }
                 weight_sum += n;
                 let grads = GradientsParams::from_grads(loss.backward(), &network);
@@ -467,13 +470,22 @@ impl<'a> Run<'a> {
                 step += 1;
                 bar.inc(n as u64);
             }
+            let read = |sum: Option<Tensor<1>>| sum.map(|s| f64::from(s.into_scalar::<f32>()));
+            let (conv_total, plan_total) = (read(conv_sum).unwrap_or(0.0), read(plan_sum));
+            if !conv_total.is_finite() {
+                return Err(Error::Diverged {
+                    epoch,
+                    step,
+                    loss: conv_total / weight_sum,
+                });
+            }
             let seconds = epoch_start.elapsed().as_secs_f64();
             train_seconds += seconds;
             let eval = network.valid();
             let valid_metrics = evaluate(&eval, &self.layout, valid, &self.device);
             let has_plan = eval_has_plan(&eval);
-            let plan_train = has_plan.then(|| plan_sum / weight_sum);
-            let conv_train = conv_sum / weight_sum;
+            let plan_train = has_plan.then(|| plan_total.unwrap_or(0.0) / weight_sum);
+            let conv_train = conv_total / weight_sum;
             let task_log_variance = eval.task_log_variance().map(crate::batch::to_vec);
             // The objective that training minimises: fixed weights, or the
             // learned ones (so early stopping follows what is optimised).
@@ -628,12 +640,13 @@ fn clip_global_norm(network: &Network, grads: GradientsParams, max_norm: f64) ->
     }
     struct Scale<'a> {
         grads: &'a mut GradientsParams,
-        factor: f32,
+        factor: Tensor<1>,
     }
     impl ModuleVisitor for Scale<'_> {
         fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
             if let Some(g) = self.grads.remove::<D>(param.id) {
-                self.grads.register(param.id, g.mul_scalar(self.factor));
+                let factor = self.factor.clone().reshape([1usize; D]);
+                self.grads.register(param.id, g.mul(factor));
             }
         }
     }
@@ -643,14 +656,16 @@ fn clip_global_norm(network: &Network, grads: GradientsParams, max_norm: f64) ->
     };
     network.visit(&mut norm);
     let Some(sum) = norm.sum else { return grads };
-    let total = f64::from(sum.into_scalar::<f32>()).sqrt();
+    // min(1, max_norm / norm) as a one-element tensor: scaling by it on the
+    // device avoids reading the norm back at every step.
+    let factor = (sum.sqrt() + 1e-6)
+        .recip()
+        .mul_scalar(max_norm)
+        .clamp_max(1.0);
     let mut grads = grads;
-    if total > max_norm {
-        let factor = (max_norm / (total + 1e-6)) as f32;
-        network.visit(&mut Scale {
-            grads: &mut grads,
-            factor,
-        });
-    }
+    network.visit(&mut Scale {
+        grads: &mut grads,
+        factor,
+    });
     grads
 }

@@ -378,6 +378,8 @@ fn mmoe_uncertainty_weighting_and_ipw_train() {
         &[
             "model.sharing=\"mmoe\"",
             "model.experts=3",
+            "model.layer_norm=true",
+            "model.plan_uses_offer=true",
             "train.task_weighting=\"uncertainty\"",
             "train.ipw=true",
             "train.ipw_clip=10",
@@ -404,6 +406,27 @@ fn mmoe_uncertainty_weighting_and_ipw_train() {
     )
     .unwrap();
     assert_eq!(manifest["network"]["experts"], 3);
+
+    // The few-row scoring path agrees with burn's on this architecture.
+    let scorer = upsell::Scorer::load(dir.path().join("run/checkpoint")).unwrap();
+    let frame = read_parquet(&data.join("exposures/part-00000.parquet")).head(Some(20));
+    let pre = &scorer.manifest().preprocessor;
+    let features = upsell::data::score::score_features(Path::new("rows"), pre, &frame, 0).unwrap();
+    let all = scorer.score_features(&features);
+    let width = all.convert_width();
+    for row in 0..20 {
+        let one = scorer.score_features(&features.take(&[row]));
+        for (a, b) in one
+            .p_convert
+            .iter()
+            .zip(&all.p_convert[row * width..(row + 1) * width])
+        {
+            assert!((a - b).abs() < 1e-5, "row {row}: {a} vs {b}");
+        }
+        for (a, b) in one.p_plan.iter().zip(&all.p_plan[row * 6..(row + 1) * 6]) {
+            assert!((a - b).abs() < 1e-5, "row {row}: {a} vs {b}");
+        }
+    }
 
     // IPW without a propensity column is refused before any work.
     let output = upsell()

@@ -1,0 +1,70 @@
+#!/usr/bin/env bash
+# The benchmark suite on an NVIDIA GPU through wgpu (Vulkan), beside
+# burn-flex on the same machine's CPU, in one go. Writes a Markdown table.
+#
+#   scripts/gpu-bench.sh [OUT.md] [upsell bench arguments...]
+#
+# The binary: $UPSELL if set (a prebuilt `upsell`, e.g. for a machine without
+# network), else `cargo build --release` (the default features include wgpu).
+#
+# Vulkan: the NVIDIA driver brings the ICD but not always the loader
+# (libvulkan.so.1) and the GL dispatch libraries it links against. Where the
+# host has no loader, this script unpacks Debian's packages from .gl/ into a
+# private directory; fetch them beforehand on a machine with network with
+# `scripts/gpu-bench.sh --fetch-loader`.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+if [[ ${1:-} == --fetch-loader ]]; then
+    mkdir -p .gl
+    # The loader, and the GL dispatch libraries that NVIDIA's Vulkan driver
+    # (libGLX_nvidia) links against.
+    (cd .gl && apt-get download libvulkan1 libglvnd0 libglx0 libegl1 libopengl0 libgl1 libgles2)
+    ls -l .gl
+    exit 0
+fi
+
+out=${1:-benches/gpu.md}
+shift || true
+
+if ! ldconfig -p | grep -q 'libvulkan\.so\.1'; then
+    ls .gl/libvulkan1_*.deb >/dev/null 2>&1 || { echo "error: no Vulkan loader on this host and none in .gl/ (run --fetch-loader where there is network)" >&2; exit 2; }
+    loader=$(mktemp -d)
+    for deb in .gl/*.deb; do
+        dpkg-deb -x "$deb" "$loader"
+    done
+    export LD_LIBRARY_PATH="$loader/usr/lib/x86_64-linux-gnu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+    echo "using the Vulkan loader and GL dispatch libraries from .gl/" >&2
+fi
+if [[ -z ${VK_DRIVER_FILES:-} ]]; then
+    for icd in /usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json \
+        /usr/share/vulkan/icd.d/nvidia_icd.json /etc/vulkan/icd.d/nvidia_icd.json; do
+        if [[ -f $icd ]]; then
+            export VK_DRIVER_FILES=$icd
+            break
+        fi
+    done
+fi
+
+upsell=${UPSELL:-}
+if [[ -z $upsell ]]; then
+    cargo build --release --quiet
+    upsell=${CARGO_TARGET_DIR:-target}/release/upsell
+fi
+gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1 || echo "unknown GPU")
+driver=$(nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -n 1 || echo "unknown")
+machine="$gpu (driver $driver) through wgpu/Vulkan; CPU: $(nproc) cores of $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); $(date -u +%Y-%m-%d)"
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+"$upsell" bench --backend wgpu,flex --work "$work" "$@" | tee "$work/bench.jsonl"
+mkdir -p "$(dirname "$out")"
+{
+    echo "# upsell bench on a GPU"
+    echo
+    echo "\`scripts/gpu-bench.sh $out $*\`"
+    echo
+    python3 scripts/bench-table.py "$machine" <"$work/bench.jsonl"
+} >"$out.tmp"
+mv "$out.tmp" "$out"
+echo "wrote $out" >&2
