@@ -22,13 +22,16 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 "$upsell" bench --work "$work" "$@" | tee "$work/bench.jsonl"
+# numpy's OpenBLAS matmul, where numpy is installed: the machine's best f32
+# rate, beside burn's own.
+reference=$(python3 scripts/numpy-matmul.py 2>/dev/null || true)
 mkdir -p "$(dirname "$out")"
 {
     echo "# upsell bench"
     echo
     echo "\`scripts/bench.sh $out $*\`"
     echo
-    python3 scripts/bench-table.py "$machine" <"$work/bench.jsonl"
+    python3 scripts/bench-table.py "$machine" "$reference" <"$work/bench.jsonl"
 } >"$out.tmp"
 mv "$out.tmp" "$out"
 echo "wrote $out" >&2

@@ -58,13 +58,14 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 "$upsell" bench --backend wgpu,flex --work "$work" "$@" | tee "$work/bench.jsonl"
+reference=$(python3 scripts/numpy-matmul.py 2>/dev/null || true)
 mkdir -p "$(dirname "$out")"
 {
     echo "# upsell bench on a GPU"
     echo
     echo "\`scripts/gpu-bench.sh $out $*\`"
     echo
-    python3 scripts/bench-table.py "$machine" <"$work/bench.jsonl"
+    python3 scripts/bench-table.py "$machine" "$reference" <"$work/bench.jsonl"
 } >"$out.tmp"
 mv "$out.tmp" "$out"
 echo "wrote $out" >&2

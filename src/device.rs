@@ -44,6 +44,18 @@ fn wgpu() -> Result<Device> {
     ))
 }
 
+/// Whether a device computes on the CPU (flex or ndarray), with or without
+/// autodiff.
+pub fn is_cpu(device: &Device) -> bool {
+    let plain = device.clone().without_autodiff();
+    #[cfg(feature = "ndarray")]
+    #[allow(deprecated)]
+    if plain == Device::ndarray() {
+        return true;
+    }
+    plain == Device::flex()
+}
+
 /// Sets the CPU backends' thread count (0: every core). Only the first call
 /// in a process takes effect, as the pool is global.
 pub fn set_threads(threads: usize) {

@@ -7,14 +7,16 @@
 //! compiler vectorises, no allocation beyond a few scratch vectors, and one
 //! saving burn's graph cannot see: the first tower layer's user and context
 //! part is computed once per row, not once per product. [`Scorer`] uses it
-//! for batches of up to [`PLAIN_MAX_ROWS`] rows and burn for larger ones;
+//! for batches of up to [`PLAIN_MAX_ROWS`] rows (more on a GPU machine) and
+//! burn for larger ones;
 //! the two agree to rounding (tested).
 //!
 //! [`Scorer`]: crate::Scorer
 
 use crate::preprocess::Features;
 
-/// Batches up to this many rows take the plain path.
+/// Batches up to this many rows take the plain path on a CPU (beyond it,
+/// burn's batched products are faster per row).
 pub const PLAIN_MAX_ROWS: usize = 8;
 
 /// Layer normalisation's epsilon (burn's default, which the network uses).

@@ -13,9 +13,15 @@ use crate::checkpoint::{self, CheckpointError, Manifest};
 use crate::model::Network;
 use crate::preprocess::{Features, FieldError, Value};
 
-/// Rows scored at once inside [`Scorer::score_features`]: large enough to
-/// amortise per-operation overhead, small enough to bound memory.
-const CHUNK: usize = 512;
+/// Rows scored at once inside [`Scorer::score_features`] on a CPU: small
+/// enough that a chunk's activations (every product's tower) stay in cache,
+/// which made batch scoring 10-60% faster than chunks of 4096.
+const CPU_CHUNK: usize = 512;
+/// The same on a GPU, where each operation costs a dispatch: large chunks.
+const GPU_CHUNK: usize = 16_384;
+/// Batches up to this many rows take the plain path on a GPU machine: below
+/// it, the dispatch latency of a GPU pass costs more than the CPU's work.
+const GPU_PLAIN_MAX_ROWS: usize = 128;
 
 /// Why scoring failed.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +76,10 @@ pub struct Scorer {
     calibration: Calibration,
     /// The weights as plain arrays, for batches of a few rows.
     plain: Option<crate::plain::PlainNetwork>,
+    /// Batches up to this many rows take the plain path.
+    plain_max_rows: usize,
+    /// Rows per pass through burn.
+    chunk: usize,
     network: Network,
     layout: Layout,
     device: Device,
@@ -93,8 +103,15 @@ impl Scorer {
     pub fn from_parts(manifest: Manifest, network: Network, device: &Device) -> Scorer {
         let layout = Layout::new(&manifest.network);
         let network = network.valid();
+        let cpu = crate::device::is_cpu(device);
         Scorer {
             plain: network.plain(&manifest.network),
+            plain_max_rows: if cpu {
+                crate::plain::PLAIN_MAX_ROWS
+            } else {
+                GPU_PLAIN_MAX_ROWS
+            },
+            chunk: if cpu { CPU_CHUNK } else { GPU_CHUNK },
             calibration: manifest
                 .calibration
                 .clone()
@@ -151,14 +168,14 @@ impl Scorer {
         if let Some(plain) = self
             .plain
             .as_ref()
-            .filter(|_| features.rows <= crate::plain::PLAIN_MAX_ROWS)
+            .filter(|_| features.rows <= self.plain_max_rows)
         {
             self.score_plain(plain, features, &mut scores);
             return scores;
         }
         let mut start = 0;
         while start < features.rows {
-            let end = (start + CHUNK).min(features.rows);
+            let end = (start + self.chunk).min(features.rows);
             let inputs = self.layout.inputs(features, start..end, &self.device);
             let (conversion, plan) = self.network.score_all_logits(&inputs);
             let [_, width] = conversion.dims();
@@ -234,7 +251,7 @@ impl Scorer {
         let per_product = self.manifest.network.has_offer && !features.offer.is_empty();
         let mut start = 0;
         while start < features.rows {
-            let end = (start + CHUNK).min(features.rows);
+            let end = (start + self.chunk).min(features.rows);
             let out = self
                 .network
                 .forward(&self.layout.inputs(features, start..end, &self.device));

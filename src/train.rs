@@ -370,6 +370,7 @@ impl<'a> Run<'a> {
         on_epoch: &mut dyn FnMut(&EpochMetrics),
     ) -> Result<Outcome> {
         let cfg = &self.config.train;
+        crate::model::seed_dropout(self.config.seed);
         let rows = train.features.rows;
         let steps_per_epoch = rows.div_ceil(cfg.batch_size);
         let total_steps = steps_per_epoch * cfg.epochs;
