@@ -266,7 +266,7 @@ struct BatchArgs {
     /// Input rows: a Parquet or CSV file, a directory or a glob.
     #[arg(long, value_name = "PATH")]
     input: PathBuf,
-    /// Where to write the results (.parquet or .csv); `recommend --shard
+    /// Where to write the results (.parquet or .csv); `--shard
     /// I/N` writes `NAME-0000I-of-0000N.EXT` beside it.
     #[arg(long, value_name = "FILE")]
     output: PathBuf,
@@ -282,6 +282,31 @@ impl BatchArgs {
 struct ScoreArgs {
     #[command(flatten)]
     batch: BatchArgs,
+    #[command(flatten)]
+    shard: ShardArgs,
+}
+
+/// Which part of the input this process handles.
+#[derive(Args)]
+struct ShardArgs {
+    /// Process one of N disjoint parts of the input (default: from
+    /// JOB_COMPLETION_INDEX/JOB_COMPLETIONS when set, else everything).
+    #[arg(long, value_name = "I/N")]
+    shard: Option<upsell::data::recommend::Shard>,
+    /// Rows per shard unit (and, for recommend, per decision batch: caps hold per batch).
+    #[arg(long, default_value_t = upsell::data::recommend::UNIT_ROWS)]
+    unit_rows: usize,
+}
+
+impl ShardArgs {
+    fn shard(&self) -> upsell::Result<upsell::data::recommend::Shard> {
+        Ok(match self.shard {
+            Some(shard) => shard,
+            None => upsell::data::recommend::Shard::from_env()
+                .transpose()?
+                .unwrap_or(upsell::data::recommend::Shard::ALL),
+        })
+    }
 }
 
 #[derive(Args)]
@@ -291,13 +316,8 @@ struct RecommendArgs {
     /// Exploration, instead of `policy.exploration`: greedy, epsilon:E or softmax:T.
     #[arg(long, value_name = "POLICY")]
     policy: Option<upsell::policy::Exploration>,
-    /// Process one of N disjoint parts of the input (default: from
-    /// JOB_COMPLETION_INDEX/JOB_COMPLETIONS when set, else everything).
-    #[arg(long, value_name = "I/N")]
-    shard: Option<upsell::data::recommend::Shard>,
-    /// Rows per shard unit and per decision batch (caps hold per batch).
-    #[arg(long, default_value_t = upsell::data::recommend::UNIT_ROWS)]
-    unit_rows: usize,
+    #[command(flatten)]
+    shard: ShardArgs,
     /// Override the checkpoint's saved config, e.g. `--set policy.contact_cost=0.05`.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     overrides: Vec<String>,
@@ -485,8 +505,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Score(args) => {
             let scorer = args.batch.scorer()?;
-            let report =
-                upsell::data::score::score_files(&scorer, &args.batch.input, &args.batch.output)?;
+            let report = upsell::data::score::score_shard(
+                &scorer,
+                &args.batch.input,
+                &args.batch.output,
+                args.shard.shard()?,
+                args.shard.unit_rows,
+            )?;
             println!("{}", serde_json::to_string(&report)?);
         }
         Command::Eval(args) => {
@@ -610,17 +635,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .manifest()
                 .saved_config(&args.overrides)
                 .map_err(upsell::Error::from)?;
-            let shard = match args.shard {
-                Some(shard) => shard,
-                None => upsell::data::recommend::Shard::from_env()
-                    .transpose()?
-                    .unwrap_or(upsell::data::recommend::Shard::ALL),
-            };
+            let shard = args.shard.shard()?;
             let options = upsell::data::recommend::RecommendOptions {
                 exploration: args.policy.unwrap_or(config.policy.exploration),
                 seed: config.seed,
                 shard,
-                unit_rows: args.unit_rows,
+                unit_rows: args.shard.unit_rows,
             };
             let report = upsell::data::recommend::recommend_files(
                 &scorer,

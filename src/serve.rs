@@ -87,6 +87,7 @@ pub struct Metrics {
     latency: HistogramVec,
     batch: HistogramVec,
     model: IntGaugeVec,
+    reloads: IntCounterVec,
 }
 
 impl Metrics {
@@ -127,11 +128,20 @@ impl Metrics {
             &["version"],
         )
         .expect("valid metric");
+        let reloads = IntCounterVec::new(
+            Opts::new(
+                "upsell_reloads_total",
+                "Model reloads (SIGHUP or POST /admin/reload) by outcome.",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric");
         for metric in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
             Box::new(batch.clone()),
             Box::new(model.clone()),
+            Box::new(reloads.clone()),
         ] {
             registry.register(metric).expect("unique metric names");
         }
@@ -141,6 +151,7 @@ impl Metrics {
             latency,
             batch,
             model,
+            reloads,
         }
     }
 }
@@ -180,7 +191,10 @@ impl AppState {
     pub fn reload(&self, dir: Option<&Path>) -> Result<String> {
         let mut current = self.checkpoint.lock().expect("not poisoned");
         let dir = dir.map_or_else(|| current.clone(), Path::to_path_buf);
-        let model = Model::load(&dir)?;
+        let model = Model::load(&dir).inspect_err(|_| {
+            self.metrics.reloads.with_label_values(&["error"]).inc();
+        })?;
+        self.metrics.reloads.with_label_values(&["ok"]).inc();
         let version = model.version().to_string();
         let old = self.model.swap(Arc::new(model));
         self.metrics

@@ -46,6 +46,8 @@ pub enum DataError {
         found: String,
         expected: &'static str,
     },
+    #[error("{}: column {column:?} appears more than once in the header", path.display())]
+    DuplicateColumn { path: PathBuf, column: String },
     #[error("{}: column {column:?} (columns.{role}) is null in every row", path.display())]
     AllNull {
         path: PathBuf,

@@ -121,6 +121,45 @@ fn row_count(path: &Path) -> Result<usize> {
 /// column per context column, `propensity`, `expected_value`, and
 /// `candidates` (JSON: every eligible candidate, best first, with its
 /// expected value, P(convert) and probability).
+/// A run of `len` consecutive rows of one file, starting at `offset`: the
+/// unit that `--shard I/N` deals out.
+pub type Unit = (PathBuf, usize, usize);
+
+/// Splits `files` into units of `unit_rows` rows, in file order, and keeps
+/// those of `shard` (every N-th unit from the I-th): the same input and N
+/// always give the same split, so shards cover every row exactly once.
+pub fn shard_units(files: &[PathBuf], unit_rows: usize, shard: Shard) -> Result<Vec<Unit>> {
+    let unit_rows = unit_rows.max(1);
+    let mut units = Vec::new();
+    for file in files {
+        let rows = row_count(file)?;
+        for offset in (0..rows).step_by(unit_rows) {
+            units.push((file.clone(), offset, (rows - offset).min(unit_rows)));
+        }
+    }
+    Ok(units
+        .into_iter()
+        .enumerate()
+        .filter(|(i, _)| i % shard.count == shard.index)
+        .map(|(_, u)| u)
+        .collect())
+}
+
+/// Reads the named columns of one unit.
+pub fn read_unit((file, offset, len): &Unit, columns: &[&str]) -> Result<DataFrame> {
+    let selection: Vec<Expr> = columns.iter().map(|c| col(*c)).collect();
+    source::scan(file)?
+        .select(selection)
+        .slice(*offset as i64, *len as IdxSize)
+        .collect()
+        .map_err(|source| {
+            Error::from(DataError::Polars {
+                path: file.clone(),
+                source,
+            })
+        })
+}
+
 pub fn recommend_files(
     scorer: &Scorer,
     policy_config: PolicyConfig,
@@ -154,7 +193,6 @@ pub fn recommend_files(
         }
     }
     let id_column = scorer.manifest().id_column.clone();
-    let mut units: Vec<(PathBuf, usize, usize)> = Vec::new();
     // The id is carried when every file has it.
     let mut with_id = id_column.is_some();
     for file in &files {
@@ -173,11 +211,8 @@ pub fn recommend_files(
                 .into());
             }
         }
-        let rows = row_count(file)?;
-        for offset in (0..rows).step_by(unit_rows) {
-            units.push((file.clone(), offset, (rows - offset).min(unit_rows)));
-        }
     }
+    let mine = shard_units(&files, unit_rows, shard)?;
     let mut columns: Vec<&str> = read.iter().map(String::as_str).collect();
     if with_id {
         columns.push(id_column.as_deref().expect("with_id"));
@@ -193,25 +228,15 @@ pub fn recommend_files(
         .map_err(|e| Error::io(dir, e))?;
     let mut writer = score::Writer::new(format);
     let mut rows = 0;
-    let mine: Vec<&(PathBuf, usize, usize)> = units
-        .iter()
-        .enumerate()
-        .filter(|(i, _)| i % shard.count == shard.index)
-        .map(|(_, u)| u)
-        .collect();
-    for (file, offset, len) in &mine {
+    for unit in &mine {
+        let (file, offset, _) = unit;
         let polars = |source| {
             Error::from(DataError::Polars {
                 path: file.clone(),
                 source,
             })
         };
-        let selection: Vec<Expr> = columns.iter().map(|c| col(*c)).collect();
-        let batch = source::scan(file)?
-            .select(selection)
-            .slice(*offset as i64, *len as IdxSize)
-            .collect()
-            .map_err(polars)?;
+        let batch = read_unit(unit, &columns)?;
         let features = score::score_features(file, pre, &batch, *offset)?;
         let user_scores = scorer.user_scores(&features).map_err(Error::from)?;
         let ids: Vec<Option<String>> = if with_id {

@@ -172,6 +172,7 @@ fn score_columns(
     scores: &Scores,
     model_has_offer: bool,
     with_offer: bool,
+    has_plan: bool,
     id: Option<Column>,
 ) -> Vec<Column> {
     let mut columns: Vec<Column> = id.into_iter().collect();
@@ -189,7 +190,7 @@ fn score_columns(
             columns.push(Column::new(format!("p_convert__{product}").into(), values));
         }
     }
-    if !scores.p_plan.is_empty() {
+    if has_plan {
         let plans = scores.products.len();
         for (j, product) in scores.products.iter().enumerate() {
             let values: Vec<f32> = (0..scores.rows)
@@ -291,7 +292,27 @@ pub fn persist(staging: tempfile::NamedTempFile, output: &Path) -> Result<()> {
 /// output row per input row, in input order, to `output` (Parquet or CSV by
 /// extension). The output appears only once complete.
 pub fn score_files(scorer: &Scorer, input: &Path, output: &Path) -> Result<ScoreReport> {
+    score_shard(
+        scorer,
+        input,
+        output,
+        super::recommend::Shard::ALL,
+        super::recommend::UNIT_ROWS,
+    )
+}
+
+/// [`score_files`] for one shard of the input: units of `unit_rows` rows
+/// dealt out as by `upsell recommend --shard`, written to the shard's own
+/// output (`NAME-0000I-of-0000N.EXT` beside `output`), atomically.
+pub fn score_shard(
+    scorer: &Scorer,
+    input: &Path,
+    output: &Path,
+    shard: super::recommend::Shard,
+    unit_rows: usize,
+) -> Result<ScoreReport> {
     let started = std::time::Instant::now();
+    let output = &shard.output_path(output);
     let format = source::Format::of(output).ok_or_else(|| {
         Error::from(DataError::UnsupportedFormat {
             path: output.to_path_buf(),
@@ -353,30 +374,48 @@ pub fn score_files(scorer: &Scorer, input: &Path, output: &Path) -> Result<Score
     let mut writer = Writer::new(format);
     let mut rows = 0usize;
     let model_has_offer = scorer.manifest().network.has_offer;
-    for file in &files {
-        let mut file_rows = 0usize;
-        for_each_batch(file, &read, SCORE_CHUNK, |batch| {
-            let features = score_features(file, pre, &batch, file_rows)?;
-            let scores = scorer.score_features(&features);
-            let polars = |source| DataError::Polars {
-                path: file.clone(),
-                source,
-            };
-            let id = carries_id
-                .then(|| {
-                    batch
-                        .column(id_column.as_deref().expect("carries_id"))
-                        .cloned()
-                })
-                .transpose()
-                .map_err(polars)?;
-            let columns = score_columns(&scores, model_has_offer, with_offer, id);
-            let frame = DataFrame::new(batch.height(), columns).map_err(polars)?;
-            writer.write(&staging, &frame, output)?;
-            file_rows += batch.height();
-            Ok(())
-        })?;
-        rows += file_rows;
+    let has_plan = scorer.manifest().network.products > 0;
+    let mut score_batch = |file: &Path, batch: DataFrame, first_row: usize| -> Result<usize> {
+        let features = score_features(file, pre, &batch, first_row)?;
+        let scores = scorer.score_features(&features);
+        let polars = |source| DataError::Polars {
+            path: file.to_path_buf(),
+            source,
+        };
+        let id = carries_id
+            .then(|| {
+                batch
+                    .column(id_column.as_deref().expect("carries_id"))
+                    .cloned()
+            })
+            .transpose()
+            .map_err(polars)?;
+        let columns = score_columns(&scores, model_has_offer, with_offer, has_plan, id);
+        let frame = DataFrame::new(batch.height(), columns).map_err(polars)?;
+        writer.write(&staging, &frame, output)?;
+        Ok(batch.height())
+    };
+    if shard == super::recommend::Shard::ALL {
+        for file in &files {
+            let mut file_rows = 0usize;
+            for_each_batch(file, &read, SCORE_CHUNK, |batch| {
+                file_rows += score_batch(file, batch, file_rows)?;
+                Ok(())
+            })?;
+            rows += file_rows;
+        }
+    } else {
+        for unit in super::recommend::shard_units(&files, unit_rows, shard)? {
+            let batch = super::recommend::read_unit(&unit, &read)?;
+            rows += score_batch(&unit.0, batch, unit.1)?;
+        }
+        if rows == 0 {
+            // More shards than units: this shard's output is empty, with
+            // the same columns as the others.
+            let first = files.first().expect("resolve returns a file");
+            let batch = super::recommend::read_unit(&(first.clone(), 0, 0), &read)?;
+            score_batch(first, batch, 0)?;
+        }
     }
     if !writer.finish(output)? {
         return Err(DataError::Empty {

@@ -81,9 +81,21 @@ fn io_error(path: &Path, source: std::io::Error) -> DataError {
 }
 
 fn polars_error(path: &Path) -> impl Fn(PolarsError) -> DataError + '_ {
-    move |source| DataError::Polars {
-        path: path.to_path_buf(),
-        source,
+    move |source| {
+        // polars' own advice here names a reader option users cannot set.
+        if source
+            .to_string()
+            .contains("found more fields than defined in 'Schema'")
+        {
+            return DataError::BadPath {
+                path: path.to_path_buf(),
+                reason: "a row has more fields than the header (a ragged CSV row)".into(),
+            };
+        }
+        DataError::Polars {
+            path: path.to_path_buf(),
+            source,
+        }
     }
 }
 
@@ -136,7 +148,35 @@ pub fn schema(path: &Path) -> Result<SchemaRef, DataError> {
             path: path.to_path_buf(),
         });
     }
+    // polars' CSV reader renames a repeated header name to NAME_duplicated_N;
+    // which of the two columns was meant is unknowable, so refuse.
+    for name in schema.iter_names() {
+        if let Some((original, n)) = name.rsplit_once("_duplicated_")
+            && n.parse::<u32>().is_ok()
+            && schema.get(original).is_some()
+        {
+            return Err(DataError::DuplicateColumn {
+                path: path.to_path_buf(),
+                column: original.to_string(),
+            });
+        }
+    }
     Ok(schema)
+}
+
+/// Whether every value of `column` is null (an empty CSV column, which
+/// polars reads as text).
+pub fn all_null(path: &Path, column: &str) -> Result<bool, DataError> {
+    let frame = scan(path)?
+        .select([col(column).is_not_null().sum()])
+        .collect()
+        .map_err(polars_error(path))?;
+    let present = frame.columns()[0]
+        .get(0)
+        .map_err(polars_error(path))?
+        .extract::<u64>()
+        .unwrap_or(0);
+    Ok(present == 0)
 }
 
 /// Reads the named columns of a file.

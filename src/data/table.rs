@@ -113,6 +113,13 @@ pub fn check_schema(path: &Path, schema: &Schema, config: &Config) -> Result<(),
         };
         let kind = Kind::of(role);
         if !kind.accepts(dtype) {
+            if dtype.is_string() && super::source::all_null(path, column).unwrap_or(false) {
+                return Err(DataError::AllNull {
+                    path: path.to_path_buf(),
+                    column: column.to_string(),
+                    role: role.key(),
+                });
+            }
             return Err(DataError::WrongType {
                 path: path.to_path_buf(),
                 column: column.to_string(),

@@ -63,6 +63,132 @@ fn assert_rejected(data: Option<&[u8]>, expected: &[&str]) {
     assert_eq!(files_under(dir.path()), before, "nothing may be written");
 }
 
+/// Every class of bad data file, each with the fragments its one error line
+/// must hold. `None` is a file that does not exist.
+#[test]
+fn every_class_of_bad_data_file_is_a_clear_error() {
+    let header = GOOD.lines().next().unwrap();
+    let cases: Vec<(&str, Option<String>, Vec<&str>)> = vec![
+        (
+            "missing column",
+            Some(GOOD.replace("country", "land")),
+            vec![
+                "train.csv",
+                "column \"country\" (columns.categorical) is missing",
+            ],
+        ),
+        (
+            "wrong type",
+            Some(GOOD.replace("1.5", "lots").replace("2.5", "few")),
+            vec![
+                "train.csv",
+                "column \"hours\" (columns.numeric) has type str",
+                "expected a number",
+            ],
+        ),
+        (
+            "all-null column",
+            Some(GOOD.replace("1.5", "").replace("2.5", "")),
+            vec![
+                "train.csv",
+                "column \"hours\" (columns.numeric) is null in every row",
+            ],
+        ),
+        (
+            "NaN",
+            Some(GOOD.replace("2.5", "NaN")),
+            vec!["column \"hours\", row 2", "not a finite number"],
+        ),
+        (
+            "infinite number",
+            Some(GOOD.replace("2.5", "inf")),
+            vec!["column \"hours\", row 2", "not a finite number"],
+        ),
+        (
+            "null label",
+            Some(GOOD.replace("1.5,se,pro,1,", "1.5,se,pro,,")),
+            vec![
+                "train.csv",
+                "1 of 2 rows are unusable",
+                "null label",
+                "max_invalid_fraction",
+            ],
+        ),
+        (
+            "label 2",
+            Some(GOOD.replace("2.5,de,basic,0,", "2.5,de,basic,2,")),
+            vec![
+                "train.csv",
+                "column \"converted\", row 2",
+                "label 2 is not 0 or 1",
+            ],
+        ),
+        (
+            "label that is a word",
+            Some(GOOD.replace("2.5,de,basic,0,", "2.5,de,basic,maybe,")),
+            vec!["column \"converted\", row 2", "\"maybe\""],
+        ),
+        (
+            "propensity above 1",
+            Some(GOOD.replace("0.25", "1.5")),
+            vec![
+                "train.csv",
+                "column \"propensity\", row 2",
+                "outside (0, 1]",
+            ],
+        ),
+        (
+            "propensity 0",
+            Some(GOOD.replace("0.25", "0")),
+            vec!["column \"propensity\", row 2", "outside (0, 1]"],
+        ),
+        (
+            "negative propensity",
+            Some(GOOD.replace("0.25", "-0.2")),
+            vec!["column \"propensity\", row 2", "outside (0, 1]"],
+        ),
+        (
+            "unknown product in the offer column",
+            Some(GOOD.replace("basic", "platinum")),
+            vec!["column \"offer\", row 2", "\"platinum\" is not a product"],
+        ),
+        (
+            "empty file",
+            Some(String::new()),
+            vec!["train.csv", "empty"],
+        ),
+        (
+            "header only",
+            Some(format!("{header}\n")),
+            vec!["train.csv", "empty"],
+        ),
+        ("missing file", None, vec!["train.csv", "No such file"]),
+        (
+            "ragged CSV row, too long",
+            Some(GOOD.replace("1.5,se,pro,1,0.5", "1.5,se,pro,1,0.5,7")),
+            vec!["train.csv", "more fields than the header"],
+        ),
+        (
+            "ragged CSV row, too short",
+            Some(GOOD.replace("2.5,de,basic,0,0.25", "2.5,de,basic,0")),
+            vec!["train.csv", "null propensity"],
+        ),
+        (
+            "duplicate column names",
+            Some(
+                GOOD.replace("hours,country", "hours,hours,country")
+                    .replace("1.5,", "1.5,1,")
+                    .replace("2.5,", "2.5,2,"),
+            ),
+            vec!["train.csv", "column \"hours\" appears more than once"],
+        ),
+    ];
+    for (name, data, expected) in cases {
+        eprintln!("case: {name}");
+        assert_rejected(data.as_deref().map(str::as_bytes), &expected);
+    }
+}
+
 #[test]
 fn good_input_is_accepted_and_writes_the_preprocessor() {
     let dir = tempfile::tempdir().unwrap();
@@ -82,50 +208,6 @@ fn good_input_is_accepted_and_writes_the_preprocessor() {
 }
 
 #[test]
-fn missing_column() {
-    let data = GOOD.replace("country", "land");
-    assert_rejected(
-        Some(data.as_bytes()),
-        &[
-            "train.csv",
-            "column \"country\" (columns.categorical) is missing",
-        ],
-    );
-}
-
-#[test]
-fn wrong_type() {
-    let data = GOOD.replace("1.5", "lots").replace("2.5", "few");
-    assert_rejected(
-        Some(data.as_bytes()),
-        &[
-            "train.csv",
-            "column \"hours\" (columns.numeric) has type str",
-            "expected a number",
-        ],
-    );
-}
-
-#[test]
-fn empty_file() {
-    assert_rejected(Some(b""), &["train.csv", "empty"]);
-}
-
-#[test]
-fn header_only_file() {
-    let header = GOOD.lines().next().unwrap();
-    assert_rejected(
-        Some(format!("{header}\n").as_bytes()),
-        &["train.csv", "empty"],
-    );
-}
-
-#[test]
-fn unreadable_file() {
-    assert_rejected(None, &["train.csv", "No such file"]);
-}
-
-#[test]
 fn corrupt_parquet() {
     let dir = tempfile::tempdir().unwrap();
     let config = write(
@@ -142,73 +224,6 @@ fn corrupt_parquet() {
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("train.parquet"), "{stderr}");
-}
-
-#[test]
-fn null_label() {
-    let data = GOOD.replace("1.5,se,pro,1,", "1.5,se,pro,,");
-    assert_rejected(
-        Some(data.as_bytes()),
-        &[
-            "train.csv",
-            "1 of 2 rows are unusable",
-            "null label",
-            "max_invalid_fraction",
-        ],
-    );
-}
-
-#[test]
-fn label_that_is_not_zero_or_one() {
-    let data = GOOD.replace("2.5,de,basic,0,", "2.5,de,basic,2,");
-    assert_rejected(
-        Some(data.as_bytes()),
-        &[
-            "train.csv",
-            "column \"converted\", row 2",
-            "label 2 is not 0 or 1",
-        ],
-    );
-    let data = GOOD.replace("2.5,de,basic,0,", "2.5,de,basic,maybe,");
-    assert_rejected(
-        Some(data.as_bytes()),
-        &["column \"converted\", row 2", "\"maybe\""],
-    );
-}
-
-#[test]
-fn propensity_outside_zero_one() {
-    for bad in ["1.5", "0", "-0.2"] {
-        let data = GOOD.replace("0.25", bad);
-        assert_rejected(
-            Some(data.as_bytes()),
-            &[
-                "train.csv",
-                "column \"propensity\", row 2",
-                "outside (0, 1]",
-            ],
-        );
-    }
-}
-
-#[test]
-fn nan_and_infinite_numbers() {
-    for bad in ["NaN", "inf"] {
-        let data = GOOD.replace("2.5", bad);
-        assert_rejected(
-            Some(data.as_bytes()),
-            &["column \"hours\", row 2", "not a finite number"],
-        );
-    }
-}
-
-#[test]
-fn unknown_product_in_the_offer_column() {
-    let data = GOOD.replace("basic", "platinum");
-    assert_rejected(
-        Some(data.as_bytes()),
-        &["column \"offer\", row 2", "\"platinum\" is not a product"],
-    );
 }
 
 #[test]

@@ -345,3 +345,57 @@ fn bad_recommend_arguments_are_refused() {
         assert!(stderr.contains(message), "{args:?}: {stderr}");
     }
 }
+
+#[test]
+fn score_shards_cover_every_row_exactly_once_with_the_same_scores() {
+    let tmp = tempfile::tempdir().unwrap();
+    let demo = repo().join("checkpoints/demo");
+    let rows = std::fs::read_to_string(demo.join("rows.csv")).unwrap();
+    let inputs = tmp.path().join("in");
+    std::fs::create_dir(&inputs).unwrap();
+    std::fs::write(inputs.join("a.csv"), &rows).unwrap();
+    std::fs::write(inputs.join("b.csv"), rows.replace("u000", "v000")).unwrap();
+    let score = |shard: Option<(usize, usize)>, output: &str| {
+        let mut command = upsell();
+        command
+            .args(["score", "--checkpoint"])
+            .arg(&demo)
+            .arg("--input")
+            .arg(&inputs)
+            .arg("--output")
+            .arg(tmp.path().join(output))
+            .args(["--unit-rows", "3"]);
+        match shard {
+            // A Kubernetes Indexed Job sets the index; the manifest sets the count.
+            Some((index, count)) if index == count - 1 => {
+                command
+                    .env("JOB_COMPLETION_INDEX", index.to_string())
+                    .env("JOB_COMPLETIONS", count.to_string());
+            }
+            Some((index, count)) => {
+                command.args(["--shard", &format!("{index}/{count}")]);
+            }
+            None => {}
+        }
+        run_ok(&mut command);
+    };
+    score(None, "all.csv");
+    let whole = std::fs::read_to_string(tmp.path().join("all.csv")).unwrap();
+    let mut expected: Vec<&str> = whole.lines().skip(1).collect();
+    expected.sort_unstable();
+    // Seven shards for six units: the last one is empty, with a header.
+    for count in [4, 7] {
+        let mut lines: Vec<String> = Vec::new();
+        for index in 0..count {
+            score(Some((index, count)), "scores.csv");
+            let path = tmp
+                .path()
+                .join(format!("scores-{index:05}-of-{count:05}.csv"));
+            let text = std::fs::read_to_string(&path).unwrap();
+            assert_eq!(text.lines().next(), whole.lines().next(), "{path:?}");
+            lines.extend(text.lines().skip(1).map(str::to_string));
+        }
+        lines.sort_unstable();
+        assert_eq!(lines, expected, "{count} shards");
+    }
+}

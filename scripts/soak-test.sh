@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# A bounded soak test of `upsell serve` on loopback: WINDOWS windows of
+# SECONDS each, every window driving /v2/models/upsell/infer (batch 1) and
+# /v1/recommend (1 user) at once with wrk, and a hot reload (SIGHUP) in the
+# middle of the middle window. After each window it prints the requests,
+# failures and p99 of both endpoints and the server's resident memory, then
+# checks: no failed request, a reload that took, and memory at the end
+# within 10% (plus 8 MiB) of memory after the first window.
+#
+#   apt-get install wrk
+#   scripts/soak-test.sh [CHECKPOINT] [WINDOWS] [SECONDS]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+checkpoint="${1:-checkpoints/demo}"
+windows="${2:-8}"
+seconds="${3:-15}"
+cargo build --release --quiet
+bin="${CARGO_TARGET_DIR:-target}/release/upsell"
+work="$(mktemp -d)"
+addr=127.0.0.1:18282
+"$bin" serve --checkpoint "$checkpoint" --addr "$addr" 2>"$work/server.log" &
+server=$!
+trap 'kill -TERM $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$work"' EXIT
+for _ in $(seq 50); do curl -sf "http://$addr/v2/health/ready" >/dev/null && break; sleep 0.1; done
+scripts/wrk-bodies.sh "$checkpoint" "$work"
+
+rss_mib() { awk '/VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$server/status"; }
+echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); server and wrk share it"
+echo "checkpoint $checkpoint; $windows windows of ${seconds}s; hot reload in window $((windows / 2 + 1))"
+echo "| window | infer requests | infer failed | infer p99 ms | recommend requests | recommend failed | recommend p99 ms | server RSS MiB |"
+echo "|---|---|---|---|---|---|---|---|"
+failed=0
+first_rss=
+for window in $(seq "$windows"); do
+    BODY="$work/infer-1.json" wrk -t1 -c4 -d"${seconds}s" --latency -s "$work/post.lua" \
+        "http://$addr/v2/models/upsell/infer" | grep RESULT >"$work/infer.txt" &
+    infer=$!
+    BODY="$work/recommend-1.json" wrk -t1 -c4 -d"${seconds}s" --latency -s "$work/post.lua" \
+        "http://$addr/v1/recommend" | grep RESULT >"$work/recommend.txt" &
+    recommend=$!
+    if [ "$window" -eq $((windows / 2 + 1)) ]; then
+        sleep "$((seconds / 2))"
+        kill -HUP "$server"
+    fi
+    wait "$infer" "$recommend"
+    rss=$(rss_mib)
+    first_rss=${first_rss:-$rss}
+    field() { sed -E "s/.*$2=([0-9.]+).*/\1/" "$work/$1.txt"; }
+    failed=$((failed + $(field infer errors) + $(field recommend errors)))
+    echo "| $window | $(field infer requests) | $(field infer errors) | $(field infer p99_ms) | $(field recommend requests) | $(field recommend errors) | $(field recommend p99_ms) | $rss |"
+done
+reloads=$(curl -s "http://$addr/metrics" | awk '/^upsell_reloads_total\{outcome="ok"\}/ {print $2}')
+echo "reloads: ${reloads:-0}; failed requests: $failed; RSS after window 1: $first_rss MiB, at the end: $rss MiB"
+[ "$failed" -eq 0 ] || { echo "error: $failed failed requests" >&2; exit 1; }
+[ "${reloads:-0}" != 0 ] || { echo "error: the hot reload did not happen (see $work/server.log)" >&2; exit 1; }
+python3 -c "import sys; a, b = float(sys.argv[1]), float(sys.argv[2]); sys.exit(0 if b <= a * 1.1 + 8 else 1)" "$first_rss" "$rss" \
+    || { echo "error: memory grew from $first_rss MiB to $rss MiB" >&2; exit 1; }
+echo "OK"
