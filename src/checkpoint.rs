@@ -124,6 +124,25 @@ pub fn weights_bytes(network: &Network) -> Result<Vec<u8>, CheckpointError> {
 /// Rewrites a safetensors buffer with its tensors in name order. burn's
 /// writer orders the header by hash map iteration, so identical weights
 /// would otherwise give different bytes (and checksums) from run to run.
+/// The number of values in a safetensors buffer, from its header.
+fn stored_parameters(bytes: &[u8]) -> Option<u64> {
+    let header_len = usize::try_from(u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?)).ok()?;
+    let header: std::collections::BTreeMap<String, serde_json::Value> =
+        serde_json::from_slice(bytes.get(8..8usize.checked_add(header_len)?)?).ok()?;
+    let mut total = 0u64;
+    for (name, entry) in header {
+        if name == "__metadata__" {
+            continue;
+        }
+        let shape = entry.get("shape")?.as_array()?;
+        let count = shape
+            .iter()
+            .try_fold(1u64, |acc, d| acc.checked_mul(d.as_u64()?))?;
+        total = total.checked_add(count)?;
+    }
+    Some(total)
+}
+
 fn canonical_safetensors(bytes: &[u8]) -> Option<Vec<u8>> {
     use std::collections::BTreeMap;
     let header_len = usize::try_from(u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?)).ok()?;
@@ -271,7 +290,58 @@ pub fn read_manifest(dir: &Path) -> Result<Manifest, CheckpointError> {
             found: version.format_version,
         });
     }
-    serde_json::from_slice(&text).map_err(bad)
+    let manifest: Manifest = serde_json::from_slice(&text).map_err(bad)?;
+    if let Some(reason) = manifest.inconsistency() {
+        return Err(CheckpointError::BadManifest {
+            path,
+            message: reason,
+        });
+    }
+    Ok(manifest)
+}
+
+impl Manifest {
+    /// What makes a parsed manifest unusable, beyond its JSON shape.
+    fn inconsistency(&self) -> Option<String> {
+        let net = &self.network;
+        if net.embedding_dim == 0 || net.offer_dim == 0 {
+            return Some("network embedding widths must be at least 1".into());
+        }
+        if net.hidden.contains(&0) || net.tower.contains(&0) {
+            return Some("network layer widths must be at least 1".into());
+        }
+        if !(0.0..1.0).contains(&net.dropout) {
+            return Some(format!("network dropout {} is not in [0, 1)", net.dropout));
+        }
+        if net.products != self.preprocessor.products.len() {
+            return Some(format!(
+                "the network has {} products but the preprocessing {}",
+                net.products,
+                self.preprocessor.products.len()
+            ));
+        }
+        let pre = &self.preprocessor;
+        let context: Vec<usize> = pre.context.iter().map(|v| v.size()).collect();
+        if net.embedding_sizes != pre.embedding_sizes()
+            || net.context_sizes != context
+            || net.numeric_width != pre.numeric_width()
+            || net.has_offer != pre.offer.is_some()
+        {
+            return Some("the network's inputs do not match the preprocessing".into());
+        }
+        if let Some(calibration) = &self.calibration
+            && let Some(map) = &calibration.isotonic
+            && (map.x.is_empty()
+                || map.x.len() != map.y.len()
+                || map
+                    .x
+                    .windows(2)
+                    .any(|w| w[0] > w[1] || w[0].is_nan() || w[1].is_nan()))
+        {
+            return Some("the isotonic calibration is malformed".into());
+        }
+        None
+    }
 }
 
 /// Loads a checkpoint onto `device`, verifying the weights' checksum.
@@ -288,6 +358,22 @@ pub fn load(dir: &Path, device: &Device) -> Result<(Manifest, Network), Checkpoi
             path,
             expected: manifest.weights.sha256.clone(),
             found,
+        });
+    }
+    // A manifest that does not describe these weights is refused before
+    // anything is allocated: a corrupted width could ask for terabytes.
+    let stored = stored_parameters(&bytes).ok_or_else(|| CheckpointError::Weights {
+        path: path.clone(),
+        message: "not a safetensors file".into(),
+    })?;
+    let expected = manifest.network.parameter_count();
+    if stored != expected {
+        return Err(CheckpointError::BadManifest {
+            path: dir.join(MANIFEST),
+            message: format!(
+                "its network has {expected} parameters but {} holds {stored}",
+                manifest.weights.file
+            ),
         });
     }
     let mut network = manifest.network.init(device);

@@ -232,6 +232,65 @@ impl NetworkConfig {
             .unwrap_or_else(|| self.encoder_input())
     }
 
+    /// The number of weights [`init`](Self::init) creates, computed without
+    /// creating them (saturating, so absurd sizes cannot overflow): a
+    /// checkpoint's loader compares it with the weights file before it
+    /// allocates anything.
+    pub fn parameter_count(&self) -> u64 {
+        let n = |x: usize| x as u64;
+        let linear = |input: usize, output: usize| {
+            n(input).saturating_mul(n(output)).saturating_add(n(output))
+        };
+        let blocks = |input: usize, widths: &[usize]| {
+            let mut total = 0u64;
+            let mut width = input;
+            for &w in widths {
+                total = total.saturating_add(linear(width, w));
+                if self.layer_norm {
+                    total = total.saturating_add(2 * n(w));
+                }
+                width = w;
+            }
+            total
+        };
+        let sum = |sizes: &[usize]| sizes.iter().fold(0usize, |a, &b| a.saturating_add(b));
+        let input = self.encoder_input();
+        let mut total = n(sum(&self.embedding_sizes)).saturating_mul(n(self.embedding_dim));
+        let encoder = blocks(input, &self.hidden);
+        total = total.saturating_add(if self.experts > 0 {
+            encoder
+                .saturating_mul(n(self.experts))
+                .saturating_add(2 * linear(input, self.experts))
+        } else {
+            encoder
+        });
+        let user = self.user_width();
+        let offer = if self.has_offer { self.offer_dim } else { 0 };
+        if self.has_offer && self.products > 0 {
+            total = total.saturating_add(n(self.products).saturating_mul(n(self.offer_dim)));
+        }
+        total = total.saturating_add(n(sum(&self.context_sizes)).saturating_mul(n(self.offer_dim)));
+        let tower_input = user
+            .saturating_add(offer)
+            .saturating_add(self.context_sizes.len().saturating_mul(self.offer_dim));
+        total = total.saturating_add(blocks(tower_input, &self.tower));
+        let last = self.tower.last().copied().unwrap_or(tower_input);
+        total = total.saturating_add(linear(last, 1));
+        if self.products > 0 {
+            let plan_input = user
+                + if self.plan_uses_offer && self.has_offer {
+                    self.offer_dim
+                } else {
+                    0
+                };
+            total = total.saturating_add(linear(plan_input, self.products));
+        }
+        if self.task_uncertainty {
+            total = total.saturating_add(2);
+        }
+        total
+    }
+
     fn encoder_input(&self) -> usize {
         self.numeric_width + self.embedding_sizes.len() * self.embedding_dim
     }

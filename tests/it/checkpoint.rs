@@ -201,6 +201,19 @@ fn broken_copy(tmp: &Path, change: impl FnOnce(&Path)) -> PathBuf {
     dir
 }
 
+/// `upsell score` of `input` with the demo checkpoint.
+fn score_demo(input: &Path, output: &Path) -> std::process::Output {
+    upsell()
+        .args(["score", "--checkpoint"])
+        .arg(demo())
+        .arg("--input")
+        .arg(input)
+        .arg("--output")
+        .arg(output)
+        .output()
+        .unwrap()
+}
+
 fn score_error(checkpoint: &Path) -> (i32, String) {
     let tmp = tempfile::tempdir().unwrap();
     let output = upsell()
@@ -218,62 +231,96 @@ fn score_error(checkpoint: &Path) -> (i32, String) {
     (output.status.code().unwrap(), stderr)
 }
 
-#[test]
-fn tampered_weights_fail_the_checksum() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = broken_copy(tmp.path(), |dir| {
-        let path = dir.join("model.safetensors");
-        let mut bytes = std::fs::read(&path).unwrap();
-        let last = bytes.len() - 1;
-        bytes[last] ^= 0x40;
-        std::fs::write(&path, bytes).unwrap();
-    });
-    let (code, stderr) = score_error(&dir);
-    assert_eq!(code, 2);
-    assert!(
-        stderr.contains("model.safetensors") && stderr.contains("checksum mismatch"),
-        "{stderr}"
-    );
+/// Rewrites the copy's manifest through `edit`.
+fn edit_manifest(dir: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let path = dir.join("manifest.json");
+    let mut manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
+    edit(&mut manifest);
+    std::fs::write(&path, serde_json::to_vec(&manifest).unwrap()).unwrap();
 }
 
+/// Every class of broken checkpoint: exit 2, one error line holding the
+/// expected fragments, no panic, nothing written.
 #[test]
-fn truncated_weights_fail_the_checksum() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = broken_copy(tmp.path(), |dir| {
-        let path = dir.join("model.safetensors");
-        let bytes = std::fs::read(&path).unwrap();
-        std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
-    });
-    let (code, stderr) = score_error(&dir);
-    assert_eq!(code, 2);
-    assert!(stderr.contains("truncated"), "{stderr}");
-}
-
-#[test]
-fn a_newer_format_is_refused_by_name() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = broken_copy(tmp.path(), |dir| {
-        let path = dir.join("manifest.json");
-        let mut manifest: serde_json::Value =
-            serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
-        manifest["format_version"] = 99.into();
-        manifest["a_field_from_the_future"] = true.into();
-        std::fs::write(&path, serde_json::to_vec(&manifest).unwrap()).unwrap();
-    });
-    let (code, stderr) = score_error(&dir);
-    assert_eq!(code, 2);
-    assert!(stderr.contains("format version 99 is newer"), "{stderr}");
-}
-
-#[test]
-fn a_directory_without_a_manifest_is_not_a_checkpoint() {
-    let tmp = tempfile::tempdir().unwrap();
-    let dir = broken_copy(tmp.path(), |dir| {
-        std::fs::remove_file(dir.join("manifest.json")).unwrap()
-    });
-    let (code, stderr) = score_error(&dir);
-    assert_eq!(code, 2);
-    assert!(stderr.contains("manifest.json is missing"), "{stderr}");
+fn every_class_of_broken_checkpoint_is_a_clear_error() {
+    type Break = Box<dyn FnOnce(&Path)>;
+    let cases: Vec<(&str, Break, Vec<&str>)> = vec![
+        (
+            "tampered weights",
+            Box::new(|dir| {
+                let path = dir.join("model.safetensors");
+                let mut bytes = std::fs::read(&path).unwrap();
+                let last = bytes.len() - 1;
+                bytes[last] ^= 0x40;
+                std::fs::write(&path, bytes).unwrap();
+            }),
+            vec!["model.safetensors", "checksum mismatch"],
+        ),
+        (
+            "truncated weights",
+            Box::new(|dir| {
+                let path = dir.join("model.safetensors");
+                let bytes = std::fs::read(&path).unwrap();
+                std::fs::write(&path, &bytes[..bytes.len() / 2]).unwrap();
+            }),
+            vec!["truncated"],
+        ),
+        (
+            "missing manifest",
+            Box::new(|dir| std::fs::remove_file(dir.join("manifest.json")).unwrap()),
+            vec!["manifest.json is missing"],
+        ),
+        (
+            "newer format",
+            Box::new(|dir| {
+                edit_manifest(dir, |m| {
+                    m["format_version"] = 99.into();
+                    m["a_field_from_the_future"] = true.into();
+                })
+            }),
+            vec!["format version 99 is newer"],
+        ),
+        (
+            "manifest that is not JSON",
+            Box::new(|dir| {
+                std::fs::write(dir.join("manifest.json"), "{\"format_version\": 1,").unwrap()
+            }),
+            vec!["manifest.json", "invalid manifest"],
+        ),
+        (
+            "network that does not match the weights",
+            Box::new(|dir| {
+                edit_manifest(dir, |m| {
+                    m["network"]["hidden"] = serde_json::json!([64, 16])
+                })
+            }),
+            vec!["manifest.json", "parameters but model.safetensors holds"],
+        ),
+        (
+            "network that does not match the preprocessing",
+            Box::new(|dir| edit_manifest(dir, |m| m["network"]["products"] = 7.into())),
+            vec!["manifest.json", "7 products"],
+        ),
+        (
+            "dropout out of range",
+            Box::new(|dir| edit_manifest(dir, |m| m["network"]["dropout"] = 1.5.into())),
+            vec!["manifest.json", "dropout 1.5"],
+        ),
+    ];
+    for (name, breakage, expected) in cases {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = broken_copy(tmp.path(), breakage);
+        let (code, stderr) = score_error(&dir);
+        assert_eq!(code, 2, "{name}: {stderr}");
+        assert_eq!(stderr.matches("error:").count(), 1, "{name}: {stderr}");
+        for fragment in expected {
+            assert!(
+                stderr.contains(fragment),
+                "{name}: missing {fragment:?} in {stderr}"
+            );
+        }
+    }
 }
 
 #[test]
@@ -296,15 +343,7 @@ fn an_input_without_a_feature_column_is_refused() {
         text += &(keep(line) + "\n");
     }
     let input = write(tmp.path(), "rows.csv", &text);
-    let output = upsell()
-        .args(["score", "--checkpoint"])
-        .arg(demo())
-        .arg("--input")
-        .arg(&input)
-        .arg("--output")
-        .arg(tmp.path().join("out.parquet"))
-        .output()
-        .unwrap();
+    let output = score_demo(&input, &tmp.path().join("out.parquet"));
     assert_eq!(output.status.code(), Some(2));
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
@@ -350,4 +389,22 @@ fn rows_without_an_offer_are_scored_for_every_product() {
             assert!((g - w).abs() < 1e-6, "{name}: {g} vs {w}");
         }
     }
+}
+
+#[test]
+fn an_unknown_product_in_a_scored_file_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let rows = std::fs::read_to_string(demo().join("rows.csv")).unwrap();
+    let input = tmp.path().join("rows.csv");
+    std::fs::write(&input, rows.replace("family", "platinum")).unwrap();
+    let output = score_demo(&input, &tmp.path().join("out.csv"));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("rows.csv")
+            && stderr.contains("column \"offer\"")
+            && stderr.contains("platinum"),
+        "{stderr}"
+    );
+    assert!(!tmp.path().join("out.csv").exists());
 }

@@ -6,6 +6,7 @@ mod checkpoint;
 mod common;
 mod config;
 mod experiment;
+mod fuzz;
 mod model;
 mod parity;
 mod pipeline;
