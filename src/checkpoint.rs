@@ -121,9 +121,25 @@ pub fn weights_bytes(network: &Network) -> Result<Vec<u8>, CheckpointError> {
     })
 }
 
-/// Rewrites a safetensors buffer with its tensors in name order. burn's
-/// writer orders the header by hash map iteration, so identical weights
-/// would otherwise give different bytes (and checksums) from run to run.
+/// A network of shape `config` with the weights of a safetensors buffer.
+pub fn network_from_safetensors(
+    config: &NetworkConfig,
+    bytes: Vec<u8>,
+    device: &Device,
+) -> Result<Network, String> {
+    let mut network = config.init(device);
+    let result = network
+        .load_from(&mut SafetensorsStore::from_bytes(Some(bytes)))
+        .map_err(|e| e.to_string())?;
+    if !result.is_success() {
+        return Err(format!(
+            "missing {:?}, errors {:?}",
+            result.missing, result.errors
+        ));
+    }
+    Ok(network)
+}
+
 /// The number of values in a safetensors buffer, from its header.
 fn stored_parameters(bytes: &[u8]) -> Option<u64> {
     let header_len = usize::try_from(u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?)).ok()?;
@@ -143,6 +159,9 @@ fn stored_parameters(bytes: &[u8]) -> Option<u64> {
     Some(total)
 }
 
+/// Rewrites a safetensors buffer with its tensors in name order. burn's
+/// writer orders the header by hash map iteration, so identical weights
+/// would otherwise give different bytes (and checksums) from run to run.
 fn canonical_safetensors(bytes: &[u8]) -> Option<Vec<u8>> {
     use std::collections::BTreeMap;
     let header_len = usize::try_from(u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?)).ok()?;
@@ -376,19 +395,8 @@ pub fn load(dir: &Path, device: &Device) -> Result<(Manifest, Network), Checkpoi
             ),
         });
     }
-    let mut network = manifest.network.init(device);
-    let result = network
-        .load_from(&mut SafetensorsStore::from_bytes(Some(bytes)))
-        .map_err(|e| CheckpointError::Weights {
-            path: path.clone(),
-            message: e.to_string(),
-        })?;
-    if !result.is_success() {
-        return Err(CheckpointError::Weights {
-            path,
-            message: format!("missing {:?}, errors {:?}", result.missing, result.errors),
-        });
-    }
+    let network = network_from_safetensors(&manifest.network, bytes, device)
+        .map_err(|message| CheckpointError::Weights { path, message })?;
     Ok((manifest, network))
 }
 

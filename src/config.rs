@@ -477,6 +477,14 @@ pub struct TrainConfig {
     /// `isotonic` or `none`. Default `temperature`.
     #[serde(default)]
     pub calibration: crate::calibrate::CalibrationMethod,
+    /// Steps between resumable states (`RUN_DIR/resume.bin`, for `upsell
+    /// train --resume`); 0 writes none. Default 500.
+    #[serde(default = "default_checkpoint_every_steps")]
+    pub checkpoint_every_steps: usize,
+}
+
+fn default_checkpoint_every_steps() -> usize {
+    500
 }
 
 /// How the task losses are combined.
@@ -513,6 +521,7 @@ impl Default for TrainConfig {
             ipw: false,
             ipw_clip: default_ipw_clip(),
             calibration: Default::default(),
+            checkpoint_every_steps: default_checkpoint_every_steps(),
         }
     }
 }

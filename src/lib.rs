@@ -27,6 +27,8 @@ pub mod policy;
 pub mod preprocess;
 #[cfg(feature = "data")]
 pub mod report;
+#[cfg(feature = "train")]
+pub mod resume;
 pub mod scorer;
 #[cfg(feature = "serve")]
 pub mod serve;

@@ -255,6 +255,14 @@ struct TrainArgs {
         default_value = "upsell"
     )]
     experiment: String,
+    /// Continue the run in this directory from its last resumable state
+    /// (resume.bin), with the config it started with.
+    #[arg(
+        long,
+        value_name = "RUN_DIR",
+        conflicts_with_all = ["config", "overrides", "data", "valid", "out", "backend"]
+    )]
+    resume: Option<PathBuf>,
 }
 
 /// A checkpoint applied to rows from files.
@@ -475,6 +483,27 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 upsell::atomic::write(out, &json)?;
             }
             println!("{}", serde_json::to_string(&prepared.report)?);
+        }
+        Command::Train(args) if args.resume.is_some() => {
+            let run_dir = args.resume.expect("guarded");
+            let saved = run_dir.join("config.toml");
+            let config = Config::load(&saved, &[]).map_err(upsell::Error::from)?;
+            // burn materialises a loaded optimiser state on its default
+            // device (wgpu when built in) before moving it to the training
+            // device; on a CPU run that would start a GPU driver for nothing.
+            if upsell::device::is_cpu(&upsell::device::device(config.train.backend)?)
+                && std::env::var_os("BURN_DEVICE").is_none()
+            {
+                // SAFETY: no other thread exists yet (the rayon pool and
+                // the device come after), so nothing reads the environment
+                // concurrently.
+                unsafe { std::env::set_var("BURN_DEVICE", "flex") };
+            }
+            upsell::device::set_threads(config.train.threads);
+            let device = upsell::device::device(config.train.backend)?;
+            let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
+            let summary = upsell::train::resume_observed(&run_dir, &device, progress, &mut |_| {})?;
+            println!("{}", serde_json::to_string(&summary)?);
         }
         Command::Train(args) => {
             let mut config = args.config.load()?;

@@ -111,6 +111,17 @@ pub fn seed_dropout(seed: u64) {
     DROPOUT_RNG.with(|rng| *rng.borrow_mut() = rand::SeedableRng::seed_from_u64(seed));
 }
 
+/// Where this thread's dropout stream stands (saved for resuming).
+pub fn dropout_position() -> u128 {
+    DROPOUT_RNG.with(|rng| rng.borrow().get_word_pos())
+}
+
+/// Moves this thread's dropout stream to a saved position (after seeding
+/// it with the run's seed).
+pub fn set_dropout_position(position: u128) {
+    DROPOUT_RNG.with(|rng| rng.borrow_mut().set_word_pos(position));
+}
+
 /// Inverted dropout while training. burn's draws each mask element through
 /// its generic sampler, which took a quarter of a CPU training step; on
 /// the CPU this fills the mask from ChaCha8 in bulk instead (16 bits per

@@ -8,6 +8,7 @@ use std::time::Instant;
 use burn::module::{ModuleVisitor, Param};
 use burn::optim::{AdamWConfig, GradientsParams};
 use burn::prelude::*;
+use burn::store::ModuleSnapshot;
 use burn::tensor::activation::{sigmoid, softmax};
 use chacha20::ChaCha8Rng;
 use rand::SeedableRng;
@@ -29,7 +30,7 @@ use crate::{Error, Result};
 const EVAL_CHUNK: usize = 8192;
 
 /// One epoch's line in `metrics.jsonl`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
 pub struct EpochMetrics {
     pub epoch: usize,
     /// Learning rate at the epoch's last step.
@@ -167,11 +168,50 @@ pub fn train_observed(
     progress: bool,
     on_epoch: &mut dyn FnMut(&EpochMetrics),
 ) -> Result<TrainSummary> {
-    let started = Instant::now();
     crate::atomic::write(&run_dir.join("config.toml"), config.to_toml().as_bytes())?;
+    train_from(config, run_dir, device, progress, on_epoch, None)
+}
+
+/// Continues the run in `run_dir` from its last resumable state
+/// (`resume.bin`), with the config it was started with. The data must be
+/// the same: the split and the fitted preprocessing are recomputed. burn
+/// loads the optimiser state onto its default device first (`BURN_DEVICE`,
+/// else the first compiled backend: wgpu in a default build) and moves it to
+/// the training device at the next step.
+pub fn resume_observed(
+    run_dir: &Path,
+    device: &Device,
+    progress: bool,
+    on_epoch: &mut dyn FnMut(&EpochMetrics),
+) -> Result<TrainSummary> {
+    let state = crate::resume::ResumeState::read(run_dir)?;
+    let config = Config::from_toml(
+        &state.config,
+        &format!(
+            "{} (saved config)",
+            run_dir.join(crate::resume::RESUME_FILE).display()
+        ),
+        Path::new(""),
+        &[],
+    )?;
+    train_from(&config, run_dir, device, progress, on_epoch, Some(state))
+}
+
+fn train_from(
+    config: &Config,
+    run_dir: &Path,
+    device: &Device,
+    progress: bool,
+    on_epoch: &mut dyn FnMut(&EpochMetrics),
+    resume: Option<crate::resume::ResumeState>,
+) -> Result<TrainSummary> {
+    let started = Instant::now();
     let prepared = data::prepare(config)?;
     let net_config = network_config(config, &prepared.preprocessor);
-    let run = Run::new(config, &net_config, &prepared.preprocessor, device);
+    let mut run = Run::new(config, &net_config, &prepared.preprocessor, device);
+    if let Some(state) = resume {
+        run = run.resumed(state, &net_config)?;
+    }
     let outcome = run.fit_observed(
         &prepared.train,
         &prepared.valid,
@@ -306,6 +346,8 @@ pub struct Run<'a> {
     layout: Layout,
     device: Device,
     network: Network,
+    /// Where a resumed run picks up, with the best epoch's network so far.
+    resume: Option<(crate::resume::Position, Vec<u8>, Option<Network>)>,
 }
 
 /// What [`Run::fit`] ends with.
@@ -345,7 +387,44 @@ impl<'a> Run<'a> {
             device: device.clone(),
             // Weights built on a plain device start tracking gradients here.
             network: network.fork(device).train(),
+            resume: None,
         }
+    }
+
+    /// This run, continuing from a saved state: its weights, optimiser
+    /// state, best epoch and position.
+    pub fn resumed(
+        mut self,
+        state: crate::resume::ResumeState,
+        net: &NetworkConfig,
+    ) -> Result<Run<'a>> {
+        let bad = |message: String| {
+            Error::Checkpoint(checkpoint::CheckpointError::Weights {
+                path: PathBuf::from(crate::resume::RESUME_FILE),
+                message,
+            })
+        };
+        let mut store = burn::store::BurnpackStore::from_bytes(Some(
+            burn::tensor::Bytes::from_bytes_vec(state.weights),
+        ));
+        let result = self
+            .network
+            .load_from(&mut store)
+            .map_err(|e| bad(e.to_string()))?;
+        if !result.is_success() {
+            return Err(bad(format!(
+                "missing {:?}, errors {:?}",
+                result.missing, result.errors
+            )));
+        }
+        let best = state
+            .best_weights
+            .map(|bytes| checkpoint::network_from_safetensors(net, bytes, &self.device))
+            .transpose()
+            .map_err(bad)?
+            .map(|network| network.valid());
+        self.resume = Some((state.position, state.optimizer, best));
+        Ok(self)
     }
 
     /// Trains for `train.epochs` epochs (fewer when validation stops
@@ -382,6 +461,29 @@ impl<'a> Run<'a> {
         let mut network = self.network;
         let mut rng = ChaCha8Rng::seed_from_u64(self.config.seed);
         let mut order: Vec<usize> = (0..rows).collect();
+        let (position, best_network) = match self.resume {
+            Some((position, optimizer_state, best)) => {
+                let record = burn::optim::OptimizerRecord::from_bytes(
+                    burn::tensor::Bytes::from_bytes_vec(optimizer_state),
+                )
+                .map_err(|e| {
+                    Error::Usage(format!(
+                        "{}: the optimiser state does not load: {e}",
+                        crate::resume::RESUME_FILE
+                    ))
+                })?;
+                optimizer = optimizer.load_record(record);
+                let dropout: u128 = position.dropout_word_pos.parse().unwrap_or(0);
+                crate::model::set_dropout_position(dropout);
+                // The shuffles of the finished epochs, replayed from the seed.
+                for _ in 1..position.epoch {
+                    order.shuffle(&mut rng);
+                }
+                (Some(position), best)
+            }
+            None => (None, None),
+        };
+        let every = cfg.checkpoint_every_steps;
         let ipw = cfg.ipw.then(|| {
             ipw_weights(
                 &train.targets.weight,
@@ -399,8 +501,26 @@ impl<'a> Run<'a> {
         let mut since_best = 0;
         let mut step = 0;
         let mut train_seconds = 0.0;
-        for epoch in 1..=cfg.epochs {
+        let mut first_epoch = 1;
+        if let Some(p) = &position {
+            history = p.history.clone();
+            for line in &history {
+                let json = serde_json::to_string(line).expect("metrics serialise");
+                writeln!(metrics_file, "{json}").map_err(|e| Error::io(&metrics_path, e))?;
+            }
+            best = p.best.clone().zip(best_network);
+            since_best = p.since_best;
+            step = p.step;
+            // The finished epochs' time; the current one's part is added
+            // when it ends.
+            train_seconds = history.iter().map(|e| e.seconds).sum();
+            first_epoch = p.epoch;
+            bar.inc((rows * (p.epoch - 1)) as u64);
+        }
+        for epoch in first_epoch..=cfg.epochs {
             let epoch_start = Instant::now();
+            let resuming = position.as_ref().filter(|p| p.epoch == epoch);
+            let skip = resuming.map_or(0, |p| p.batches_done);
             order.shuffle(&mut rng);
             let features = train.features.take(&order);
             let targets = train.targets.take(&order);
@@ -409,10 +529,21 @@ impl<'a> Run<'a> {
             // Loss sums stay on the device and are read once per epoch: a
             // read per step would make the device wait for the host (and a
             // GPU idle) at every step.
-            let (mut conv_sum, mut plan_sum): (Option<Tensor<1>>, Option<Tensor<1>>) = (None, None);
-            let mut weight_sum = 0.0f64;
+            let scalar =
+                |v: f64| Tensor::<1>::from_data(TensorData::new(vec![v as f32], [1]), &autodiff);
+            let (mut conv_sum, mut plan_sum): (Option<Tensor<1>>, Option<Tensor<1>>) =
+                match resuming {
+                    Some(p) => (Some(scalar(p.conversion_sum)), p.plan_sum.map(scalar)),
+                    None => (None, None),
+                };
+            let mut weight_sum = resuming.map_or(0.0f64, |p| p.weight_sum);
+            let epoch_seconds_before =
+                resuming.map_or(0.0, |p| (p.train_seconds - train_seconds).max(0.0));
             let mut lr = cfg.lr;
-            for start in (0..rows).step_by(cfg.batch_size) {
+            for (batch, start) in (0..rows).step_by(cfg.batch_size).enumerate() {
+                if batch < skip {
+                    continue;
+                }
                 let range = start..(start + cfg.batch_size).min(rows);
                 let n = range.len() as f64;
                 let inputs = self.layout.inputs(&features, range.clone(), &autodiff);
@@ -470,6 +601,34 @@ impl<'a> Run<'a> {
                 network = optimizer.step(lr, network, grads);
                 step += 1;
                 bar.inc(n as u64);
+                if every > 0 && step.is_multiple_of(every) {
+                    let read = |sum: &Option<Tensor<1>>| {
+                        sum.clone().map(|s| f64::from(s.into_scalar::<f32>()))
+                    };
+                    let position = crate::resume::Position {
+                        epoch,
+                        batches_done: batch + 1,
+                        step,
+                        conversion_sum: read(&conv_sum).unwrap_or(0.0),
+                        plan_sum: read(&plan_sum),
+                        weight_sum,
+                        train_seconds: train_seconds
+                            + epoch_seconds_before
+                            + epoch_start.elapsed().as_secs_f64(),
+                        since_best,
+                        dropout_word_pos: crate::model::dropout_position().to_string(),
+                        history: history.clone(),
+                        best: best.as_ref().map(|(m, _)| m.clone()),
+                    };
+                    save_resume(
+                        self.config,
+                        run_dir,
+                        &network,
+                        &optimizer,
+                        best.as_ref().map(|(_, n)| n),
+                        position,
+                    )?;
+                }
             }
             let read = |sum: Option<Tensor<1>>| sum.map(|s| f64::from(s.into_scalar::<f32>()));
             let (conv_total, plan_total) = (read(conv_sum).unwrap_or(0.0), read(plan_sum));
@@ -480,7 +639,7 @@ impl<'a> Run<'a> {
                     loss: conv_total / weight_sum,
                 });
             }
-            let seconds = epoch_start.elapsed().as_secs_f64();
+            let seconds = epoch_start.elapsed().as_secs_f64() + epoch_seconds_before;
             train_seconds += seconds;
             let eval = network.valid();
             let valid_metrics = evaluate(&eval, &self.layout, valid, &self.device);
@@ -541,6 +700,8 @@ impl<'a> Run<'a> {
         metrics_file
             .sync_all()
             .map_err(|e| Error::io(&metrics_path, e))?;
+        // The run is complete: its resumable state has served its purpose.
+        let _ = std::fs::remove_file(run_dir.join(crate::resume::RESUME_FILE));
         let (best, network) = best.expect("at least one epoch runs");
         let epochs = history.len();
         Ok(Outcome {
@@ -551,6 +712,43 @@ impl<'a> Run<'a> {
             history,
         })
     }
+}
+
+/// Writes the run's resumable state (see [`crate::resume`]).
+fn save_resume(
+    config: &Config,
+    run_dir: &Path,
+    network: &Network,
+    optimizer: &burn::optim::ModuleOptimizer,
+    best: Option<&Network>,
+    position: crate::resume::Position,
+) -> Result<()> {
+    let mut store = burn::store::BurnpackStore::from_bytes(None);
+    let fail = |message: String| {
+        Error::Checkpoint(checkpoint::CheckpointError::Weights {
+            path: run_dir.join(crate::resume::RESUME_FILE),
+            message,
+        })
+    };
+    network
+        .save_into(&mut store)
+        .map_err(|e| fail(e.to_string()))?;
+    let weights = store.get_bytes().map_err(|e| fail(e.to_string()))?.to_vec();
+    let optimizer = optimizer
+        .to_record()
+        .into_bytes()
+        .map_err(|e| fail(e.to_string()))?
+        .to_vec();
+    let best_weights = best.map(checkpoint::weights_bytes).transpose()?;
+    crate::resume::ResumeState {
+        config: config.to_toml(),
+        position,
+        weights,
+        optimizer,
+        best_weights,
+    }
+    .write(run_dir)?;
+    Ok(())
 }
 
 fn eval_has_plan(network: &Network) -> bool {

@@ -12,6 +12,7 @@ mod parity;
 mod pipeline;
 mod policy;
 mod real_data;
+mod resume;
 mod serve;
 mod synth;
 mod tracking;
