@@ -14,7 +14,7 @@ mod table;
 mod transform;
 
 pub use error::DataError;
-pub use fit::fit;
+pub use fit::{Fitter, fit};
 pub use split::split;
 pub use table::{LoadReport, Table, check_schema, from_frame, load};
 pub use transform::{Batch, features, targets, transform};

@@ -255,3 +255,34 @@ fn a_directory_of_shards_and_a_glob_load_every_file() {
         assert_eq!(prepared.train.features.rows, 6);
     }
 }
+
+/// Fitting in batches (as a stream of shards is fitted) gives the
+/// preprocessing that one pass over the whole table gives.
+#[test]
+fn fitting_in_batches_equals_fitting_the_whole_table() {
+    let mut config = upsell::synth::config();
+    config.train.synthetic_rows = 20_000;
+    let table = Dataset::synthetic(&config).unwrap().train;
+    let whole = data::fit(&table, &config).unwrap();
+    let mut fitter = data::Fitter::new(&config);
+    let rows = table.height();
+    for start in (0..rows).step_by(7_001) {
+        let part = data::Table {
+            frame: table.frame.slice(start as i64, 7_001),
+            source: table.source.clone(),
+            report: data::LoadReport::default(),
+        };
+        fitter.update(&part).unwrap();
+    }
+    let batched = fitter.finish();
+    assert_eq!(batched.categorical, whole.categorical);
+    assert_eq!(batched.context, whole.context);
+    for (a, b) in batched.numeric.iter().zip(&whole.numeric) {
+        assert_eq!((&a.column, a.log1p), (&b.column, b.log1p));
+        assert!(
+            (a.mean - b.mean).abs() <= 1e-9 * b.mean.abs().max(1.0),
+            "{a:?} vs {b:?}"
+        );
+        assert!((a.std - b.std).abs() <= 1e-9 * b.std, "{a:?} vs {b:?}");
+    }
+}
