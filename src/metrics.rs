@@ -210,7 +210,7 @@ impl BinaryMetrics {
         match weights {
             None => {
                 for (&p, &y) in probs.iter().zip(labels) {
-                    self.push(p, y, 1.0);
+                    self.add(p, y, 1.0);
                 }
             }
             Some(weights) => {
@@ -222,13 +222,14 @@ impl BinaryMetrics {
                     weights.len()
                 );
                 for ((&p, &y), &w) in probs.iter().zip(labels).zip(weights) {
-                    self.push(p, y, w);
+                    self.add(p, y, w);
                 }
             }
         }
     }
 
-    fn push(&mut self, p: f32, y: f32, w: f32) {
+    /// Adds one row (as [`update`](Self::update) does for each).
+    pub fn add(&mut self, p: f32, y: f32, w: f32) {
         if !(is_probability(p) && is_probability(y) && is_weight(w)) {
             self.skipped_rows += 1;
             return;
@@ -637,11 +638,16 @@ impl PlanMetrics {
                 continue;
             }
             let w = weights.map_or(1.0, |weights| weights[i]);
-            self.push(row, target, w);
+            self.add(row, target, w);
         }
     }
 
-    fn push(&mut self, row: &[f32], target: i32, w: f32) {
+    /// Adds one row of `row.len()` class probabilities (as
+    /// [`update`](Self::update) does for each row).
+    pub fn add(&mut self, row: &[f32], target: i32, w: f32) {
+        if target == NO_TARGET {
+            return;
+        }
         let target = match usize::try_from(target) {
             Ok(t) if t < row.len() => t,
             _ => {

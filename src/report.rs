@@ -1804,39 +1804,4 @@ mod tests {
         assert!(!read(&dir, "confusion.svg").contains(long));
         assert!(read(&dir, "report.html").contains(long));
     }
-
-    /// Renders the crowded example next to the realistic one (see below).
-    #[test]
-    #[ignore = "writes files for a person to look at"]
-    fn write_crowded_example_report() {
-        let dir = example_dir("crowded");
-        for path in write_report(&dir, &crowded_input()).unwrap() {
-            println!("{}", path.display());
-        }
-    }
-
-    /// `$REPORT_EXAMPLE_DIR/name`, or a fresh temporary directory.
-    fn example_dir(name: &str) -> PathBuf {
-        match std::env::var_os("REPORT_EXAMPLE_DIR") {
-            Some(dir) => {
-                let dir = PathBuf::from(dir).join(name);
-                std::fs::create_dir_all(&dir).unwrap();
-                dir
-            }
-            None => tempfile::tempdir().unwrap().keep(),
-        }
-    }
-
-    /// Renders the realistic example for a person to look at:
-    /// `REPORT_EXAMPLE_DIR=/tmp/x cargo test example_report -- --ignored`
-    /// writes both examples under /tmp/x (without the variable each goes to
-    /// a fresh temporary directory, printed with `--nocapture`).
-    #[test]
-    #[ignore = "writes files for a person to look at"]
-    fn write_example_report() {
-        let dir = example_dir("realistic");
-        for path in write_report(&dir, &realistic_input()).unwrap() {
-            println!("{}", path.display());
-        }
-    }
 }

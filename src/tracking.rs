@@ -3,13 +3,16 @@
 //! Speaks MLflow 2.x/3.x's `/api/2.0/mlflow/...` endpoints over plain HTTP
 //! with one blocking `ureq` agent; no MLflow client library is involved.
 //!
-//! ```ignore
-//! // Not compiled as a doctest: the crate's name differs where this file lives.
+//! ```no_run
+//! # use upsell::tracking::{RunStatus, Tracker};
+//! # fn main() -> Result<(), upsell::tracking::TrackingError> {
 //! let params = vec![("train.lr".to_string(), "0.002".to_string())];
 //! let tracker = Tracker::start("http://127.0.0.1:5000", "upsell", "run-001", &params)?;
 //! tracker.log_metrics(1, &[("valid_loss".to_string(), 0.41)])?;
 //! tracker.log_artifacts(std::path::Path::new("checkpoints/run-001/report"), "report")?;
 //! tracker.finish(RunStatus::Finished)?;
+//! # Ok(())
+//! # }
 //! ```
 //!
 //! Behaviour worth knowing:

@@ -152,22 +152,15 @@ pub fn evaluate(
             Ok(())
         })?;
     }
-    let seconds = started.elapsed().as_secs_f64();
-    let summary = state.summary(
-        &products,
+    Ok(state.into_evaluation(
         scorer,
         checkpoint,
         data,
         files.len(),
         by,
-        seconds,
+        started,
         (rows_read, rows_used),
-    );
-    Ok(Evaluation {
-        summary,
-        state,
-        products,
-    })
+    ))
 }
 
 /// The `--by` column of a canonical frame as text, nulls named.
@@ -198,26 +191,10 @@ pub fn evaluate_batch(
     batch: &super::Batch,
 ) -> Evaluation {
     let started = std::time::Instant::now();
-    let products = scorer.product_names();
-    let mut state = Accumulators::new(products.len());
+    let mut state = Accumulators::new(scorer.product_names().len());
     state.update(scorer, batch, None);
     let rows = batch.features.rows;
-    let seconds = started.elapsed().as_secs_f64();
-    let summary = state.summary(
-        &products,
-        scorer,
-        checkpoint,
-        data,
-        0,
-        None,
-        seconds,
-        (rows, rows),
-    );
-    Evaluation {
-        summary,
-        state,
-        products,
-    }
+    state.into_evaluation(scorer, checkpoint, data, 0, None, started, (rows, rows))
 }
 
 impl Accumulators {
@@ -240,11 +217,7 @@ impl Accumulators {
         if !batch.features.offer.is_empty() {
             for (row, &offer) in batch.features.offer.iter().enumerate() {
                 if let Some(m) = self.per_product.get_mut(offer as usize) {
-                    m.update(
-                        &p_offer[row..=row],
-                        &targets.converted[row..=row],
-                        Some(&targets.weight[row..=row]),
-                    );
+                    m.add(p_offer[row], targets.converted[row], targets.weight[row]);
                 }
             }
         }
@@ -262,19 +235,40 @@ impl Accumulators {
                 .segments
                 .entry(key.to_string())
                 .or_insert_with(|| (BinaryMetrics::with_bins(SEGMENT_BINS), PlanMetrics::new()));
-            conversion.update(
-                &p_offer[row..=row],
-                &targets.converted[row..=row],
-                Some(&targets.weight[row..=row]),
-            );
+            let w = targets.weight[row];
+            conversion.add(p_offer[row], targets.converted[row], w);
             if !p_plan.is_empty() {
-                plan.update(
+                plan.add(
                     &p_plan[row * classes..(row + 1) * classes],
-                    classes,
-                    &targets.plan[row..=row],
-                    Some(&targets.weight[row..=row]),
+                    targets.plan[row],
+                    w,
                 );
             }
+        }
+    }
+
+    /// The finished evaluation: the summary, with the state the report's
+    /// plots are drawn from.
+    #[allow(clippy::too_many_arguments)]
+    fn into_evaluation(
+        self,
+        scorer: &Scorer,
+        checkpoint: &Path,
+        data: &Path,
+        files: usize,
+        by: Option<&str>,
+        started: std::time::Instant,
+        rows: (usize, usize),
+    ) -> Evaluation {
+        let products = scorer.product_names();
+        let seconds = started.elapsed().as_secs_f64();
+        let summary = self.summary(
+            &products, scorer, checkpoint, data, files, by, seconds, rows,
+        );
+        Evaluation {
+            summary,
+            state: self,
+            products,
         }
     }
 

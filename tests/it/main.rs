@@ -15,4 +15,3 @@ mod real_data;
 mod resume;
 mod serve;
 mod synth;
-mod tracking;
