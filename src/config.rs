@@ -100,6 +100,19 @@ pub struct DataConfig {
     /// are dropped, counted and reported. Default 0: any unusable row fails.
     #[serde(default)]
     pub max_invalid_fraction: f64,
+    /// Stream `train` shard by shard during training instead of loading it:
+    /// memory stays bounded by `shuffle_buffer` whatever the row count.
+    /// Needs `valid`. Default false.
+    #[serde(default)]
+    pub stream: bool,
+    /// Rows held by the streaming shuffle buffer. Default 1,000,000.
+    #[serde(default = "default_shuffle_buffer")]
+    pub shuffle_buffer: usize,
+    /// When streaming, the preprocessing is fitted on every training row in
+    /// one pass (0) or on the first `fit_rows` rows of the shards taken in a
+    /// seeded random order. Default 0.
+    #[serde(default)]
+    pub fit_rows: u64,
 }
 
 impl Default for DataConfig {
@@ -110,12 +123,19 @@ impl Default for DataConfig {
             split: SplitRule::default(),
             valid_fraction: default_valid_fraction(),
             max_invalid_fraction: 0.0,
+            stream: false,
+            shuffle_buffer: default_shuffle_buffer(),
+            fit_rows: 0,
         }
     }
 }
 
 fn default_valid_fraction() -> f64 {
     0.1
+}
+
+fn default_shuffle_buffer() -> usize {
+    1_000_000
 }
 
 /// How validation rows are chosen when no validation data is given.
@@ -481,6 +501,47 @@ pub struct TrainConfig {
     /// train --resume`); 0 writes none. Default 500.
     #[serde(default = "default_checkpoint_every_steps")]
     pub checkpoint_every_steps: usize,
+    /// Data-parallel training: one model replica per entry, each computing
+    /// the gradients of its share of every batch; they are summed on the
+    /// first device, which holds the weights and the optimiser state.
+    /// Entries: `flex`, `ndarray`, `wgpu` (the default adapter), `wgpu:N`
+    /// (discrete GPU N), `wgpu:cpu`. An entry may repeat (replicas sharing
+    /// a CPU use more of its cores). Default empty: one replica on
+    /// `backend`'s device.
+    #[serde(default)]
+    pub devices: Vec<String>,
+}
+
+/// A device named in `train.devices`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DeviceSpec {
+    Flex,
+    Ndarray,
+    /// A wgpu adapter: the default one, discrete GPU N, or the CPU adapter.
+    Wgpu(Option<usize>),
+    WgpuCpu,
+}
+
+impl std::str::FromStr for DeviceSpec {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        match text.trim() {
+            "flex" => Ok(DeviceSpec::Flex),
+            "ndarray" => Ok(DeviceSpec::Ndarray),
+            "wgpu" => Ok(DeviceSpec::Wgpu(None)),
+            "wgpu:cpu" => Ok(DeviceSpec::WgpuCpu),
+            other => other
+                .strip_prefix("wgpu:")
+                .and_then(|n| n.parse().ok())
+                .map(|n| DeviceSpec::Wgpu(Some(n)))
+                .ok_or_else(|| {
+                    format!(
+                        "{other:?} is not a device: use flex, ndarray, wgpu, wgpu:N or wgpu:cpu"
+                    )
+                }),
+        }
+    }
 }
 
 fn default_checkpoint_every_steps() -> usize {
@@ -522,6 +583,7 @@ impl Default for TrainConfig {
             ipw_clip: default_ipw_clip(),
             calibration: Default::default(),
             checkpoint_every_steps: default_checkpoint_every_steps(),
+            devices: Vec::new(),
         }
     }
 }
@@ -882,6 +944,17 @@ impl Config {
             return Err(invalid(
                 "data.max_invalid_fraction",
                 format!("must be in [0, 1), got {max_invalid}"),
+            ));
+        }
+        for (i, spec) in self.train.devices.iter().enumerate() {
+            spec.parse::<DeviceSpec>()
+                .map_err(|reason| invalid(&format!("train.devices[{i}]"), reason))?;
+        }
+        if self.data.stream && (self.data.train.is_none() || self.data.valid.is_none()) {
+            return Err(invalid(
+                "data.stream",
+                "streaming needs data.train (shards) and data.valid (held-out rows, read into memory)"
+                    .into(),
             ));
         }
         if self.data.split == SplitRule::Time && self.data.valid.is_none() && columns.time.is_none()

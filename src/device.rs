@@ -18,6 +18,28 @@ pub fn device(kind: BackendKind) -> Result<Device> {
     }
 }
 
+/// The training replicas' devices (for inference; the first holds the
+/// weights): one per `train.devices` entry, or `backend`'s device.
+pub fn replicas(train: &crate::config::TrainConfig) -> Result<Vec<Device>> {
+    use crate::config::DeviceSpec;
+    if train.devices.is_empty() {
+        return Ok(vec![device(train.backend)?]);
+    }
+    train
+        .devices
+        .iter()
+        .map(
+            |spec| match spec.parse::<DeviceSpec>().map_err(crate::Error::Usage)? {
+                DeviceSpec::Flex => Ok(Device::flex()),
+                DeviceSpec::Ndarray => ndarray(),
+                DeviceSpec::Wgpu(None) => wgpu(),
+                DeviceSpec::Wgpu(Some(n)) => wgpu_kind(burn::tensor::DeviceKind::DiscreteGpu(n)),
+                DeviceSpec::WgpuCpu => wgpu_kind(burn::tensor::DeviceKind::Cpu),
+            },
+        )
+        .collect()
+}
+
 #[cfg(feature = "ndarray")]
 fn ndarray() -> Result<Device> {
     // Deprecated upstream in favour of flex; the user asked for it by name.
@@ -32,13 +54,17 @@ fn ndarray() -> Result<Device> {
     ))
 }
 
-#[cfg(feature = "wgpu")]
 fn wgpu() -> Result<Device> {
-    Ok(Device::wgpu(burn::tensor::DeviceKind::DefaultDevice))
+    wgpu_kind(burn::tensor::DeviceKind::DefaultDevice)
+}
+
+#[cfg(feature = "wgpu")]
+fn wgpu_kind(kind: burn::tensor::DeviceKind) -> Result<Device> {
+    Ok(Device::wgpu(kind))
 }
 
 #[cfg(not(feature = "wgpu"))]
-fn wgpu() -> Result<Device> {
+fn wgpu_kind(_kind: burn::tensor::DeviceKind) -> Result<Device> {
     Err(Error::Usage(
         "this build has no wgpu backend: rebuild with --features wgpu".into(),
     ))

@@ -491,7 +491,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             // burn materialises a loaded optimiser state on its default
             // device (wgpu when built in) before moving it to the training
             // device; on a CPU run that would start a GPU driver for nothing.
-            if upsell::device::is_cpu(&upsell::device::device(config.train.backend)?)
+            if upsell::device::is_cpu(&upsell::device::replicas(&config.train)?[0])
                 && std::env::var_os("BURN_DEVICE").is_none()
             {
                 // SAFETY: no other thread exists yet (the rayon pool and
@@ -500,7 +500,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 unsafe { std::env::set_var("BURN_DEVICE", "flex") };
             }
             upsell::device::set_threads(config.train.threads);
-            let device = upsell::device::device(config.train.backend)?;
+            // Data-parallel replicas, when configured, are started by the
+            // training loop; the weights live on the first device.
+            let device = upsell::device::replicas(&config.train)?.remove(0);
             let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
             let summary = upsell::train::resume_observed(&run_dir, &device, progress, &mut |_| {})?;
             println!("{}", serde_json::to_string(&summary)?);
@@ -515,7 +517,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 eprint!("{}", config.to_toml());
             }
             upsell::device::set_threads(config.train.threads);
-            let device = upsell::device::device(config.train.backend)?;
+            // Data-parallel replicas, when configured, are started by the
+            // training loop; the weights live on the first device.
+            let device = upsell::device::replicas(&config.train)?.remove(0);
             let run_dir = match args.out {
                 Some(dir) => {
                     upsell::train::claim_run_dir(&dir)?;

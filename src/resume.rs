@@ -41,6 +41,9 @@ pub struct Position {
     pub since_best: usize,
     /// Position of the dropout masks' random stream.
     pub dropout_word_pos: String,
+    /// The same for data-parallel replicas 1.. (absent in older states).
+    #[serde(default)]
+    pub replica_dropout: Vec<String>,
     pub history: Vec<EpochMetrics>,
     pub best: Option<EpochMetrics>,
 }

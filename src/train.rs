@@ -2,11 +2,12 @@
 //! the export of the best weights as a checkpoint.
 
 use std::io::Write;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use burn::module::{ModuleVisitor, Param};
-use burn::optim::{AdamWConfig, GradientsParams};
+use burn::optim::{AdamWConfig, GradientsParams, ModuleOptimizer, MultiGradientsParams};
 use burn::prelude::*;
 use burn::store::ModuleSnapshot;
 use burn::tensor::activation::{sigmoid, softmax};
@@ -18,12 +19,12 @@ use serde::Serialize;
 use crate::batch::{Layout, TargetTensors};
 use crate::calibrate::{Calibration, CalibrationReport, Validation};
 use crate::checkpoint;
-use crate::config::{Config, Decay, Sharing, TaskWeighting};
+use crate::config::{Config, Decay, Sharing, TaskWeighting, TrainConfig};
 use crate::data::{self, Batch};
-use crate::loss::{binary_cross_entropy, masked_cross_entropy};
+use crate::loss::{binary_cross_entropy_sum, masked_cross_entropy_sum};
 use crate::metrics::{BinaryMetrics, PlanMetrics};
 use crate::model::{Network, NetworkConfig};
-use crate::preprocess::Preprocessor;
+use crate::preprocess::{Features, Preprocessor, Targets};
 use crate::{Error, Result};
 
 /// Rows per forward pass when validating.
@@ -206,32 +207,58 @@ fn train_from(
     resume: Option<crate::resume::ResumeState>,
 ) -> Result<TrainSummary> {
     let started = Instant::now();
-    let prepared = data::prepare(config)?;
-    let net_config = network_config(config, &prepared.preprocessor);
-    let mut run = Run::new(config, &net_config, &prepared.preprocessor, device);
+    let (preprocessor, train, valid) = if config.data.stream {
+        let (fitted, files, valid) = streamed(config)?;
+        (
+            fitted.preprocessor.clone(),
+            Train::Stream(fitted, files),
+            valid,
+        )
+    } else {
+        let prepared = data::prepare(config)?;
+        (
+            prepared.preprocessor,
+            Train::Memory(prepared.train),
+            prepared.valid,
+        )
+    };
+    let net_config = network_config(config, &preprocessor);
+    let mut run = Run::new(config, &net_config, &preprocessor, device);
     if let Some(state) = resume {
         run = run.resumed(state, &net_config)?;
     }
-    let outcome = run.fit_observed(
-        &prepared.train,
-        &prepared.valid,
-        run_dir,
-        progress,
-        on_epoch,
-    )?;
-    let calibration = calibrate(
-        config,
-        &outcome.network,
-        &net_config,
-        &prepared.valid,
-        device,
-    );
+    let (outcome, train_rows) = match &train {
+        Train::Memory(batch) => (
+            run.fit_observed(
+                TrainData::Memory(batch),
+                &valid,
+                run_dir,
+                progress,
+                on_epoch,
+            )?,
+            batch.features.rows,
+        ),
+        Train::Stream(fitted, files) => {
+            let path = config
+                .data
+                .train
+                .as_deref()
+                .expect("validated: streaming has data.train");
+            let stream = data::stream::Stream::new(config, path, files.clone(), fitted);
+            let data = TrainData::Stream(&stream);
+            (
+                run.fit_observed(data, &valid, run_dir, progress, on_epoch)?,
+                fitted.rows,
+            )
+        }
+    };
+    let calibration = calibrate(config, &outcome.network, &net_config, &valid, device);
 
     let metrics = serde_json::to_value(&outcome.best).expect("metrics serialise");
     let weights = checkpoint::weights_bytes(&outcome.network)?;
     let mut manifest = checkpoint::manifest(
         net_config,
-        prepared.preprocessor,
+        preprocessor,
         config.columns.id.clone(),
         metrics,
         config.to_toml(),
@@ -246,7 +273,7 @@ fn train_from(
         &scorer,
         &checkpoint_dir,
         Path::new("the validation split"),
-        &prepared.valid,
+        &valid,
     );
     let mut input = evaluation.report_input(vec![
         ("run".to_string(), run_dir.display().to_string()),
@@ -263,8 +290,8 @@ fn train_from(
         run_dir: run_dir.to_path_buf(),
         checkpoint: checkpoint_dir,
         backend: format!("{:?}", config.train.backend).to_lowercase(),
-        train_rows: prepared.train.features.rows,
-        valid_rows: prepared.valid.features.rows,
+        train_rows,
+        valid_rows: valid.features.rows,
         epochs: outcome.epochs,
         best_epoch: outcome.best.epoch,
         stopped_early: outcome.epochs < config.train.epochs,
@@ -273,6 +300,36 @@ fn train_from(
         best: outcome.best,
         calibration: report,
     })
+}
+
+/// The training rows of a run: in memory, or streamed from shards.
+enum Train {
+    Memory(Batch),
+    Stream(data::stream::Fitted, Vec<PathBuf>),
+}
+
+/// The fitting pass over `data.train`'s shards and the validation rows, for
+/// a streamed run. The validation files' columns are checked first.
+fn streamed(config: &Config) -> Result<(data::stream::Fitted, Vec<PathBuf>, Batch)> {
+    let train = config
+        .data
+        .train
+        .as_deref()
+        .expect("validated: streaming has data.train");
+    let valid = config
+        .data
+        .valid
+        .as_deref()
+        .expect("validated: streaming has data.valid");
+    for file in data::source::resolve(valid)? {
+        let schema = data::source::schema(&file)?;
+        data::check_schema(&file, &schema, config)?;
+    }
+    let files = data::source::resolve(train)?;
+    let fitted = data::stream::fit(config, train, &files)?;
+    let valid = data::load(valid, config)?;
+    let valid = data::transform(&fitted.preprocessor, &config.columns, &valid)?;
+    Ok((fitted, files, valid))
 }
 
 /// Fits `train.calibration` on the validation outputs of the exported
@@ -325,19 +382,18 @@ pub fn logits(
     (conversion, plan)
 }
 
-/// Inverse-propensity weights of the conversion loss: `w / propensity`,
-/// capped at `clip` times the row weight, scaled so that they sum to the
-/// row weights' sum (the loss keeps its scale, and so the learning rate
-/// its meaning).
-pub fn ipw_weights(weights: &[f32], propensity: &[f32], clip: f64) -> Vec<f32> {
-    let raw: Vec<f64> = weights
+/// The factor that brings the inverse-propensity weights of the conversion
+/// loss, `w / propensity` capped at `clip` times the row weight, to the row
+/// weights' sum (so the loss keeps its scale, and the learning rate its
+/// meaning).
+pub fn ipw_scale(weights: &[f32], propensity: &[f32], clip: f64) -> f64 {
+    let raw: f64 = weights
         .iter()
         .zip(propensity)
         .map(|(&w, &p)| f64::from(w) * (1.0 / f64::from(p)).min(clip))
-        .collect();
+        .sum();
     let total: f64 = weights.iter().map(|&w| f64::from(w)).sum();
-    let scale = total / raw.iter().sum::<f64>().max(f64::MIN_POSITIVE);
-    raw.iter().map(|w| (w * scale) as f32).collect()
+    total / raw.max(f64::MIN_POSITIVE)
 }
 
 /// The state of one training run.
@@ -436,13 +492,20 @@ impl<'a> Run<'a> {
         run_dir: &Path,
         progress: bool,
     ) -> Result<Outcome> {
-        self.fit_observed(train, valid, run_dir, progress, &mut |_| {})
+        self.fit_observed(
+            TrainData::Memory(train),
+            valid,
+            run_dir,
+            progress,
+            &mut |_| {},
+        )
     }
 
-    /// [`fit`](Self::fit), calling `on_epoch` after each epoch.
+    /// [`fit`](Self::fit) on rows in memory or streamed, calling `on_epoch`
+    /// after each epoch.
     pub fn fit_observed(
         self,
-        train: &Batch,
+        data: TrainData<'_>,
         valid: &Batch,
         run_dir: &Path,
         progress: bool,
@@ -450,17 +513,46 @@ impl<'a> Run<'a> {
     ) -> Result<Outcome> {
         let cfg = &self.config.train;
         crate::model::seed_dropout(self.config.seed);
-        let rows = train.features.rows;
+        let rows = data.rows();
         let steps_per_epoch = rows.div_ceil(cfg.batch_size);
-        let total_steps = steps_per_epoch * cfg.epochs;
-        let autodiff = self.device.clone().autodiff();
-        let mut optimizer = AdamWConfig::new()
-            .with_weight_decay(cfg.weight_decay as f32)
-            .with_epsilon(1e-8)
-            .init();
-        let mut network = self.network;
+        let replicas = if cfg.devices.is_empty() {
+            vec![self.device.clone()]
+        } else {
+            crate::device::replicas(cfg)?
+        };
+        let mut stepper = Stepper {
+            cfg,
+            layout: &self.layout,
+            seed: self.config.seed,
+            device: self.device.clone(),
+            replica_dropout: vec![0; replicas.len().saturating_sub(1)],
+            replicas,
+            network: Some(self.network),
+            optimizer: AdamWConfig::new()
+                .with_weight_decay(cfg.weight_decay as f32)
+                .with_epsilon(1e-8)
+                .init(),
+            ipw_scale: match &data {
+                _ if !cfg.ipw => None,
+                TrainData::Memory(train) => Some(ipw_scale(
+                    &train.targets.weight,
+                    &train.targets.propensity,
+                    cfg.ipw_clip,
+                )),
+                TrainData::Stream(stream) => stream.ipw_scale(),
+            },
+            step: 0,
+            total_steps: steps_per_epoch * cfg.epochs,
+            lr: cfg.lr,
+            conv_sum: None,
+            plan_sum: None,
+            weight_sum: 0.0,
+        };
         let mut rng = ChaCha8Rng::seed_from_u64(self.config.seed);
-        let mut order: Vec<usize> = (0..rows).collect();
+        let mut order: Vec<usize> = match &data {
+            TrainData::Memory(_) => (0..rows).collect(),
+            TrainData::Stream(_) => Vec::new(),
+        };
         let (position, best_network) = match self.resume {
             Some((position, optimizer_state, best)) => {
                 let record = burn::optim::OptimizerRecord::from_bytes(
@@ -472,10 +564,18 @@ impl<'a> Run<'a> {
                         crate::resume::RESUME_FILE
                     ))
                 })?;
-                optimizer = optimizer.load_record(record);
-                let dropout: u128 = position.dropout_word_pos.parse().unwrap_or(0);
-                crate::model::set_dropout_position(dropout);
-                // The shuffles of the finished epochs, replayed from the seed.
+                stepper.optimizer = stepper.optimizer.load_record(record);
+                let parse = |text: &str| text.parse::<u128>().unwrap_or(0);
+                crate::model::set_dropout_position(parse(&position.dropout_word_pos));
+                for (saved, pos) in position
+                    .replica_dropout
+                    .iter()
+                    .zip(&mut stepper.replica_dropout)
+                {
+                    *pos = parse(saved);
+                }
+                // The shuffles of the finished epochs, replayed from the seed
+                // (a stream's epochs are seeded independently).
                 for _ in 1..position.epoch {
                     order.shuffle(&mut rng);
                 }
@@ -484,13 +584,6 @@ impl<'a> Run<'a> {
             None => (None, None),
         };
         let every = cfg.checkpoint_every_steps;
-        let ipw = cfg.ipw.then(|| {
-            ipw_weights(
-                &train.targets.weight,
-                &train.targets.propensity,
-                cfg.ipw_clip,
-            )
-        });
         let bar = progress_bar(progress, (rows * cfg.epochs) as u64);
         let metrics_path = run_dir.join("metrics.jsonl");
         let mut metrics_file =
@@ -499,7 +592,6 @@ impl<'a> Run<'a> {
         let mut history: Vec<EpochMetrics> = Vec::new();
         let mut best: Option<(EpochMetrics, Network)> = None;
         let mut since_best = 0;
-        let mut step = 0;
         let mut train_seconds = 0.0;
         let mut first_epoch = 1;
         if let Some(p) = &position {
@@ -510,7 +602,7 @@ impl<'a> Run<'a> {
             }
             best = p.best.clone().zip(best_network);
             since_best = p.since_best;
-            step = p.step;
+            stepper.step = p.step;
             // The finished epochs' time; the current one's part is added
             // when it ends.
             train_seconds = history.iter().map(|e| e.seconds).sum();
@@ -521,127 +613,74 @@ impl<'a> Run<'a> {
             let epoch_start = Instant::now();
             let resuming = position.as_ref().filter(|p| p.epoch == epoch);
             let skip = resuming.map_or(0, |p| p.batches_done);
-            order.shuffle(&mut rng);
-            let features = train.features.take(&order);
-            let targets = train.targets.take(&order);
-            let conversion_weights: Option<Vec<f32>> =
-                ipw.as_ref().map(|w| order.iter().map(|&i| w[i]).collect());
-            // Loss sums stay on the device and are read once per epoch: a
-            // read per step would make the device wait for the host (and a
-            // GPU idle) at every step.
-            let scalar =
-                |v: f64| Tensor::<1>::from_data(TensorData::new(vec![v as f32], [1]), &autodiff);
-            let (mut conv_sum, mut plan_sum): (Option<Tensor<1>>, Option<Tensor<1>>) =
-                match resuming {
-                    Some(p) => (Some(scalar(p.conversion_sum)), p.plan_sum.map(scalar)),
-                    None => (None, None),
-                };
-            let mut weight_sum = resuming.map_or(0.0f64, |p| p.weight_sum);
+            stepper.start_epoch(resuming);
             let epoch_seconds_before =
                 resuming.map_or(0.0, |p| (p.train_seconds - train_seconds).max(0.0));
-            let mut lr = cfg.lr;
-            for (batch, start) in (0..rows).step_by(cfg.batch_size).enumerate() {
+            let mut batches = 0;
+            let mut epoch_rows = 0;
+            let mut on_batch = |features: &Features,
+                                targets: &Targets,
+                                range: Range<usize>|
+             -> Result<()> {
+                let batch = batches;
+                batches += 1;
+                epoch_rows += range.len();
                 if batch < skip {
-                    continue;
+                    return Ok(());
                 }
-                let range = start..(start + cfg.batch_size).min(rows);
-                let n = range.len() as f64;
-                let inputs = self.layout.inputs(&features, range.clone(), &autodiff);
-                let y = TargetTensors::new(&targets, range.clone(), &autodiff);
-                let out = network.forward(&inputs);
-                let conversion_weight = match &conversion_weights {
-                    Some(w) => Tensor::from_data(
-                        TensorData::new(w[range.clone()].to_vec(), [range.len()]),
-                        &autodiff,
-                    ),
-                    None => y.weight.clone(),
-                };
-                let conv_loss =
-                    binary_cross_entropy(out.conversion, y.converted, conversion_weight);
-                let plan_loss = out
-                    .plan
-                    .map(|logits| masked_cross_entropy(logits, y.plan, y.weight));
-                let loss = match network.task_log_variance() {
-                    // exp(-s) L + s per task: a task with noisier loss
-                    // learns a larger s and so a smaller weight.
-                    Some(s) => {
-                        let term = |loss: Tensor<1>, task: usize| {
-                            let s = s.clone().narrow(0, task, 1);
-                            loss * s.clone().neg().exp() + s
-                        };
-                        let mut loss = term(conv_loss.clone(), 0);
-                        if let Some(plan_loss) = &plan_loss {
-                            loss = loss + term(plan_loss.clone(), 1);
-                        }
-                        loss
-                    }
-                    None => {
-                        let mut loss = conv_loss.clone() * cfg.conversion_weight;
-                        if let Some(plan_loss) = &plan_loss {
-                            loss = loss + plan_loss.clone() * cfg.plan_weight;
-                        }
-                        loss
-                    }
-                };
-                let add = |sum: Option<Tensor<1>>, loss: Tensor<1>| {
-                    let loss = loss.detach() * n;
-                    Some(match sum {
-                        Some(sum) => sum + loss,
-                        None => loss,
-                    })
-                };
-                conv_sum = add(conv_sum, conv_loss);
-                if let Some(plan_loss) = plan_loss {
-                    plan_sum = add(plan_sum, plan_loss);
-                }
-                weight_sum += n;
-                let grads = GradientsParams::from_grads(loss.backward(), &network);
-                let grads = clip_global_norm(&network, grads, cfg.grad_clip);
-                lr = learning_rate(cfg, step, total_steps);
-                network = optimizer.step(lr, network, grads);
-                step += 1;
-                bar.inc(n as u64);
-                if every > 0 && step.is_multiple_of(every) {
-                    let read = |sum: &Option<Tensor<1>>| {
-                        sum.clone().map(|s| f64::from(s.into_scalar::<f32>()))
-                    };
-                    let position = crate::resume::Position {
+                bar.inc(range.len() as u64);
+                stepper.step(features, targets, range);
+                if every > 0 && stepper.step.is_multiple_of(every) {
+                    let position = stepper.position(
                         epoch,
-                        batches_done: batch + 1,
-                        step,
-                        conversion_sum: read(&conv_sum).unwrap_or(0.0),
-                        plan_sum: read(&plan_sum),
-                        weight_sum,
-                        train_seconds: train_seconds
-                            + epoch_seconds_before
-                            + epoch_start.elapsed().as_secs_f64(),
+                        batch + 1,
+                        train_seconds + epoch_seconds_before + epoch_start.elapsed().as_secs_f64(),
                         since_best,
-                        dropout_word_pos: crate::model::dropout_position().to_string(),
-                        history: history.clone(),
-                        best: best.as_ref().map(|(m, _)| m.clone()),
-                    };
+                        &history,
+                        best.as_ref().map(|(m, _)| m),
+                    );
                     save_resume(
                         self.config,
                         run_dir,
-                        &network,
-                        &optimizer,
+                        stepper.network(),
+                        &stepper.optimizer,
                         best.as_ref().map(|(_, n)| n),
                         position,
                     )?;
                 }
+                Ok(())
+            };
+            match &data {
+                TrainData::Memory(train) => {
+                    order.shuffle(&mut rng);
+                    let features = train.features.take(&order);
+                    let targets = train.targets.take(&order);
+                    for start in (0..rows).step_by(cfg.batch_size) {
+                        on_batch(
+                            &features,
+                            &targets,
+                            start..(start + cfg.batch_size).min(rows),
+                        )?;
+                    }
+                }
+                TrainData::Stream(stream) => {
+                    stream.epoch(epoch, cfg.batch_size, &mut |batch| {
+                        let rows = 0..batch.features.rows;
+                        on_batch(&batch.features, &batch.targets, rows)
+                    })?;
+                }
             }
-            let read = |sum: Option<Tensor<1>>| sum.map(|s| f64::from(s.into_scalar::<f32>()));
-            let (conv_total, plan_total) = (read(conv_sum).unwrap_or(0.0), read(plan_sum));
+            let (conv_total, plan_total, weight_sum) = stepper.epoch_sums();
             if !conv_total.is_finite() {
                 return Err(Error::Diverged {
                     epoch,
-                    step,
+                    step: stepper.step,
                     loss: conv_total / weight_sum,
                 });
             }
             let seconds = epoch_start.elapsed().as_secs_f64() + epoch_seconds_before;
             train_seconds += seconds;
-            let eval = network.valid();
+            let eval = stepper.network().valid();
             let valid_metrics = evaluate(&eval, &self.layout, valid, &self.device);
             let has_plan = eval_has_plan(&eval);
             let plan_train = has_plan.then(|| plan_total.unwrap_or(0.0) / weight_sum);
@@ -661,9 +700,9 @@ impl<'a> Run<'a> {
             let valid_loss = objective(valid_conversion_loss, valid_metrics.plan_log_loss());
             let line = EpochMetrics {
                 epoch,
-                lr,
+                lr: stepper.lr,
                 seconds,
-                train_rows_per_sec: rows as f64 / seconds,
+                train_rows_per_sec: epoch_rows as f64 / seconds,
                 train_loss,
                 train_conversion_loss: conv_train,
                 train_plan_loss: plan_train,
@@ -703,15 +742,357 @@ impl<'a> Run<'a> {
         // The run is complete: its resumable state has served its purpose.
         let _ = std::fs::remove_file(run_dir.join(crate::resume::RESUME_FILE));
         let (best, network) = best.expect("at least one epoch runs");
-        let epochs = history.len();
+        let rows_trained: f64 = history
+            .iter()
+            .map(|e| e.train_rows_per_sec * e.seconds)
+            .sum();
         Ok(Outcome {
             network,
             best,
-            epochs,
-            rows_per_sec: (rows * epochs) as f64 / train_seconds,
+            epochs: history.len(),
+            rows_per_sec: rows_trained / train_seconds,
             history,
         })
     }
+}
+
+/// Where an epoch's training rows come from.
+pub enum TrainData<'d> {
+    /// Rows in memory, shuffled whole each epoch.
+    Memory(&'d Batch),
+    /// Shards streamed through a shuffle buffer ([`data.stream`](crate::config::DataConfig::stream)).
+    Stream(&'d crate::data::stream::Stream<'d>),
+}
+
+impl TrainData<'_> {
+    fn rows(&self) -> usize {
+        match self {
+            TrainData::Memory(train) => train.features.rows,
+            TrainData::Stream(stream) => stream.rows(),
+        }
+    }
+}
+
+/// The optimisation, one step at a time: the weights, the optimiser, the
+/// schedule and the epoch's loss sums.
+struct Stepper<'r> {
+    cfg: &'r TrainConfig,
+    layout: &'r Layout,
+    seed: u64,
+    /// Where the weights and the optimiser state live.
+    device: Device,
+    /// One per data-parallel replica (usually just one). Replica 0 runs on
+    /// `device`, on this thread; each other one on its device, on a thread
+    /// of its own.
+    replicas: Vec<Device>,
+    /// Where the dropout streams of replicas 1.. stand (replica 0 uses
+    /// this thread's).
+    replica_dropout: Vec<u128>,
+    /// Always `Some` between steps (a step consumes and replaces it).
+    network: Option<Network>,
+    optimizer: ModuleOptimizer,
+    ipw_scale: Option<f64>,
+    step: usize,
+    total_steps: usize,
+    lr: f64,
+    // Loss sums stay on the device and are read once per epoch: a read per
+    // step would make the device wait for the host (and a GPU idle) at
+    // every step.
+    conv_sum: Option<Tensor<1>>,
+    plan_sum: Option<Tensor<1>>,
+    weight_sum: f64,
+}
+
+/// One replica's share of a step.
+struct ReplicaStep {
+    grads: GradientsParams,
+    /// The replica's parts of the batch's mean losses times the batch's
+    /// rows (detached): summed over replicas and steps, the epoch's loss
+    /// sums.
+    conversion: Tensor<1>,
+    plan: Option<Tensor<1>>,
+}
+
+impl Stepper<'_> {
+    fn network(&self) -> &Network {
+        self.network.as_ref().expect("a network between steps")
+    }
+
+    /// Starts an epoch's loss sums, from a saved position when resuming.
+    fn start_epoch(&mut self, resuming: Option<&crate::resume::Position>) {
+        let device = self.device.clone().autodiff();
+        let scalar = |v: f64| Tensor::<1>::from_data(TensorData::new(vec![v as f32], [1]), &device);
+        (self.conv_sum, self.plan_sum) = match resuming {
+            Some(p) => (Some(scalar(p.conversion_sum)), p.plan_sum.map(scalar)),
+            None => (None, None),
+        };
+        self.weight_sum = resuming.map_or(0.0, |p| p.weight_sum);
+    }
+
+    /// The epoch's conversion and plan loss sums and its rows (reads the
+    /// device).
+    fn epoch_sums(&mut self) -> (f64, Option<f64>, f64) {
+        let read = |sum: Option<Tensor<1>>| sum.map(|s| f64::from(s.into_scalar::<f32>()));
+        (
+            read(self.conv_sum.take()).unwrap_or(0.0),
+            read(self.plan_sum.take()),
+            self.weight_sum,
+        )
+    }
+
+    /// Where the run stands, to resume from after this step.
+    fn position(
+        &self,
+        epoch: usize,
+        batches_done: usize,
+        train_seconds: f64,
+        since_best: usize,
+        history: &[EpochMetrics],
+        best: Option<&EpochMetrics>,
+    ) -> crate::resume::Position {
+        let read = |sum: &Option<Tensor<1>>| sum.clone().map(|s| f64::from(s.into_scalar::<f32>()));
+        crate::resume::Position {
+            epoch,
+            batches_done,
+            step: self.step,
+            conversion_sum: read(&self.conv_sum).unwrap_or(0.0),
+            plan_sum: read(&self.plan_sum),
+            weight_sum: self.weight_sum,
+            train_seconds,
+            since_best,
+            dropout_word_pos: crate::model::dropout_position().to_string(),
+            replica_dropout: self.replica_dropout.iter().map(u128::to_string).collect(),
+            history: history.to_vec(),
+            best: best.cloned(),
+        }
+    }
+
+    /// One optimisation step on rows `range`: each replica takes a
+    /// contiguous share, their gradients (of the row-weighted mean loss)
+    /// are summed on the weights' device, clipped, and applied.
+    fn step(&mut self, features: &Features, targets: &Targets, range: Range<usize>) {
+        let network = self.network.take().expect("a network between steps");
+        let n = range.len();
+        let parts = self.replicas.len().min(n).max(1);
+        let shares: Vec<Range<usize>> = (0..parts)
+            .map(|i| range.start + i * n / parts..range.start + (i + 1) * n / parts)
+            .collect();
+        let (cfg, layout) = (self.cfg, self.layout);
+        let share = |rows: &Range<usize>| rows.len() as f64 / n as f64;
+        // The whole batch's loss normalisers, so that the replicas' parts
+        // add up to the batch's mean loss (and their gradients to its
+        // gradient) whatever rows each one holds.
+        let conversion_weights: Option<Vec<f32>> = self.ipw_scale.map(|scale| {
+            range
+                .clone()
+                .map(|i| {
+                    let (w, p) = (targets.weight[i], targets.propensity[i]);
+                    (f64::from(w) * (1.0 / f64::from(p)).min(cfg.ipw_clip) * scale) as f32
+                })
+                .collect()
+        });
+        let weights = &targets.weight[range.clone()];
+        let total = |values: &[f32]| values.iter().map(|&w| f64::from(w)).sum::<f64>();
+        let norms = Normalisers {
+            rows: n,
+            conversion: total(conversion_weights.as_deref().unwrap_or(weights)).max(1e-12),
+            plan: weights
+                .iter()
+                .zip(&targets.plan[range.clone()])
+                .filter(|(_, plan)| **plan >= 0)
+                .map(|(&w, _)| f64::from(w))
+                .sum::<f64>()
+                .max(1e-12),
+        };
+        let part = |rows: &Range<usize>| Part {
+            rows: rows.clone(),
+            conversion_weights: conversion_weights
+                .as_ref()
+                .map(|w| &w[rows.start - range.start..rows.end - range.start]),
+            share: share(rows),
+        };
+        let main = self.device.clone().autodiff();
+        let outs: Vec<ReplicaStep> = if parts == 1 {
+            let whole = part(&range);
+            vec![replica_step(
+                &network, layout, cfg, features, targets, whole, &norms, &main,
+            )]
+        } else {
+            let seed = self.seed;
+            let replicas = &self.replicas;
+            let dropout = &mut self.replica_dropout;
+            std::thread::scope(|scope| {
+                let others: Vec<_> = (1..parts)
+                    .map(|r| {
+                        let device = replicas[r].clone();
+                        let model = network.clone().fork(&device).train();
+                        let part = part(&shares[r]);
+                        let position = dropout[r - 1];
+                        let norms = &norms;
+                        scope.spawn(move || {
+                            // Each replica draws its own dropout masks.
+                            crate::model::seed_dropout(replica_seed(seed, r));
+                            crate::model::set_dropout_position(position);
+                            let autodiff = device.autodiff();
+                            let out = replica_step(
+                                &model, layout, cfg, features, targets, part, norms, &autodiff,
+                            );
+                            (out, crate::model::dropout_position())
+                        })
+                    })
+                    .collect();
+                let first = part(&shares[0]);
+                let mut outs = vec![replica_step(
+                    &network, layout, cfg, features, targets, first, &norms, &main,
+                )];
+                for (r, handle) in others.into_iter().enumerate() {
+                    let (out, position) = handle.join().expect("a replica does not panic");
+                    dropout[r] = position;
+                    outs.push(out);
+                }
+                outs
+            })
+        };
+        let mut grads = MultiGradientsParams::default();
+        // Replica 0 ran on the weights' device; the others on their own.
+        let devices = std::iter::once(&self.device).chain(&self.replicas[1..]);
+        for (out, device) in outs.into_iter().zip(devices) {
+            let conversion = out.conversion.to_device(&main);
+            self.conv_sum = Some(match self.conv_sum.take() {
+                Some(sum) => sum + conversion,
+                None => conversion,
+            });
+            if let Some(plan) = out.plan {
+                let plan = plan.to_device(&main);
+                self.plan_sum = Some(match self.plan_sum.take() {
+                    Some(sum) => sum + plan,
+                    None => plan,
+                });
+            }
+            grads.grads.push((out.grads, device.clone()));
+        }
+        self.weight_sum += n as f64;
+        // Gradients live on the plain (inner) device, like the optimiser's
+        // state.
+        let grads = merge_gradients(&network, grads, &self.device);
+        let grads = clip_global_norm(&network, grads, self.cfg.grad_clip);
+        self.lr = learning_rate(self.cfg, self.step, self.total_steps);
+        self.network = Some(self.optimizer.step(self.lr, network, grads));
+        self.step += 1;
+    }
+}
+
+/// The whole batch's sums that the losses are divided by.
+struct Normalisers {
+    rows: usize,
+    /// The conversion loss's row weights (inverse-propensity ones with
+    /// `train.ipw`).
+    conversion: f64,
+    /// The weights of the rows with a plan.
+    plan: f64,
+}
+
+/// One replica's rows of a batch.
+struct Part<'a> {
+    rows: Range<usize>,
+    /// The conversion loss's weights of these rows, when not the row
+    /// weights.
+    conversion_weights: Option<&'a [f32]>,
+    /// These rows' fraction of the batch.
+    share: f64,
+}
+
+/// The forward and backward pass of one replica on its part of a batch:
+/// its losses are its rows' contributions to the batch's mean losses, so
+/// the replicas' gradients sum to the whole batch's.
+#[allow(clippy::too_many_arguments)]
+fn replica_step(
+    network: &Network,
+    layout: &Layout,
+    cfg: &TrainConfig,
+    features: &Features,
+    targets: &Targets,
+    part: Part<'_>,
+    norms: &Normalisers,
+    device: &Device,
+) -> ReplicaStep {
+    let rows = part.rows;
+    let inputs = layout.inputs(features, rows.clone(), device);
+    let y = TargetTensors::new(targets, rows.clone(), device);
+    let out = network.forward(&inputs);
+    let conversion_weight = match part.conversion_weights {
+        Some(weights) => Tensor::from_data(TensorData::new(weights.to_vec(), [rows.len()]), device),
+        None => y.weight.clone(),
+    };
+    let conv_loss = binary_cross_entropy_sum(out.conversion, y.converted, conversion_weight)
+        .div_scalar(norms.conversion);
+    let plan_loss = out
+        .plan
+        .map(|logits| masked_cross_entropy_sum(logits, y.plan, y.weight).div_scalar(norms.plan));
+    let loss = match network.task_log_variance() {
+        // exp(-s) L + s per task: a task with noisier loss learns a larger
+        // s and so a smaller weight. Each replica adds its share of s.
+        Some(s) => {
+            let term = |loss: Tensor<1>, task: usize| {
+                let s = s.clone().narrow(0, task, 1);
+                loss * s.clone().neg().exp() + s * part.share
+            };
+            let mut loss = term(conv_loss.clone(), 0);
+            if let Some(plan_loss) = &plan_loss {
+                loss = loss + term(plan_loss.clone(), 1);
+            }
+            loss
+        }
+        None => {
+            let mut loss = conv_loss.clone() * cfg.conversion_weight;
+            if let Some(plan_loss) = &plan_loss {
+                loss = loss + plan_loss.clone() * cfg.plan_weight;
+            }
+            loss
+        }
+    };
+    let n = norms.rows as f64;
+    ReplicaStep {
+        grads: GradientsParams::from_grads(loss.backward(), network),
+        conversion: conv_loss.detach() * n,
+        plan: plan_loss.map(|loss| loss.detach() * n),
+    }
+}
+
+/// The seed of replica `r`'s dropout stream (replica 0 uses the run's).
+fn replica_seed(seed: u64, replica: usize) -> u64 {
+    seed ^ (replica as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15)
+}
+
+/// Sums the replicas' gradients per parameter with burn's
+/// [`MultiGradientsParams`], onto `device`.
+fn merge_gradients(
+    network: &Network,
+    mut multi: MultiGradientsParams,
+    device: &Device,
+) -> GradientsParams {
+    if multi.grads.len() == 1 {
+        return multi.grads.pop().expect("one replica").0;
+    }
+    struct Merge<'a> {
+        multi: &'a mut MultiGradientsParams,
+        merged: GradientsParams,
+        device: &'a Device,
+    }
+    impl ModuleVisitor for Merge<'_> {
+        fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+            if let Some((grad, _)) = self.multi.remove::<D>(param.id) {
+                self.merged.register(param.id, grad.to_device(self.device));
+            }
+        }
+    }
+    let mut merge = Merge {
+        multi: &mut multi,
+        merged: GradientsParams::new(),
+        device,
+    };
+    network.visit(&mut merge);
+    merge.merged
 }
 
 /// Writes the run's resumable state (see [`crate::resume`]).

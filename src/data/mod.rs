@@ -10,7 +10,8 @@ pub mod recommend;
 pub mod score;
 pub mod source;
 mod split;
-mod table;
+pub mod stream;
+pub(crate) mod table;
 mod transform;
 
 pub use error::DataError;

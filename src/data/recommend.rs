@@ -101,7 +101,7 @@ pub struct RecommendReport {
 }
 
 /// Rows in a file, from Parquet metadata or by counting CSV rows.
-fn row_count(path: &Path) -> Result<usize> {
+pub(crate) fn row_count(path: &Path) -> Result<usize> {
     let polars = |source| {
         Error::from(DataError::Polars {
             path: path.to_path_buf(),

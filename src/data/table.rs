@@ -194,6 +194,40 @@ fn assemble(
     frame.rechunk_mut_par();
     report.rows_used = frame.height();
 
+    check_invalid(path, &report, config)?;
+    if frame.height() == 0 {
+        return Err(DataError::Empty {
+            path: path.to_path_buf(),
+        });
+    }
+    for (column, role) in &roles {
+        let feature = is_feature(*role);
+        let all_null = frame
+            .column(column)
+            .map(|c| c.null_count() == c.len())
+            .unwrap_or(false);
+        if feature && all_null {
+            return Err(DataError::AllNull {
+                path: path.to_path_buf(),
+                column: column.to_string(),
+                role: role.key(),
+            });
+        }
+    }
+    Ok(Table {
+        frame,
+        source: path.to_path_buf(),
+        report,
+    })
+}
+
+/// Fails when the unusable rows exceed `data.max_invalid_fraction`, naming
+/// them by reason.
+pub(crate) fn check_invalid(
+    path: &Path,
+    report: &LoadReport,
+    config: &Config,
+) -> Result<(), DataError> {
     let invalid = report.rows_read - report.rows_used;
     let allowed = config.data.max_invalid_fraction;
     if invalid > 0 && invalid as f64 > allowed * report.rows_read as f64 {
@@ -211,35 +245,38 @@ fn assemble(
             allowed,
         });
     }
-    if frame.height() == 0 {
-        return Err(DataError::Empty {
-            path: path.to_path_buf(),
-        });
-    }
-    for (column, role) in &roles {
-        let feature = matches!(
-            role,
-            ColumnRole::Numeric
-                | ColumnRole::Categorical
-                | ColumnRole::Hashed
-                | ColumnRole::Context
-        );
-        let all_null = frame
-            .column(column)
-            .map(|c| c.null_count() == c.len())
-            .unwrap_or(false);
-        if feature && all_null {
-            return Err(DataError::AllNull {
-                path: path.to_path_buf(),
-                column: column.to_string(),
-                role: role.key(),
-            });
-        }
-    }
-    Ok(Table {
-        frame,
-        source: path.to_path_buf(),
-        report,
+    Ok(())
+}
+
+/// Whether a role is a model input (which must not be null in every row).
+pub(crate) fn is_feature(role: ColumnRole) -> bool {
+    matches!(
+        role,
+        ColumnRole::Numeric | ColumnRole::Categorical | ColumnRole::Hashed | ColumnRole::Context
+    )
+}
+
+/// [`canonicalise`] for a batch of a file that starts at its 0-based row
+/// `first_row`, so that errors name the row within the file.
+pub(crate) fn canonical_chunk(
+    path: &Path,
+    raw: &DataFrame,
+    first_row: usize,
+    config: &Config,
+) -> Result<(DataFrame, BTreeMap<String, usize>), DataError> {
+    canonicalise(path, raw, config).map_err(|e| match e {
+        DataError::BadValue {
+            path,
+            column,
+            row,
+            reason,
+        } => DataError::BadValue {
+            path,
+            column,
+            row: row + first_row,
+            reason,
+        },
+        other => other,
     })
 }
 

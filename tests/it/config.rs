@@ -114,8 +114,8 @@ fn unknown_keys_are_rejected_in_files_and_overrides() {
     let text = MINIMAL.replace("[data]", "[data]\ntrian = \"x\"");
     let message = error_of(&text, &[]);
     assert!(message.contains("trian"), "{message}");
-    let message = error_of(MINIMAL, &["data.shuffle_buffer=3"]);
-    assert!(message.contains("shuffle_buffer"), "{message}");
+    let message = error_of(MINIMAL, &["data.shuffle_bufer=3"]);
+    assert!(message.contains("shuffle_bufer"), "{message}");
     let message = error_of(MINIMAL, &["nosection.key=1"]);
     assert!(message.contains("nosection"), "{message}");
 }

@@ -14,4 +14,5 @@ mod policy;
 mod real_data;
 mod resume;
 mod serve;
+mod stream;
 mod synth;

@@ -40,14 +40,47 @@ fn a_run_killed_mid_epoch_resumes_to_the_same_weights() {
             .args(["synth", "--rows", "40000", "--seed", "9", "--out"])
             .arg(&synth),
     );
+    let args = train_args(&synth);
+    killed_run_resumes_identically(dir.path(), &args);
+}
 
-    let whole = dir.path().join("whole");
-    run_ok(upsell().args(train_args(&synth)).arg("--out").arg(&whole));
+/// The same for a run streaming from shards (its position is the batches
+/// of a seeded epoch) with two data-parallel replicas (each with its own
+/// dropout stream).
+#[test]
+fn a_streamed_data_parallel_run_killed_mid_epoch_resumes_to_the_same_weights() {
+    let dir = tempfile::tempdir().unwrap();
+    let synth = dir.path().join("synth");
+    run_ok(
+        upsell()
+            .args(["synth", "--rows", "40000", "--seed", "9"])
+            .args(["--rows-per-file", "10000", "--out"])
+            .arg(&synth),
+    );
+    let shards = synth.join("exposures");
+    let mut args = train_args(&synth);
+    for set in [
+        "data.stream=true".to_string(),
+        "data.shuffle_buffer=4000".to_string(),
+        format!("data.train=\"{}/part-0000[0-2].parquet\"", shards.display()),
+        format!("data.valid=\"{}/part-00003.parquet\"", shards.display()),
+        "train.devices=[\"flex\", \"flex\"]".to_string(),
+    ] {
+        args.extend(["--set".to_string(), set]);
+    }
+    killed_run_resumes_identically(dir.path(), &args);
+}
 
-    let killed = dir.path().join("killed");
+/// Trains with `args` once whole and once killed with SIGKILL after its
+/// first resumable state and resumed; both must end with the same weights.
+fn killed_run_resumes_identically(dir: &Path, args: &[String]) {
+    let whole = dir.join("whole");
+    run_ok(upsell().args(args).arg("--out").arg(&whole));
+
+    let killed = dir.join("killed");
     let binary = assert_cmd::cargo::cargo_bin("upsell");
     let mut child = Command::new(&binary)
-        .args(train_args(&synth))
+        .args(args)
         .arg("--out")
         .arg(&killed)
         .stdout(Stdio::null())
