@@ -1,19 +1,22 @@
 #!/usr/bin/env bash
-# A bounded soak test of `upsell serve` on loopback: WINDOWS windows of
-# SECONDS each, every window driving /v2/models/upsell/infer (batch 1) and
-# /v1/recommend (1 user) at once with wrk, and a hot reload (SIGHUP) in the
-# middle of the middle window. After each window it prints the requests,
-# failures and p99 of both endpoints and the server's resident memory, then
-# checks: no failed request, a reload that took, and memory at the end
-# within 10% (plus 8 MiB) of memory after the first window.
+# A bounded soak test of `upsell serve` on loopback: WINDOWS windows, every
+# window driving /v2/models/upsell/infer (batch 1) and /v1/recommend (1
+# user) at once with wrk, and a hot reload (SIGHUP) in the middle window.
+# A window lasts SECONDS; with REQUESTS it sends exactly that many requests
+# to each endpoint instead, SECONDS being its time limit. After each window
+# it prints the requests, failures and p99 of both endpoints and the
+# server's resident memory, then checks: no failed request, every window's
+# count sent, a reload that took, and memory at the end within 10% (plus
+# 8 MiB) of memory after the first window.
 #
 #   apt-get install wrk
-#   scripts/soak-test.sh [CHECKPOINT] [WINDOWS] [SECONDS]
+#   scripts/soak-test.sh [CHECKPOINT] [WINDOWS] [SECONDS] [REQUESTS]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 checkpoint="${1:-checkpoints/demo}"
 windows="${2:-8}"
 seconds="${3:-15}"
+requests="${4:-}"
 cargo build --release --quiet
 bin="${CARGO_TARGET_DIR:-target}/release/upsell"
 work="$(mktemp -d)"
@@ -26,7 +29,12 @@ scripts/wrk-bodies.sh "$checkpoint" "$work"
 
 rss_mib() { awk '/VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$server/status"; }
 echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); server and wrk share it"
-echo "checkpoint $checkpoint; $windows windows of ${seconds}s; hot reload in window $((windows / 2 + 1))"
+if [ -n "$requests" ]; then
+    export LIMIT="$requests"
+    echo "checkpoint $checkpoint; $windows windows of $requests requests per endpoint (at most ${seconds}s); hot reload in window $((windows / 2 + 1))"
+else
+    echo "checkpoint $checkpoint; $windows windows of ${seconds}s; hot reload in window $((windows / 2 + 1))"
+fi
 echo "| window | infer requests | infer failed | infer p99 ms | recommend requests | recommend failed | recommend p99 ms | server RSS MiB |"
 echo "|---|---|---|---|---|---|---|---|"
 failed=0
@@ -39,7 +47,8 @@ for window in $(seq "$windows"); do
         "http://$addr/v1/recommend" | grep RESULT >"$work/recommend.txt" &
     recommend=$!
     if [ "$window" -eq $((windows / 2 + 1)) ]; then
-        sleep "$((seconds / 2))"
+        # Mid-window: half the duration in, or a second into a counted one.
+        sleep "$([ -n "$requests" ] && echo 1 || echo $((seconds / 2)))"
         kill -HUP "$server"
     fi
     wait "$infer" "$recommend"
@@ -47,6 +56,14 @@ for window in $(seq "$windows"); do
     first_rss=${first_rss:-$rss}
     field() { sed -E "s/.*$2=([0-9.]+).*/\1/" "$work/$1.txt"; }
     failed=$((failed + $(field infer errors) + $(field recommend errors)))
+    if [ -n "$requests" ]; then
+        for endpoint in infer recommend; do
+            [ "$(field $endpoint requests)" -ge "$requests" ] || {
+                echo "error: window $window sent $(field $endpoint requests) of $requests $endpoint requests in ${seconds}s" >&2
+                exit 1
+            }
+        done
+    fi
     echo "| $window | $(field infer requests) | $(field infer errors) | $(field infer p99_ms) | $(field recommend requests) | $(field recommend errors) | $(field recommend p99_ms) | $rss |"
 done
 reloads=$(curl -s "http://$addr/metrics" | awk '/^upsell_reloads_total\{outcome="ok"\}/ {print $2}')

@@ -2,7 +2,8 @@
 # Writes the request bodies and the wrk script that scripts/load-test.sh and
 # scripts/soak-test.sh send: infer-1.json and infer-64.json (KServe v2
 # batches of the checkpoint's stored rows), recommend-1.json (one user) and
-# post.lua (POSTs $BODY and prints one RESULT line).
+# post.lua (POSTs $BODY, stops after $LIMIT responses per thread when set,
+# and prints one RESULT line).
 #
 #   scripts/wrk-bodies.sh CHECKPOINT DIR
 set -euo pipefail
@@ -35,6 +36,23 @@ wrk.headers["Content-Type"] = "application/json"
 local f = io.open(os.getenv("BODY"), "r")
 wrk.body = f:read("*a")
 f:close()
+-- With LIMIT set (and one wrk thread), wrk stops after LIMIT responses: a
+-- fixed request count instead of a duration. The thread stops itself; an
+-- interrupt wakes wrk's main thread, which otherwise sleeps out -d. It is
+-- sent from the background because system() ignores SIGINT in wrk until
+-- the shell returns. The callback exists only with LIMIT, as it costs wrk
+-- a Lua call per response.
+local limit = tonumber(os.getenv("LIMIT") or "")
+if limit then
+  local responses = 0
+  response = function(status, headers, body)
+    responses = responses + 1
+    if responses == limit then
+      wrk.thread:stop()
+      os.execute("(sleep 0.1; kill -INT $PPID) &")
+    end
+  end
+end
 done = function(summary, latency, requests)
   io.write(string.format("RESULT rps=%.0f p50_ms=%.3f p99_ms=%.3f errors=%d requests=%d\n",
     summary.requests / (summary.duration / 1e6), latency:percentile(50) / 1000,

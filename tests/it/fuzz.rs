@@ -5,10 +5,10 @@
 //! thousands of times; every outcome must be a clean error, never a panic,
 //! an abort or a 5xx.
 //!
-//! cargo-fuzz needs a nightly toolchain, which this project does not use;
-//! these are the same kind of mutations, seeded so a failure reproduces, and
-//! they run in `cargo test`. `UPSELL_FUZZ_ITERATIONS` runs longer (the
-//! default is a few thousand per target).
+//! These run in `cargo test`, seeded so that a failure reproduces;
+//! `UPSELL_FUZZ_ITERATIONS` runs longer (the default is a few thousand per
+//! target). The coverage-guided counterparts are the cargo-fuzz targets in
+//! `fuzz/` (`scripts/cargo-fuzz.sh`).
 
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
