@@ -31,11 +31,11 @@ use crate::{Error, Result};
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ModelSize {
-    /// Encoder [64, 32], tower [32], embeddings of 8.
+    /// Encoder `[64, 32]`, tower `[32]`, embeddings of 8.
     Small,
-    /// `configs/default.toml`: encoder [256, 128], tower [64], embeddings of 16.
+    /// `configs/default.toml`: encoder `[256, 128]`, tower `[64]`, embeddings of 16.
     Default,
-    /// Encoder [1024, 512, 256], tower [256], embeddings of 32.
+    /// Encoder `[1024, 512, 256]`, tower `[256]`, embeddings of 32.
     Large,
 }
 

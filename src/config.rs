@@ -320,7 +320,7 @@ pub struct ModelConfig {
     #[serde(default = "default_hidden")]
     pub hidden: Vec<usize>,
     /// Widths of the conversion tower (user embedding + offer + context ->
-    /// logit). Default [64].
+    /// logit). Default `[64]`.
     #[serde(default = "default_tower")]
     pub tower: Vec<usize>,
     /// `relu` or `gelu`. Default `relu`.

@@ -189,7 +189,7 @@ pub const DEFAULT_ROWS_PER_FILE: u64 = 1_000_000;
 /// Default rows per generated chunk and Parquet row group.
 pub const DEFAULT_CHUNK_ROWS: usize = 65_536;
 
-/// What [`write`] generates and where.
+/// What [`write()`] generates and where.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SynthOptions {
     /// The number of exposures.
@@ -218,7 +218,7 @@ impl SynthOptions {
     }
 }
 
-/// What [`write`] did.
+/// What [`write()`] did.
 #[derive(Debug, Clone, PartialEq, serde::Serialize)]
 pub struct SynthSummary {
     /// Exposures written.
@@ -323,7 +323,7 @@ impl Oracle {
     }
 }
 
-/// The config that trains on a log written by [`write`]: every column with
+/// The config that trains on a log written by [`write()`]: every column with
 /// its role, the products with their values, `data.train = "exposures"`
 /// (relative to the config file), a random split, `log1p` on the
 /// heavy-tailed columns and `region_id` hashed into [`REGION_BUCKETS`]

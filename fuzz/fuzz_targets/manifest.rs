@@ -16,8 +16,11 @@ fn dir() -> &'static tempfile::TempDir {
     DIR.get_or_init(|| {
         let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../checkpoints/demo");
         let dir = tempfile::tempdir().expect("a temporary directory");
-        std::fs::copy(demo.join("model.safetensors"), dir.path().join("model.safetensors"))
-            .expect("the demo weights copy");
+        std::fs::copy(
+            demo.join("model.safetensors"),
+            dir.path().join("model.safetensors"),
+        )
+        .expect("the demo weights copy");
         dir
     })
 }

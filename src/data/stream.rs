@@ -38,7 +38,7 @@ pub struct Fitted {
     /// Rows read and dropped by the pass.
     pub report: LoadReport,
     /// The factor that brings the inverse-propensity weights to the row
-    /// weights' sum (see [`crate::train::ipw_weights`]), when `train.ipw`.
+    /// weights' sum (see [`crate::train::ipw_scale`]), when `train.ipw`.
     pub ipw_scale: Option<f64>,
 }
 
@@ -111,7 +111,9 @@ pub fn fit(config: &Config, source: &Path, files: &[PathBuf]) -> Result<Fitted> 
             .into());
         }
     }
-    let rows = if report.files == files.len() {
+    // A sample that filled up may have left rows unread.
+    let read_all = sample == 0 || (report.rows_used as u64) < sample;
+    let rows = if read_all {
         report.rows_used
     } else {
         // Unread shards are assumed to drop rows at the sample's rate.
