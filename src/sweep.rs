@@ -706,12 +706,23 @@ fn lock(out: &Path) -> Result<File, SweepError> {
         .truncate(false)
         .open(&path)
         .map_err(|e| SweepError::io(&path, e))?;
-    match file.try_lock() {
-        Ok(()) => Ok(file),
-        Err(fs::TryLockError::WouldBlock) => Err(SweepError::Busy {
-            out: out.to_path_buf(),
-        }),
-        Err(fs::TryLockError::Error(e)) => Err(SweepError::io(&path, e)),
+    // A lock just released can still be held for a moment by a process
+    // that another thread of this process is starting: it shares every open
+    // file until it execs. So a busy lock is tried again for a second.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+    loop {
+        match file.try_lock() {
+            Ok(()) => return Ok(file),
+            Err(fs::TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            Err(fs::TryLockError::WouldBlock) => {
+                return Err(SweepError::Busy {
+                    out: out.to_path_buf(),
+                });
+            }
+            Err(fs::TryLockError::Error(e)) => return Err(SweepError::io(&path, e)),
+        }
     }
 }
 
