@@ -6,18 +6,17 @@
 #
 #   scripts/bench.sh [OUT.md] [upsell bench arguments...]
 #
-# OUT.md defaults to benches/cpu.md. Set UPSELL to use another binary.
+# OUT.md defaults to benches/cpu.md; a relative OUT.md is taken from the
+# directory the script is run in. Set UPSELL to use another binary.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+source "$(dirname "$0")/lib.sh"
 
 out=${1:-benches/cpu.md}
+dest=$(user_path "${1:-}" "$out")
 shift || true
-upsell=${UPSELL:-}
-if [[ -z $upsell ]]; then
-    cargo build --release --quiet
-    upsell=${CARGO_TARGET_DIR:-target}/release/upsell
-fi
-machine="$(nproc) cores of $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem:/ {print $2}') GiB; $(date -u +%Y-%m-%d)"
+cd "$(dirname "$0")/.."
+upsell=$(upsell_bin)
+machine="$(cpu_cores), $(mem_gib) GiB; $(date -u +%Y-%m-%d)"
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
@@ -25,13 +24,14 @@ trap 'rm -rf "$work"' EXIT
 # numpy's OpenBLAS matmul, where numpy is installed: the machine's best f32
 # rate, beside burn's own.
 reference=$(python3 scripts/numpy-matmul.py 2>/dev/null || true)
-mkdir -p "$(dirname "$out")"
+mkdir -p "$(dirname "$dest")"
 {
     echo "# upsell bench"
     echo
-    echo "\`scripts/bench.sh $out $*\`"
+    # With $UPSELL set the command line says so, without the binary's path.
+    echo "\`${UPSELL:+UPSELL=<prebuilt upsell> }scripts/bench.sh $out $*\`"
     echo
     python3 scripts/bench-table.py "$machine" "$reference" <"$work/bench.jsonl"
-} >"$out.tmp"
-mv "$out.tmp" "$out"
+} >"$dest.tmp"
+mv "$dest.tmp" "$dest"
 echo "wrote $out" >&2

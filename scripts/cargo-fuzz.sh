@@ -19,9 +19,9 @@ seconds=${1:-60}
 if ! cargo fuzz --version >/dev/null 2>&1; then
     cargo install --locked --quiet cargo-fuzz
 fi
-# Its own target directory: the instrumented build shares nothing with the
-# main one.
-export CARGO_TARGET_DIR="${UPSELL_FUZZ_TARGET_DIR:-${CARGO_TARGET_DIR:-target}-fuzz}"
+# Its own target directory beside the main one: the instrumented build
+# shares nothing with it.
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-target}-fuzz"
 sanitizer=address
 if ! rustc --version | grep -q nightly; then
     sanitizer=none

@@ -9,16 +9,16 @@
 # ROWS (default 250000) are split into a training file (the first 80%) and a
 # held-out file (the rest). Every variant uses layer normalisation
 # (model.layer_norm = true): without it the experts train markedly slower
-# than one shared encoder. Set UPSELL to use another binary.
+# than one shared encoder. The script runs from the repository root, so
+# relative paths in the extra train args are taken from there. Set UPSELL to
+# use another binary.
 set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$(dirname "$0")/.."
 
 rows=${1:-250000}
 shift || true
-upsell=${UPSELL:-target/release/upsell}
-if [[ ! -x $upsell ]]; then
-    cargo build --release --quiet
-    upsell=${CARGO_TARGET_DIR:-target}/release/upsell
-fi
+upsell=$(upsell_bin)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
@@ -55,4 +55,4 @@ EOF
 done
 echo
 echo "$rows synthetic rows (seed 21), $train_rows to train, $((rows - train_rows)) held out;" \
-    "$(nproc) cores of $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)."
+    "$(cpu_cores)."

@@ -11,6 +11,8 @@
 # default: '["flex", "flex"]' '["flex", "ndarray"]'. Set UPSELL to use
 # another binary.
 set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+cd "$(dirname "$0")/.."
 
 rows=${1:-1000000}
 shift || true
@@ -18,11 +20,7 @@ variants=("[]" "$@")
 if [[ $# -eq 0 ]]; then
     variants+=('["flex", "flex"]' '["flex", "ndarray"]')
 fi
-upsell=${UPSELL:-target/release/upsell}
-if [[ ! -x $upsell ]]; then
-    cargo build --release --quiet
-    upsell=${CARGO_TARGET_DIR:-target}/release/upsell
-fi
+upsell=$(upsell_bin)
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 "$upsell" synth --rows $((rows + 200000)) --rows-per-file "$rows" --seed 3 --out "$work/synth" >/dev/null
@@ -44,5 +42,4 @@ print(f"| `{devices}` | {s['train_rows_per_sec']:,.0f} | {b['valid_loss']:.4f} |
 PY
 done
 echo
-echo "$rows training rows, one epoch, default model; $(nproc) cores of" \
-    "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)."
+echo "$rows training rows, one epoch, default model; $(cpu_cores)."

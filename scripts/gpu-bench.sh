@@ -4,7 +4,8 @@
 #
 #   scripts/gpu-bench.sh [OUT.md] [upsell bench arguments...]
 #
-# The binary: $UPSELL if set (a prebuilt `upsell`, e.g. for a machine without
+# A relative OUT.md is taken from the directory the script is run in. The
+# binary: $UPSELL if set (a prebuilt `upsell`, e.g. for a machine without
 # network), else `cargo build --release` (the default features include wgpu).
 #
 # Vulkan: the NVIDIA driver brings the ICD but not always the loader
@@ -13,6 +14,9 @@
 # private directory; fetch them beforehand on a machine with network with
 # `scripts/gpu-bench.sh --fetch-loader`.
 set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+out=${1:-benches/gpu.md}
+dest=$(user_path "${1:-}" "$out")
 cd "$(dirname "$0")/.."
 
 if [[ ${1:-} == --fetch-loader ]]; then
@@ -24,8 +28,10 @@ if [[ ${1:-} == --fetch-loader ]]; then
     exit 0
 fi
 
-out=${1:-benches/gpu.md}
 shift || true
+work=
+loader=
+trap 'rm -rf ${work:+"$work"} ${loader:+"$loader"}' EXIT
 
 if ! ldconfig -p | grep -q 'libvulkan\.so\.1'; then
     ls .gl/libvulkan1_*.deb >/dev/null 2>&1 || { echo "error: no Vulkan loader on this host and none in .gl/ (run --fetch-loader where there is network)" >&2; exit 2; }
@@ -46,26 +52,22 @@ if [[ -z ${VK_DRIVER_FILES:-} ]]; then
     done
 fi
 
-upsell=${UPSELL:-}
-if [[ -z $upsell ]]; then
-    cargo build --release --quiet
-    upsell=${CARGO_TARGET_DIR:-target}/release/upsell
-fi
+upsell=$(upsell_bin)
 gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1 || echo "unknown GPU")
 driver=$(nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -n 1 || echo "unknown")
-machine="$gpu (driver $driver) through wgpu/Vulkan; CPU: $(nproc) cores of $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); $(date -u +%Y-%m-%d)"
+machine="$gpu (driver $driver) through wgpu/Vulkan; CPU: $(cpu_cores); $(date -u +%Y-%m-%d)"
 work=$(mktemp -d)
-trap 'rm -rf "$work"' EXIT
 
 "$upsell" bench --backend wgpu,flex --work "$work" "$@" | tee "$work/bench.jsonl"
 reference=$(python3 scripts/numpy-matmul.py 2>/dev/null || true)
-mkdir -p "$(dirname "$out")"
+mkdir -p "$(dirname "$dest")"
 {
     echo "# upsell bench on a GPU"
     echo
-    echo "\`scripts/gpu-bench.sh $out $*\`"
+    # With $UPSELL set the command line says so, without the binary's path.
+    echo "\`${UPSELL:+UPSELL=<prebuilt upsell> }scripts/gpu-bench.sh $out $*\`"
     echo
     python3 scripts/bench-table.py "$machine" "$reference" <"$work/bench.jsonl"
-} >"$out.tmp"
-mv "$out.tmp" "$out"
+} >"$dest.tmp"
+mv "$dest.tmp" "$dest"
 echo "wrote $out" >&2

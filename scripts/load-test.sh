@@ -6,20 +6,23 @@
 #
 #   apt-get install wrk
 #   scripts/load-test.sh [CHECKPOINT] [SECONDS]
+#
+# CHECKPOINT defaults to the repository's checkpoints/demo; a relative one
+# is taken from the directory the script is run in. Set UPSELL to use
+# another binary.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-checkpoint="${1:-checkpoints/demo}"
+source "$(dirname "$0")/lib.sh"
+checkpoint=$(user_path "${1:-}" checkpoints/demo)
 seconds="${2:-30}"
-cargo build --release --quiet
-bin="${CARGO_TARGET_DIR:-target}/release/upsell"
+cd "$(dirname "$0")/.."
+upsell=$(upsell_bin)
 work="$(mktemp -d)"
 addr=127.0.0.1:18181
-"$bin" serve --checkpoint "$checkpoint" --addr "$addr" 2>"$work/server.log" &
-server=$!
-trap 'kill -TERM $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$work"' EXIT
-for _ in $(seq 50); do curl -sf "http://$addr/v2/health/ready" >/dev/null && break; sleep 0.1; done
+server=
+trap 'stop_server; rm -rf "$work"' EXIT
+start_server "$checkpoint" "$addr"
 
-echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); server and wrk share it"
+echo "machine: $(nproc) cores, $(cpu_model); server and wrk share it"
 scripts/wrk-bodies.sh "$checkpoint" "$work"
 for case in infer-1 infer-64 recommend-1; do
     path=/v2/models/upsell/infer

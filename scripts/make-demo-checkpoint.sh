@@ -4,11 +4,11 @@
 # scores (expected.csv). Run it only when a checkpoint format change is
 # intended; the tests compare the stored scores with fresh ones.
 # Needs Python with pandas and pyarrow (pip install pandas pyarrow) to turn
-# the Parquet rows into CSV.
+# the Parquet rows into CSV. Set UPSELL to use another binary.
 set -euo pipefail
+source "$(dirname "$0")/lib.sh"
 cd "$(dirname "$0")/.."
-cargo build --release --quiet
-bin="${CARGO_TARGET_DIR:-target}/release/upsell"
+bin=$(upsell_bin)
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 

@@ -4,14 +4,24 @@
 # 1 million rows with `upsell prepare`. Prints the machine it ran on.
 #
 #   scripts/measure-data.sh [ROWS] [WORKDIR]
+#
+# WORKDIR (a relative one is taken from the directory the script is run in)
+# keeps the data; without it a temporary directory holds it and is removed
+# at the end. Set UPSELL to use another binary.
 set -euo pipefail
+source "$(dirname "$0")/lib.sh"
 rows="${1:-10000000}"
-work="${2:-$(mktemp -d)}"
+if [[ -n ${2:-} ]]; then
+    work=$(caller_path "$2")
+else
+    work=$(mktemp -d)
+    trap 'rm -rf "$work"' EXIT
+fi
+mkdir -p "$work"
 cd "$(dirname "$0")/.."
-cargo build --release --quiet
-bin="${CARGO_TARGET_DIR:-target}/release/upsell"
+bin=$(upsell_bin)
 
-echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+echo "machine: $(nproc) cores, $(mem_gib) GiB, $(cpu_model)"
 
 rm -rf "$work/synth-big" "$work/synth-1m"
 echo "== upsell synth --rows $rows"

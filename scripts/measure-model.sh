@@ -7,12 +7,22 @@
 # Prints the machine it ran on and one JSON line per measurement.
 #
 #   scripts/measure-model.sh [WORKDIR]
+#
+# WORKDIR (a relative one is taken from the directory the script is run in)
+# keeps the data and runs; without it a temporary directory holds them and
+# is removed at the end. Set UPSELL to use another binary.
 set -euo pipefail
-work="${1:-$(mktemp -d)}"
+source "$(dirname "$0")/lib.sh"
+if [[ -n ${1:-} ]]; then
+    work=$(caller_path "$1")
+else
+    work=$(mktemp -d)
+    trap 'rm -rf "$work"' EXIT
+fi
+mkdir -p "$work"
 cd "$(dirname "$0")/.."
-cargo build --release --quiet
-bin="${CARGO_TARGET_DIR:-target}/release/upsell"
-echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+bin=$(upsell_bin)
+echo "machine: $(nproc) cores, $(mem_gib) GiB, $(cpu_model)"
 rm -rf "$work/synth-200k" "$work/synth-1m" "$work/run-default" "$work/run-flex" "$work/run-ndarray" "$work/scores.parquet"
 
 "$bin" synth --rows 200000 --seed 42 --out "$work/synth-200k" >/dev/null

@@ -11,29 +11,33 @@
 #
 #   apt-get install wrk
 #   scripts/soak-test.sh [CHECKPOINT] [WINDOWS] [SECONDS] [REQUESTS]
+#
+# CHECKPOINT defaults to the repository's checkpoints/demo; a relative one
+# is taken from the directory the script is run in. Set UPSELL to use
+# another binary.
 set -euo pipefail
-cd "$(dirname "$0")/.."
-checkpoint="${1:-checkpoints/demo}"
+source "$(dirname "$0")/lib.sh"
+name="${1:-checkpoints/demo}"   # as the report names it
+checkpoint=$(user_path "${1:-}" checkpoints/demo)
 windows="${2:-8}"
 seconds="${3:-15}"
 requests="${4:-}"
-cargo build --release --quiet
-bin="${CARGO_TARGET_DIR:-target}/release/upsell"
+cd "$(dirname "$0")/.."
+upsell=$(upsell_bin)
 work="$(mktemp -d)"
 addr=127.0.0.1:18282
-"$bin" serve --checkpoint "$checkpoint" --addr "$addr" 2>"$work/server.log" &
-server=$!
-trap 'kill -TERM $server 2>/dev/null; wait $server 2>/dev/null; rm -rf "$work"' EXIT
-for _ in $(seq 50); do curl -sf "http://$addr/v2/health/ready" >/dev/null && break; sleep 0.1; done
+server=
+trap 'stop_server; rm -rf "$work"' EXIT
+start_server "$checkpoint" "$addr"
 scripts/wrk-bodies.sh "$checkpoint" "$work"
 
 rss_mib() { awk '/VmRSS/ {printf "%.1f", $2 / 1024}' "/proc/$server/status"; }
-echo "machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); server and wrk share it"
+echo "machine: $(nproc) cores, $(cpu_model); server and wrk share it"
 if [ -n "$requests" ]; then
     export LIMIT="$requests"
-    echo "checkpoint $checkpoint; $windows windows of $requests requests per endpoint (at most ${seconds}s); hot reload in window $((windows / 2 + 1))"
+    echo "checkpoint $name; $windows windows of $requests requests per endpoint (at most ${seconds}s); hot reload in window $((windows / 2 + 1))"
 else
-    echo "checkpoint $checkpoint; $windows windows of ${seconds}s; hot reload in window $((windows / 2 + 1))"
+    echo "checkpoint $name; $windows windows of ${seconds}s; hot reload in window $((windows / 2 + 1))"
 fi
 echo "| window | infer requests | infer failed | infer p99 ms | recommend requests | recommend failed | recommend p99 ms | server RSS MiB |"
 echo "|---|---|---|---|---|---|---|---|"
@@ -69,7 +73,7 @@ done
 reloads=$(curl -s "http://$addr/metrics" | awk '/^upsell_reloads_total\{outcome="ok"\}/ {print $2}')
 echo "reloads: ${reloads:-0}; failed requests: $failed; RSS after window 1: $first_rss MiB, at the end: $rss MiB"
 [ "$failed" -eq 0 ] || { echo "error: $failed failed requests" >&2; exit 1; }
-[ "${reloads:-0}" != 0 ] || { echo "error: the hot reload did not happen (see $work/server.log)" >&2; exit 1; }
+[ "${reloads:-0}" != 0 ] || { echo "error: the hot reload did not happen; the server's log:" >&2; cat "$work/server.log" >&2; exit 1; }
 python3 -c "import sys; a, b = float(sys.argv[1]), float(sys.argv[2]); sys.exit(0 if b <= a * 1.1 + 8 else 1)" "$first_rss" "$rss" \
     || { echo "error: memory grew from $first_rss MiB to $rss MiB" >&2; exit 1; }
 echo "OK"

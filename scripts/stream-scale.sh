@@ -10,18 +10,17 @@
 # last one is the validation file of every run), kept in $UPSELL_SCALE_DIR
 # (default /var/tmp/upsell-scale, about 150 MB per million rows) and reused
 # by later runs. Every run trains one epoch of the default model with
-# the same config; only how the rows arrive differs. Set UPSELL to use
-# another binary.
+# the same config; only how the rows arrive differs. A relative
+# $UPSELL_SCALE_DIR is taken from the directory the script is run in. Set
+# UPSELL to use another binary.
 set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+dir=$(user_path "${UPSELL_SCALE_DIR:-}" /var/tmp/upsell-scale)
+cd "$(dirname "$0")/.."
 
 small=${1:-5}
 large=${2:-50}
-upsell=${UPSELL:-target/release/upsell}
-if [[ ! -x $upsell ]]; then
-    cargo build --release --quiet
-    upsell=${CARGO_TARGET_DIR:-target}/release/upsell
-fi
-dir=${UPSELL_SCALE_DIR:-/var/tmp/upsell-scale}
+upsell=$(upsell_bin)
 synth=$dir/synth-$((large + 1))m
 if [[ ! -d $synth ]]; then
     mkdir -p "$dir"
@@ -62,5 +61,4 @@ run "streamed" "$small" "$(first "$small")" --set data.stream=true
 run "streamed" "$large" "$(first "$large")" --set data.stream=true
 echo
 echo "One epoch each, default model and shuffle buffer (data.shuffle_buffer = 1,000,000 rows);" \
-    "validation: one 1M-row shard. $(nproc) cores of" \
-    "$(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(free -g | awk '/Mem:/ {print $2}') GiB."
+    "validation: one 1M-row shard. $(cpu_cores), $(mem_gib) GiB."

@@ -35,3 +35,45 @@ pub fn publish(file: &std::fs::File, path: &Path) -> Result<()> {
     let _ = (file, path);
     Ok(())
 }
+
+/// Writes the directory `dir`, which must not exist, so that readers see it
+/// whole or not at all: `fill` writes its content into a hidden sibling
+/// (named `prefix` and random characters), which is given the usual
+/// permissions of an output directory (`rwxr-xr-x`) and renamed into place.
+/// On any failure the sibling is removed.
+///
+/// I/O failures are reported through `io(path, error)`; an existing `dir`
+/// through `exists()`. Returns what `fill` returns.
+pub fn write_dir<T, E>(
+    dir: &Path,
+    prefix: &str,
+    io: impl Fn(&Path, std::io::Error) -> E,
+    exists: impl FnOnce() -> E,
+    fill: impl FnOnce(&Path) -> Result<T, E>,
+) -> Result<T, E> {
+    let parent = match dir.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    std::fs::create_dir_all(parent).map_err(|e| io(parent, e))?;
+    if dir.exists() {
+        return Err(exists());
+    }
+    let staging = tempfile::Builder::new()
+        .prefix(prefix)
+        .tempdir_in(parent)
+        .map_err(|e| io(parent, e))?;
+    let value = fill(staging.path())?;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = std::fs::Permissions::from_mode(0o755);
+        std::fs::set_permissions(staging.path(), mode).map_err(|e| io(staging.path(), e))?;
+    }
+    let staged = staging.keep();
+    std::fs::rename(&staged, dir).map_err(|e| {
+        let _ = std::fs::remove_dir_all(&staged);
+        io(dir, e)
+    })?;
+    Ok(value)
+}

@@ -39,9 +39,21 @@ pub enum ModelSize {
     Large,
 }
 
-impl ModelSize {
-    pub const ALL: [ModelSize; 3] = [ModelSize::Small, ModelSize::Default, ModelSize::Large];
+impl std::str::FromStr for ModelSize {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "small" => Ok(ModelSize::Small),
+            "default" => Ok(ModelSize::Default),
+            "large" => Ok(ModelSize::Large),
+            _ => Err(format!(
+                "unknown model size {s:?}; expected small, default or large"
+            )),
+        }
+    }
+}
 
+impl ModelSize {
     fn apply(self, config: &mut Config) {
         let model = &mut config.model;
         match self {
@@ -63,7 +75,7 @@ impl ModelSize {
 }
 
 /// One measured figure.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Serialize)]
 pub struct Measurement {
     /// `matmul`, `train`, `score`, `latency`, `score_file` or `prepare`.
     pub bench: &'static str,
@@ -155,26 +167,16 @@ pub fn matmul_rate(device: &Device, m: usize, k: usize, n: usize, min_time: Dura
     2.0 * (m * k * n) as f64 * calls as f64 / started.elapsed().as_secs_f64()
 }
 
-fn emit(m: &Measurement, out: &mut Vec<Measurement>) {
+fn emit(m: &Measurement) {
     println!(
         "{}",
         serde_json::to_string(m).expect("measurements serialise")
     );
-    out.push(m.clone());
-}
-
-fn backend_name(kind: BackendKind) -> String {
-    format!("{kind:?}").to_lowercase()
 }
 
 /// The synthetic training config of a model size and row count.
 fn config(size: ModelSize, rows: u64, backend: BackendKind) -> Result<Config> {
-    let mut config = Config::from_toml(
-        include_str!("../configs/default.toml"),
-        "built-in configs/default.toml",
-        Path::new(""),
-        &[],
-    )?;
+    let mut config = Config::builtin(&[])?;
     size.apply(&mut config);
     config.train.synthetic_rows = rows;
     config.train.backend = backend;
@@ -184,10 +186,9 @@ fn config(size: ModelSize, rows: u64, backend: BackendKind) -> Result<Config> {
     Ok(config)
 }
 
-/// Runs every benchmark `options` selects; each figure is printed as it
-/// comes and all are returned.
-pub fn run(options: &BenchOptions, work: &Path) -> Result<Vec<Measurement>> {
-    let mut out = Vec::new();
+/// Runs every benchmark `options` selects, printing each figure as one JSON
+/// line as it comes.
+pub fn run(options: &BenchOptions, work: &Path) -> Result<()> {
     // The yardstick per device: the best rate any CPU backend reaches is the
     // CPU's (so a slower backend is not flattered by its own slow matmul);
     // the GPU has its own.
@@ -198,48 +199,50 @@ pub fn run(options: &BenchOptions, work: &Path) -> Result<Vec<Measurement>> {
             let rate = matmul_rate(&device, m, k, n, options.min_time);
             let peak = peaks.entry(kind == BackendKind::Wgpu).or_default();
             *peak = peak.max(rate);
-            emit(
-                &Measurement {
-                    bench: "matmul",
-                    backend: backend_name(kind),
-                    case: format!("f32 [{m}, {k}] x [{k}, {n}]"),
-                    value: rate / 1e9,
-                    unit: "GFLOP/s",
-                    share_of_matmul: None,
-                    detail: serde_json::json!({}),
-                },
-                &mut out,
-            );
+            emit(&Measurement {
+                bench: "matmul",
+                backend: kind.to_string(),
+                case: format!("f32 [{m}, {k}] x [{k}, {n}]"),
+                value: rate / 1e9,
+                unit: "GFLOP/s",
+                share_of_matmul: None,
+                detail: serde_json::json!({}),
+            });
         }
     }
+    // The rows are the same for every backend and size (the model is not
+    // part of the data preparation): prepared once.
+    let prepared = crate::data::prepare(&config(
+        ModelSize::Default,
+        options.train_rows,
+        BackendKind::Flex,
+    )?)?;
     for &kind in &options.backends {
         let device = crate::device::device(kind)?;
         let peak = peaks[&(kind == BackendKind::Wgpu)];
         for &size in &options.sizes {
-            bench_model(options, kind, &device, size, peak, work, &mut out)?;
+            bench_model(options, kind, &device, size, peak, &prepared, work)?;
         }
     }
-    Ok(out)
+    Ok(())
 }
 
 fn share(rows_per_sec: f64, flops_per_row: f64, peak: f64) -> Option<f64> {
     (peak > 0.0).then(|| rows_per_sec * flops_per_row / peak)
 }
 
-#[allow(clippy::too_many_arguments)]
 fn bench_model(
     options: &BenchOptions,
     kind: BackendKind,
     device: &Device,
     size: ModelSize,
     peak: f64,
+    prepared: &crate::data::Prepared,
     work: &Path,
-    out: &mut Vec<Measurement>,
 ) -> Result<()> {
-    let backend = backend_name(kind);
+    let backend = kind.to_string();
     let name = format!("{size:?}").to_lowercase();
     let config = config(size, options.train_rows, kind)?;
-    let prepared = crate::data::prepare(&config)?;
     let net = crate::train::network_config(&config, &prepared.preprocessor);
     let (forward, train_flops, score_flops) = flops_per_row(&net);
 
@@ -251,24 +254,21 @@ fn bench_model(
         .history
         .last()
         .map_or(outcome.rows_per_sec, |e| e.train_rows_per_sec);
-    emit(
-        &Measurement {
-            bench: "train",
-            backend: backend.clone(),
-            case: format!("{name} model, batch {}", config.train.batch_size),
-            value: steady,
-            unit: "rows/s",
-            share_of_matmul: share(steady, train_flops, peak),
-            detail: serde_json::json!({
-                "forward_flops_per_row": forward,
-                "train_flops_per_row": train_flops,
-                "rows": prepared.train.features.rows,
-                "epochs": outcome.epochs,
-                "all_epochs_rows_per_sec": outcome.rows_per_sec,
-            }),
-        },
-        out,
-    );
+    emit(&Measurement {
+        bench: "train",
+        backend: backend.clone(),
+        case: format!("{name} model, batch {}", config.train.batch_size),
+        value: steady,
+        unit: "rows/s",
+        share_of_matmul: share(steady, train_flops, peak),
+        detail: serde_json::json!({
+            "forward_flops_per_row": forward,
+            "train_flops_per_row": train_flops,
+            "rows": prepared.train.features.rows,
+            "epochs": outcome.epochs,
+            "all_epochs_rows_per_sec": outcome.rows_per_sec,
+        }),
+    });
 
     let weights = crate::checkpoint::weights_bytes(&outcome.network)?;
     let manifest = crate::checkpoint::manifest(
@@ -298,36 +298,28 @@ fn bench_model(
         if batch == 4096 {
             batch4096 = rate;
         }
-        emit(
-            &Measurement {
-                bench: "score",
-                backend: backend.clone(),
-                case: format!("{name} model, batch {batch}"),
-                value: rate,
-                unit: "rows/s",
-                share_of_matmul: share(rate, score_flops, peak),
-                detail: serde_json::json!({ "score_flops_per_row": score_flops }),
-            },
-            out,
-        );
+        emit(&Measurement {
+            bench: "score",
+            backend: backend.clone(),
+            case: format!("{name} model, batch {batch}"),
+            value: rate,
+            unit: "rows/s",
+            share_of_matmul: share(rate, score_flops, peak),
+            detail: serde_json::json!({ "score_flops_per_row": score_flops }),
+        });
     }
 
     if size == ModelSize::Default {
-        latency(options, &scorer, &backend, out)?;
+        latency(options, &scorer, &backend)?;
         if kind == BackendKind::Flex {
-            files(options, &scorer, &config, batch4096, work, out)?;
+            files(options, &scorer, batch4096, work)?;
         }
     }
     Ok(())
 }
 
 /// Single-row scoring from a typed record, preprocessing included.
-fn latency(
-    options: &BenchOptions,
-    scorer: &Scorer,
-    backend: &str,
-    out: &mut Vec<Measurement>,
-) -> Result<()> {
+fn latency(options: &BenchOptions, scorer: &Scorer, backend: &str) -> Result<()> {
     let mut record: HashMap<String, Value<'_>> = HashMap::new();
     let numbers = [
         ("tenure_months", 14.0),
@@ -374,30 +366,20 @@ fn latency(
         .collect();
     micros.sort_by(f64::total_cmp);
     let at = |q: f64| micros[((micros.len() - 1) as f64 * q).round() as usize];
-    emit(
-        &Measurement {
-            bench: "latency",
-            backend: backend.to_string(),
-            case: "default model, one typed record (preprocessing included)".into(),
-            value: at(0.99),
-            unit: "µs p99",
-            share_of_matmul: None,
-            detail: serde_json::json!({ "p50_us": at(0.5), "p90_us": at(0.9), "calls": micros.len() }),
-        },
-        out,
-    );
+    emit(&Measurement {
+        bench: "latency",
+        backend: backend.to_string(),
+        case: "default model, one typed record (preprocessing included)".into(),
+        value: at(0.99),
+        unit: "µs p99",
+        share_of_matmul: None,
+        detail: serde_json::json!({ "p50_us": at(0.5), "p90_us": at(0.9), "calls": micros.len() }),
+    });
     Ok(())
 }
 
 /// Data preparation and `upsell score` from Parquet, end to end.
-fn files(
-    options: &BenchOptions,
-    scorer: &Scorer,
-    base: &Config,
-    batch_rate: f64,
-    work: &Path,
-    out: &mut Vec<Measurement>,
-) -> Result<()> {
+fn files(options: &BenchOptions, scorer: &Scorer, batch_rate: f64, work: &Path) -> Result<()> {
     let dir = tempfile::tempdir_in(work).map_err(|e| Error::io(work, e))?;
     let synth_dir = dir.path().join("synth");
     crate::synth::write(&crate::synth::SynthOptions::new(
@@ -405,50 +387,43 @@ fn files(
         7,
         &synth_dir,
     ))?;
-    let mut config = Config::load(&synth_dir.join("config.toml"), &[])?;
-    config.model = base.model.clone();
+    let config = Config::load(&synth_dir.join("config.toml"), &[])?;
     let prepared = crate::data::prepare(&config)?;
     let report = &prepared.report;
     let rows = (report.train_rows + report.valid_rows) as f64;
     let seconds = report.load_seconds + report.fit_seconds + report.transform_seconds;
-    emit(
-        &Measurement {
-            bench: "prepare",
-            backend: "cpu".into(),
-            case: format!(
-                "{} Parquet rows: load, split, fit, transform",
-                options.file_rows
-            ),
-            value: rows / seconds,
-            unit: "rows/s",
-            share_of_matmul: None,
-            detail: serde_json::json!({
-                "load_seconds": report.load_seconds,
-                "fit_seconds": report.fit_seconds,
-                "transform_seconds": report.transform_seconds,
-            }),
-        },
-        out,
-    );
+    emit(&Measurement {
+        bench: "prepare",
+        backend: "cpu".into(),
+        case: format!(
+            "{} Parquet rows: load, split, fit, transform",
+            options.file_rows
+        ),
+        value: rows / seconds,
+        unit: "rows/s",
+        share_of_matmul: None,
+        detail: serde_json::json!({
+            "load_seconds": report.load_seconds,
+            "fit_seconds": report.fit_seconds,
+            "transform_seconds": report.transform_seconds,
+        }),
+    });
     drop(prepared);
     let output = dir.path().join("scores.parquet");
     let scored = crate::data::score::score_files(scorer, &synth_dir.join("exposures"), &output)?;
     let model_seconds = scored.rows as f64 / batch_rate;
-    emit(
-        &Measurement {
-            bench: "score_file",
-            backend: "flex".into(),
-            case: format!("`upsell score`, {} rows, Parquet to Parquet", scored.rows),
-            value: scored.rows_per_sec,
-            unit: "rows/s",
-            share_of_matmul: None,
-            detail: serde_json::json!({
-                "seconds": scored.seconds,
-                "model_only_seconds": model_seconds,
-                "ratio_to_model": scored.seconds / model_seconds,
-            }),
-        },
-        out,
-    );
+    emit(&Measurement {
+        bench: "score_file",
+        backend: "flex".into(),
+        case: format!("`upsell score`, {} rows, Parquet to Parquet", scored.rows),
+        value: scored.rows_per_sec,
+        unit: "rows/s",
+        share_of_matmul: None,
+        detail: serde_json::json!({
+            "seconds": scored.seconds,
+            "model_only_seconds": model_seconds,
+            "ratio_to_model": scored.seconds / model_seconds,
+        }),
+    });
     Ok(())
 }

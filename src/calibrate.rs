@@ -18,7 +18,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::metrics::{BinaryMetrics, Binning, ECE_BINS, PlanMetrics};
+use crate::metrics::{BinaryMetrics, PROB_EPS, PlanMetrics};
 
 /// Temperatures are searched in `[1 / MAX_SCALE, 1 / MIN_SCALE]`.
 const MIN_SCALE: f64 = 0.05;
@@ -182,7 +182,8 @@ fn fit_temperature(loss: impl Fn(f64) -> f64) -> f64 {
 fn binary_loss(v: &Validation<'_>, rows: &[usize], scale: f64) -> f64 {
     rows.iter()
         .map(|&i| {
-            let p = sigmoid(scale * f64::from(v.conversion_logits[i])).clamp(1e-7, 1.0 - 1e-7);
+            let p =
+                sigmoid(scale * f64::from(v.conversion_logits[i])).clamp(PROB_EPS, 1.0 - PROB_EPS);
             let y = f64::from(v.labels[i]);
             -f64::from(v.weights[i]) * (y * p.ln() + (1.0 - y) * (1.0 - p).ln())
         })
@@ -225,28 +226,30 @@ impl Calibration {
         calibration.method = method;
         let all: Vec<usize> = (0..v.labels.len()).collect();
         if method != CalibrationMethod::None && !all.is_empty() {
-            let shared = fit_temperature(|s| binary_loss(v, &all, s));
-            calibration.conversion_temperature = vec![shared];
             match method {
-                CalibrationMethod::ProductTemperature if !v.offers.is_empty() => {
-                    calibration.conversion_temperature = (0..products)
-                        .map(|p| {
-                            let rows: Vec<usize> = all
-                                .iter()
-                                .copied()
-                                .filter(|&i| v.offers[i] as usize == p)
-                                .collect();
-                            let positives = rows.iter().filter(|&&i| v.labels[i] > 0.0).count();
-                            if rows.len() < MIN_ROWS_PER_PRODUCT || positives == 0 {
-                                shared
-                            } else {
-                                fit_temperature(|s| binary_loss(v, &rows, s))
-                            }
-                        })
-                        .collect();
+                CalibrationMethod::None => {}
+                CalibrationMethod::Temperature | CalibrationMethod::ProductTemperature => {
+                    let shared = fit_temperature(|s| binary_loss(v, &all, s));
+                    calibration.conversion_temperature = vec![shared];
+                    if method == CalibrationMethod::ProductTemperature && !v.offers.is_empty() {
+                        calibration.conversion_temperature = (0..products)
+                            .map(|p| {
+                                let rows: Vec<usize> = all
+                                    .iter()
+                                    .copied()
+                                    .filter(|&i| v.offers[i] as usize == p)
+                                    .collect();
+                                let positives = rows.iter().filter(|&&i| v.labels[i] > 0.0).count();
+                                if rows.len() < MIN_ROWS_PER_PRODUCT || positives == 0 {
+                                    shared
+                                } else {
+                                    fit_temperature(|s| binary_loss(v, &rows, s))
+                                }
+                            })
+                            .collect();
+                    }
                 }
                 CalibrationMethod::Isotonic => {
-                    calibration.conversion_temperature = vec![1.0];
                     let mut rows: Vec<(f64, f64, f64)> = all
                         .iter()
                         .map(|&i| {
@@ -259,7 +262,6 @@ impl Calibration {
                         .collect();
                     calibration.isotonic = Isotonic::fit(&mut rows);
                 }
-                _ => {}
             }
             if v.classes > 0 && !v.plan_logits.is_empty() {
                 calibration.plan_temperature = fit_temperature(|s| plan_loss(v, s));
@@ -285,18 +287,18 @@ impl Calibration {
                 }
                 plan.update(&probs, v.classes, v.plan_targets, Some(v.weights));
             }
-            (conversion, plan.finish().log_loss)
+            (conversion.finish(), plan.finish().log_loss)
         };
         let (before, plan_before) = summarise(&identity);
         let (after, plan_after) = summarise(self);
         CalibrationReport {
             rows: v.labels.len(),
-            ece_before: before.ece(Binning::EqualWidth, ECE_BINS),
-            ece_after: after.ece(Binning::EqualWidth, ECE_BINS),
-            ece_equal_count_before: before.ece(Binning::EqualCount, ECE_BINS),
-            ece_equal_count_after: after.ece(Binning::EqualCount, ECE_BINS),
-            log_loss_before: before.finish().log_loss,
-            log_loss_after: after.finish().log_loss,
+            ece_before: before.ece,
+            ece_after: after.ece,
+            ece_equal_count_before: before.ece_equal_count,
+            ece_equal_count_after: after.ece_equal_count,
+            log_loss_before: before.log_loss,
+            log_loss_after: after.log_loss,
             plan_log_loss_before: plan_before,
             plan_log_loss_after: plan_after,
         }

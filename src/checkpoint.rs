@@ -204,53 +204,29 @@ fn canonical_safetensors(bytes: &[u8]) -> Option<Vec<u8>> {
 /// Writes a checkpoint directory at `dir` (which must not exist): into a
 /// hidden sibling first, renamed into place once every file is synced.
 pub fn write(dir: &Path, manifest: &Manifest, weights: &[u8]) -> Result<(), CheckpointError> {
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| CheckpointError::Io { path, source }
+    let io = |path: &Path, source: std::io::Error| CheckpointError::Io {
+        path: path.to_path_buf(),
+        source,
     };
-    let parent = dir
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(io(parent))?;
-    if dir.exists() {
-        return Err(CheckpointError::Io {
-            path: dir.to_path_buf(),
-            source: std::io::Error::new(
-                std::io::ErrorKind::AlreadyExists,
-                "already exists; refusing to overwrite it",
-            ),
-        });
-    }
-    let staging = tempfile::Builder::new()
-        .prefix(".checkpoint-")
-        .tempdir_in(parent)
-        .map_err(io(parent))?;
-    let put = |name: &str, bytes: &[u8]| -> Result<(), CheckpointError> {
-        use std::io::Write;
-        let path = staging.path().join(name);
-        let mut file = std::fs::File::create(&path).map_err(io(&path))?;
-        file.write_all(bytes).map_err(io(&path))?;
-        file.sync_all().map_err(io(&path))
+    let exists = || CheckpointError::Io {
+        path: dir.to_path_buf(),
+        source: std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            "already exists; refusing to overwrite it",
+        ),
     };
-    put(WEIGHTS, weights)?;
-    let json = serde_json::to_vec_pretty(manifest).expect("a manifest always serialises");
-    put(MANIFEST, &json)?;
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::Permissions::from_mode(0o755);
-        std::fs::set_permissions(staging.path(), mode).map_err(io(staging.path()))?;
-    }
-    let staged = staging.keep();
-    std::fs::rename(&staged, dir).map_err(|source| {
-        let _ = std::fs::remove_dir_all(&staged);
-        CheckpointError::Io {
-            path: dir.to_path_buf(),
-            source,
-        }
-    })?;
-    Ok(())
+    crate::atomic::write_dir(dir, ".checkpoint-", io, exists, |staging| {
+        let put = |name: &str, bytes: &[u8]| -> Result<(), CheckpointError> {
+            use std::io::Write;
+            let path = staging.join(name);
+            let mut file = std::fs::File::create(&path).map_err(|e| io(&path, e))?;
+            file.write_all(bytes).map_err(|e| io(&path, e))?;
+            file.sync_all().map_err(|e| io(&path, e))
+        };
+        put(WEIGHTS, weights)?;
+        let json = serde_json::to_vec_pretty(manifest).expect("a manifest always serialises");
+        put(MANIFEST, &json)
+    })
 }
 
 /// Builds the manifest for a trained network.

@@ -401,6 +401,17 @@ pub enum BackendKind {
     Wgpu,
 }
 
+impl std::fmt::Display for BackendKind {
+    /// The name `--backend` and `train.backend` take.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            BackendKind::Flex => "flex",
+            BackendKind::Ndarray => "ndarray",
+            BackendKind::Wgpu => "wgpu",
+        })
+    }
+}
+
 impl std::str::FromStr for BackendKind {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
@@ -670,6 +681,17 @@ pub struct EligibilityRule {
 }
 
 impl Config {
+    /// The shipped `configs/default.toml`, compiled in so that `upsell
+    /// train` runs anywhere, with `overrides` applied.
+    pub fn builtin(overrides: &[String]) -> Result<Config, ConfigError> {
+        Config::from_toml(
+            include_str!("../configs/default.toml"),
+            "built-in configs/default.toml",
+            Path::new(""),
+            overrides,
+        )
+    }
+
     /// Reads a config file, applies `overrides` (each `section.key=value`)
     /// and validates the result.
     pub fn load(path: &Path, overrides: &[String]) -> Result<Config, ConfigError> {

@@ -53,7 +53,7 @@ struct BenchArgs {
     backend: Vec<upsell::config::BackendKind>,
     /// Model sizes to measure (comma-separated): small, default, large.
     #[arg(long, value_delimiter = ',', default_value = "small,default,large")]
-    size: Vec<String>,
+    size: Vec<upsell::bench::ModelSize>,
     /// Synthetic training rows per epoch (three epochs run; the last one's rate is reported).
     #[arg(long, default_value_t = 100_000)]
     train_rows: u64,
@@ -106,7 +106,7 @@ struct SweepArgs {
     goal: Option<upsell::sweep::Goal>,
     /// The compute backend of every trial, instead of `train.backend`.
     #[arg(long, value_name = "flex|ndarray|wgpu")]
-    backend: Option<String>,
+    backend: Option<upsell::config::BackendKind>,
 }
 
 #[derive(Args)]
@@ -191,19 +191,11 @@ impl ConfigArgs {
     fn load(&self) -> upsell::Result<Config> {
         let config = match &self.config {
             Some(path) => Config::load(path, &self.overrides)?,
-            None => Config::from_toml(
-                DEFAULT_CONFIG,
-                "built-in configs/default.toml",
-                std::path::Path::new(""),
-                &self.overrides,
-            )?,
+            None => Config::builtin(&self.overrides)?,
         };
         Ok(config)
     }
 }
-
-/// The shipped default config, compiled in so `upsell train` runs anywhere.
-const DEFAULT_CONFIG: &str = include_str!("../configs/default.toml");
 
 /// Data paths that override the config's.
 #[derive(Args)]
@@ -256,11 +248,13 @@ struct TrainArgs {
     )]
     experiment: String,
     /// Continue the run in this directory from its last resumable state
-    /// (resume.bin), with the config it started with.
+    /// (resume.bin), with the config it started with. With a tracking
+    /// server, the resumed run is logged as a new MLflow run holding every
+    /// epoch, those before the interruption included.
     #[arg(
         long,
         value_name = "RUN_DIR",
-        conflicts_with_all = ["config", "overrides", "data", "valid", "out", "backend"]
+        conflicts_with_all = ["config", "overrides", "data", "valid", "out", "backend", "print_config"]
     )]
     resume: Option<PathBuf>,
 }
@@ -382,17 +376,18 @@ fn main() -> ExitCode {
     }
 }
 
-/// Trains while logging to an MLflow server. The server must be reachable
-/// at the start; later logging failures are reported on stderr and do not
-/// stop training (the local run directory has everything), and the run is
-/// marked FAILED if training fails.
-fn tracked_train(
+/// Runs `train` (a new or a resumed run) while logging to an MLflow server.
+/// The server must be reachable at the start; later logging failures are
+/// reported on stderr and do not stop training (the local run directory has
+/// everything), and the run is marked FAILED if training fails.
+fn tracked(
     config: &Config,
     run_dir: &std::path::Path,
-    device: &upsell::device::Device,
-    progress: bool,
     uri: &str,
     experiment: &str,
+    train: impl FnOnce(
+        &mut dyn FnMut(&upsell::train::EpochMetrics),
+    ) -> upsell::Result<upsell::train::TrainSummary>,
 ) -> anyhow::Result<upsell::train::TrainSummary> {
     use upsell::tracking::{RunStatus, Tracker, flatten_params};
     let params = flatten_params(&serde_json::to_value(config)?);
@@ -412,7 +407,7 @@ fn tracked_train(
             warn("metrics", e);
         }
     };
-    let outcome = upsell::train::train_observed(config, run_dir, device, progress, &mut on_epoch);
+    let outcome = train(&mut on_epoch);
     let summary = match outcome {
         Ok(summary) => summary,
         Err(e) => {
@@ -484,55 +479,59 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             println!("{}", serde_json::to_string(&prepared.report)?);
         }
-        Command::Train(args) if args.resume.is_some() => {
-            let run_dir = args.resume.expect("guarded");
-            let saved = run_dir.join("config.toml");
-            let config = Config::load(&saved, &[]).map_err(upsell::Error::from)?;
-            // burn materialises a loaded optimiser state on its default
-            // device (wgpu when built in) before moving it to the training
-            // device; on a CPU run that would start a GPU driver for nothing.
-            if upsell::device::is_cpu(&upsell::device::replicas(&config.train)?[0])
-                && std::env::var_os("BURN_DEVICE").is_none()
-            {
-                // SAFETY: no other thread exists yet (the rayon pool and
-                // the device come after), so nothing reads the environment
-                // concurrently.
-                unsafe { std::env::set_var("BURN_DEVICE", "flex") };
-            }
-            upsell::device::set_threads(config.train.threads);
-            // Data-parallel replicas, when configured, are started by the
-            // training loop; the weights live on the first device.
-            let device = upsell::device::replicas(&config.train)?.remove(0);
-            let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
-            let summary = upsell::train::resume_observed(&run_dir, &device, progress, &mut |_| {})?;
-            println!("{}", serde_json::to_string(&summary)?);
-        }
         Command::Train(args) => {
-            let mut config = args.config.load()?;
-            args.paths.apply(&mut config);
-            if let Some(backend) = args.backend {
-                config.train.backend = backend;
-            }
-            if args.print_config {
-                eprint!("{}", config.to_toml());
-            }
+            let (config, run_dir) = match args.resume.clone() {
+                Some(run_dir) => {
+                    let saved = run_dir.join("config.toml");
+                    let config = Config::load(&saved, &[]).map_err(upsell::Error::from)?;
+                    // burn materialises a loaded optimiser state on its
+                    // default device (wgpu when built in) before moving it to
+                    // the training device; on a CPU run that would start a
+                    // GPU driver for nothing.
+                    if upsell::device::is_cpu(&upsell::device::replicas(&config.train)?[0])
+                        && std::env::var_os("BURN_DEVICE").is_none()
+                    {
+                        // SAFETY: no other thread exists yet (the rayon pool
+                        // and the device come after), so nothing reads the
+                        // environment concurrently.
+                        unsafe { std::env::set_var("BURN_DEVICE", "flex") };
+                    }
+                    (config, run_dir)
+                }
+                None => {
+                    let mut config = args.config.load()?;
+                    args.paths.apply(&mut config);
+                    if let Some(backend) = args.backend {
+                        config.train.backend = backend;
+                    }
+                    if args.print_config {
+                        eprint!("{}", config.to_toml());
+                    }
+                    let run_dir = match &args.out {
+                        Some(dir) => {
+                            upsell::train::claim_run_dir(dir)?;
+                            dir.clone()
+                        }
+                        None => upsell::train::new_run_dir(&config.out_dir)?,
+                    };
+                    (config, run_dir)
+                }
+            };
             upsell::device::set_threads(config.train.threads);
             // Data-parallel replicas, when configured, are started by the
             // training loop; the weights live on the first device.
             let device = upsell::device::replicas(&config.train)?.remove(0);
-            let run_dir = match args.out {
-                Some(dir) => {
-                    upsell::train::claim_run_dir(&dir)?;
-                    dir
-                }
-                None => upsell::train::new_run_dir(&config.out_dir)?,
-            };
             let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
-            let summary = match &args.tracking_uri {
-                None => upsell::train::train(&config, &run_dir, &device, progress)?,
-                Some(uri) => {
-                    tracked_train(&config, &run_dir, &device, progress, uri, &args.experiment)?
+            let train = |on_epoch: &mut dyn FnMut(&upsell::train::EpochMetrics)| match &args.resume
+            {
+                Some(_) => upsell::train::resume_observed(&run_dir, &device, progress, on_epoch),
+                None => {
+                    upsell::train::train_observed(&config, &run_dir, &device, progress, on_epoch)
                 }
+            };
+            let summary = match &args.tracking_uri {
+                None => train(&mut |_| {})?,
+                Some(uri) => tracked(&config, &run_dir, uri, &args.experiment, train)?,
             };
             println!("{}", serde_json::to_string(&summary)?);
         }
@@ -598,21 +597,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Bench(args) => {
             upsell::device::set_threads(args.threads);
-            let sizes = args
-                .size
-                .iter()
-                .map(|s| match s.as_str() {
-                    "small" => Ok(upsell::bench::ModelSize::Small),
-                    "default" => Ok(upsell::bench::ModelSize::Default),
-                    "large" => Ok(upsell::bench::ModelSize::Large),
-                    other => Err(upsell::Error::Usage(format!(
-                        "--size {other:?}: expected small, default or large"
-                    ))),
-                })
-                .collect::<Result<Vec<_>, _>>()?;
             let options = upsell::bench::BenchOptions {
                 backends: args.backend,
-                sizes,
+                sizes: args.size,
                 train_rows: args.train_rows,
                 file_rows: args.file_rows,
                 latency_calls: args.latency_calls.max(1),
@@ -633,7 +620,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             }
             if let Some(backend) = &args.backend {
-                base_args.extend(["--backend".into(), backend.into()]);
+                base_args.extend(["--backend".into(), backend.to_string().into()]);
             }
             for setting in &args.config.overrides {
                 base_args.extend(["--set".into(), setting.into()]);

@@ -321,6 +321,12 @@ impl BinaryMetrics {
         }
     }
 
+    /// Rows scored so far, as [`finish`](Self::finish) reports them, without
+    /// computing the rest.
+    pub fn rows(&self) -> u64 {
+        self.rows
+    }
+
     /// Histogram bins as (positive, negative, Σ w·p) in increasing score.
     fn groups(&self) -> impl DoubleEndedIterator<Item = (f64, f64, f64)> + '_ {
         self.bin_positives
@@ -634,9 +640,6 @@ impl PlanMetrics {
             );
         }
         for (i, (row, &target)) in probs.chunks_exact(classes).zip(targets).enumerate() {
-            if target == NO_TARGET {
-                continue;
-            }
             let w = weights.map_or(1.0, |weights| weights[i]);
             self.add(row, target, w);
         }

@@ -32,16 +32,10 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 use serde::Serialize;
 
-/// One bin of a reliability diagram.
-#[derive(Serialize, Clone, Debug, PartialEq)]
-pub struct ReliabilityBin {
-    /// Mean predicted probability of the rows in the bin.
-    pub mean_prediction: f64,
-    /// Weighted share of the bin's rows that converted.
-    pub observed_rate: f64,
-    /// Total weight (rows) in the bin; bins with weight 0 are skipped.
-    pub weight: f64,
-}
+/// One bin of a reliability diagram: the bins
+/// [`BinaryMetrics::reliability`](crate::metrics::BinaryMetrics::reliability)
+/// gives. Bins with weight 0 (or non-finite fields) are skipped.
+pub use crate::metrics::CalibrationBin as ReliabilityBin;
 
 /// A named curve of (x, y) points, e.g. one product's ROC curve. `label` is
 /// shown in the legend (e.g. "Premium Individual (AUC 0.812)").

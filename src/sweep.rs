@@ -1225,32 +1225,12 @@ fn leaderboard_markdown(
     md
 }
 
-/// Writes through a temporary file in the same directory, renamed into place
-/// once synced, so readers see the old content or the new, never half.
+/// [`crate::atomic::write`], with its I/O error as the sweep's.
 fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), SweepError> {
-    let dir = match path.parent() {
-        Some(dir) if !dir.as_os_str().is_empty() => dir,
-        _ => Path::new("."),
-    };
-    let mut file = tempfile::Builder::new()
-        .prefix(".sweep-")
-        .tempfile_in(dir)
-        .map_err(|e| SweepError::io(dir, e))?;
-    file.write_all(bytes).map_err(|e| SweepError::io(path, e))?;
-    // Temporary files are created private; outputs get the usual rw-r--r--.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        file.as_file()
-            .set_permissions(fs::Permissions::from_mode(0o644))
-            .map_err(|e| SweepError::io(path, e))?;
-    }
-    file.as_file()
-        .sync_all()
-        .map_err(|e| SweepError::io(path, e))?;
-    file.persist(path)
-        .map_err(|e| SweepError::io(path, e.error))?;
-    Ok(())
+    crate::atomic::write(path, bytes).map_err(|e| match e {
+        crate::Error::Io { path, source } => SweepError::Io { path, source },
+        other => SweepError::io(path, io::Error::other(other.to_string())),
+    })
 }
 
 #[cfg(all(test, unix))]

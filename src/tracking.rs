@@ -167,8 +167,6 @@ pub enum RunStatus {
     Finished,
     /// The run stopped on an error.
     Failed,
-    /// The run was interrupted (e.g. Ctrl-C).
-    Killed,
 }
 
 impl RunStatus {
@@ -177,7 +175,6 @@ impl RunStatus {
         match self {
             RunStatus::Finished => "FINISHED",
             RunStatus::Failed => "FAILED",
-            RunStatus::Killed => "KILLED",
         }
     }
 }
@@ -189,7 +186,6 @@ impl RunStatus {
 #[derive(Debug)]
 pub struct Tracker {
     client: Client,
-    experiment_id: String,
     run_id: String,
     artifact_uri: String,
 }
@@ -242,7 +238,6 @@ impl Tracker {
         let created: CreateRunResponse = client.post("runs/create", &request)?;
         let tracker = Tracker {
             client,
-            experiment_id,
             run_id: created.run.info.run_id,
             artifact_uri: created.run.info.artifact_uri,
         };
@@ -252,22 +247,6 @@ impl Tracker {
             return Err(err);
         }
         Ok(tracker)
-    }
-
-    /// The run's id.
-    pub fn run_id(&self) -> &str {
-        &self.run_id
-    }
-
-    /// The id of the run's experiment.
-    pub fn experiment_id(&self) -> &str {
-        &self.experiment_id
-    }
-
-    /// The run's artifact root as MLflow reports it (e.g.
-    /// `mlflow-artifacts:/1/<run id>/artifacts`).
-    pub fn artifact_uri(&self) -> &str {
-        &self.artifact_uri
     }
 
     fn log_params(&self, params: &[(String, String)]) -> Result<()> {
@@ -1290,7 +1269,6 @@ mod tests {
         let root = dir.path().join("artifacts");
         let tracker = Tracker {
             client: Client::new("http://127.0.0.1:9", TIMEOUT).unwrap(),
-            experiment_id: "1".into(),
             run_id: "abc".into(),
             artifact_uri: format!("file://{}", root.display()),
         };
@@ -1309,7 +1287,6 @@ mod tests {
         std::fs::write(&file, "x").unwrap();
         let tracker = Tracker {
             client: Client::new("http://127.0.0.1:9", TIMEOUT).unwrap(),
-            experiment_id: "1".into(),
             run_id: "abc".into(),
             artifact_uri: "s3://bucket/1/abc/artifacts".into(),
         };

@@ -207,51 +207,26 @@ fn train_from(
     resume: Option<crate::resume::ResumeState>,
 ) -> Result<TrainSummary> {
     let started = Instant::now();
-    let (preprocessor, train, valid) = if config.data.stream {
-        let (fitted, files, valid) = streamed(config)?;
-        (
-            fitted.preprocessor.clone(),
-            Train::Stream(fitted, files),
-            valid,
-        )
+    // What the training rows come from lives here; `data` borrows it.
+    let (train, stream);
+    let (preprocessor, data, valid) = if config.data.stream {
+        let valid;
+        (stream, valid) = streamed(config)?;
+        let preprocessor = stream.preprocessor().clone();
+        (preprocessor, TrainData::Stream(&stream), valid)
     } else {
         let prepared = data::prepare(config)?;
-        (
-            prepared.preprocessor,
-            Train::Memory(prepared.train),
-            prepared.valid,
-        )
+        train = prepared.train;
+        let data = TrainData::Memory(&train);
+        (prepared.preprocessor, data, prepared.valid)
     };
     let net_config = network_config(config, &preprocessor);
     let mut run = Run::new(config, &net_config, &preprocessor, device);
     if let Some(state) = resume {
         run = run.resumed(state, &net_config)?;
     }
-    let (outcome, train_rows) = match &train {
-        Train::Memory(batch) => (
-            run.fit_observed(
-                TrainData::Memory(batch),
-                &valid,
-                run_dir,
-                progress,
-                on_epoch,
-            )?,
-            batch.features.rows,
-        ),
-        Train::Stream(fitted, files) => {
-            let path = config
-                .data
-                .train
-                .as_deref()
-                .expect("validated: streaming has data.train");
-            let stream = data::stream::Stream::new(config, path, files.clone(), fitted);
-            let data = TrainData::Stream(&stream);
-            (
-                run.fit_observed(data, &valid, run_dir, progress, on_epoch)?,
-                fitted.rows,
-            )
-        }
-    };
+    let train_rows = data.rows();
+    let outcome = run.fit_observed(data, &valid, run_dir, progress, on_epoch)?;
     let calibration = calibrate(config, &outcome.network, &net_config, &valid, device);
 
     let metrics = serde_json::to_value(&outcome.best).expect("metrics serialise");
@@ -289,7 +264,7 @@ fn train_from(
         status: "ok",
         run_dir: run_dir.to_path_buf(),
         checkpoint: checkpoint_dir,
-        backend: format!("{:?}", config.train.backend).to_lowercase(),
+        backend: config.train.backend.to_string(),
         train_rows,
         valid_rows: valid.features.rows,
         epochs: outcome.epochs,
@@ -302,15 +277,9 @@ fn train_from(
     })
 }
 
-/// The training rows of a run: in memory, or streamed from shards.
-enum Train {
-    Memory(Batch),
-    Stream(data::stream::Fitted, Vec<PathBuf>),
-}
-
 /// The fitting pass over `data.train`'s shards and the validation rows, for
 /// a streamed run. The validation files' columns are checked first.
-fn streamed(config: &Config) -> Result<(data::stream::Fitted, Vec<PathBuf>, Batch)> {
+fn streamed(config: &Config) -> Result<(data::stream::Stream<'_>, Batch)> {
     let train = config
         .data
         .train
@@ -329,7 +298,10 @@ fn streamed(config: &Config) -> Result<(data::stream::Fitted, Vec<PathBuf>, Batc
     let fitted = data::stream::fit(config, train, &files)?;
     let valid = data::load(valid, config)?;
     let valid = data::transform(&fitted.preprocessor, &config.columns, &valid)?;
-    Ok((fitted, files, valid))
+    Ok((
+        data::stream::Stream::new(config, train, files, fitted),
+        valid,
+    ))
 }
 
 /// Fits `train.calibration` on the validation outputs of the exported
@@ -502,7 +474,7 @@ impl<'a> Run<'a> {
     }
 
     /// [`fit`](Self::fit) on rows in memory or streamed, calling `on_epoch`
-    /// after each epoch.
+    /// after each epoch (and, when resuming, for each epoch already done).
     pub fn fit_observed(
         self,
         data: TrainData<'_>,
@@ -599,6 +571,8 @@ impl<'a> Run<'a> {
             for line in &history {
                 let json = serde_json::to_string(line).expect("metrics serialise");
                 writeln!(metrics_file, "{json}").map_err(|e| Error::io(&metrics_path, e))?;
+                // An observer sees every epoch of the run, as if unbroken.
+                on_epoch(line);
             }
             best = p.best.clone().zip(best_network);
             since_best = p.since_best;

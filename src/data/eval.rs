@@ -16,7 +16,7 @@ use serde::Serialize;
 
 use super::{DataError, score, source};
 use crate::config::Config;
-use crate::metrics::{BinaryMetrics, BinarySummary, Binning, PlanMetrics, PlanSummary};
+use crate::metrics::{BinaryMetrics, BinarySummary, Binning, ECE_BINS, PlanMetrics, PlanSummary};
 use crate::report::{Confusion, Curve, ReliabilityBin, ReportInput, Table};
 use crate::scorer::Scorer;
 use crate::{Error, Result};
@@ -30,8 +30,6 @@ pub const OTHER_SEGMENT: &str = "(other)";
 pub const NULL_SEGMENT: &str = "(null)";
 /// Histogram bins of each segment's conversion metrics.
 const SEGMENT_BINS: usize = 1024;
-/// Bins of the reliability diagrams (equal weight per bin).
-const RELIABILITY_BINS: usize = 15;
 /// Points per plotted curve.
 const CURVE_POINTS: usize = 200;
 
@@ -153,6 +151,7 @@ pub fn evaluate(
         })?;
     }
     Ok(state.into_evaluation(
+        products,
         scorer,
         checkpoint,
         data,
@@ -191,10 +190,20 @@ pub fn evaluate_batch(
     batch: &super::Batch,
 ) -> Evaluation {
     let started = std::time::Instant::now();
-    let mut state = Accumulators::new(scorer.product_names().len());
+    let products = scorer.product_names();
+    let mut state = Accumulators::new(products.len());
     state.update(scorer, batch, None);
     let rows = batch.features.rows;
-    state.into_evaluation(scorer, checkpoint, data, 0, None, started, (rows, rows))
+    state.into_evaluation(
+        products,
+        scorer,
+        checkpoint,
+        data,
+        0,
+        None,
+        started,
+        (rows, rows),
+    )
 }
 
 impl Accumulators {
@@ -214,11 +223,9 @@ impl Accumulators {
         self.conversion
             .update(&p_offer, &targets.converted, weights);
         let classes = self.per_product.len();
-        if !batch.features.offer.is_empty() {
-            for (row, &offer) in batch.features.offer.iter().enumerate() {
-                if let Some(m) = self.per_product.get_mut(offer as usize) {
-                    m.add(p_offer[row], targets.converted[row], targets.weight[row]);
-                }
+        for (row, &offer) in batch.features.offer.iter().enumerate() {
+            if let Some(m) = self.per_product.get_mut(offer as usize) {
+                m.add(p_offer[row], targets.converted[row], targets.weight[row]);
             }
         }
         if !p_plan.is_empty() {
@@ -252,38 +259,16 @@ impl Accumulators {
     #[allow(clippy::too_many_arguments)]
     fn into_evaluation(
         self,
+        products: Vec<String>,
         scorer: &Scorer,
         checkpoint: &Path,
         data: &Path,
         files: usize,
         by: Option<&str>,
         started: std::time::Instant,
-        rows: (usize, usize),
-    ) -> Evaluation {
-        let products = scorer.product_names();
-        let seconds = started.elapsed().as_secs_f64();
-        let summary = self.summary(
-            &products, scorer, checkpoint, data, files, by, seconds, rows,
-        );
-        Evaluation {
-            summary,
-            state: self,
-            products,
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn summary(
-        &self,
-        products: &[String],
-        scorer: &Scorer,
-        checkpoint: &Path,
-        data: &Path,
-        files: usize,
-        by: Option<&str>,
-        seconds: f64,
         (rows_read, rows_used): (usize, usize),
-    ) -> EvalSummary {
+    ) -> Evaluation {
+        let seconds = started.elapsed().as_secs_f64();
         let has_plan = scorer.manifest().network.products > 0;
         let mut segments: Vec<SegmentMetrics> = self
             .segments
@@ -311,7 +296,7 @@ impl Accumulators {
                     .and_then(|v| v.as_str().map(str::to_string))
                     .unwrap_or_default()
             });
-        EvalSummary {
+        let summary = EvalSummary {
             checkpoint: checkpoint.to_path_buf(),
             data: data.to_path_buf(),
             files,
@@ -322,7 +307,7 @@ impl Accumulators {
             per_product: products
                 .iter()
                 .zip(&self.per_product)
-                .filter(|(_, m)| m.finish().rows > 0)
+                .filter(|(_, m)| m.rows() > 0)
                 .map(|(product, m)| ProductMetrics {
                     product: product.clone(),
                     conversion: m.finish(),
@@ -333,6 +318,11 @@ impl Accumulators {
             segments,
             seconds,
             rows_per_sec: rows_used as f64 / seconds.max(1e-9),
+        };
+        Evaluation {
+            summary,
+            state: self,
+            products,
         }
     }
 }
@@ -341,15 +331,9 @@ fn fmt(value: Option<f64>, digits: usize) -> String {
     value.map_or_else(|| "–".to_string(), |v| format!("{v:.digits$}"))
 }
 
+/// The bins of a reliability diagram (equal weight per bin).
 fn reliability(m: &BinaryMetrics) -> Vec<ReliabilityBin> {
-    m.reliability(Binning::EqualCount, RELIABILITY_BINS)
-        .into_iter()
-        .map(|b| ReliabilityBin {
-            mean_prediction: b.mean_prediction,
-            observed_rate: b.observed_rate,
-            weight: b.weight,
-        })
-        .collect()
+    m.reliability(Binning::EqualCount, ECE_BINS)
 }
 
 impl Evaluation {
@@ -364,9 +348,9 @@ impl Evaluation {
             ("conversion PR-AUC".to_string(), fmt(c.pr_auc, 4)),
             ("conversion log loss".to_string(), fmt(c.log_loss, 4)),
             ("Brier score".to_string(), fmt(c.brier, 5)),
-            ("ECE (15 equal-width bins)".to_string(), fmt(c.ece, 5)),
+            (format!("ECE ({ECE_BINS} equal-width bins)"), fmt(c.ece, 5)),
             (
-                "ECE (15 equal-count bins)".to_string(),
+                format!("ECE ({ECE_BINS} equal-count bins)"),
                 fmt(c.ece_equal_count, 5),
             ),
             ("base rate".to_string(), fmt(c.base_rate, 4)),
@@ -383,34 +367,34 @@ impl Evaluation {
                 ("plan log loss".to_string(), fmt(plan.log_loss, 4)),
             ]);
         }
+        // The products with rows, with their AUC from the summary, whose
+        // `per_product` holds the same products in the same order.
         let named = self
             .products
             .iter()
             .zip(&self.state.per_product)
-            .filter(|(_, m)| m.finish().rows > 0);
+            .filter(|(_, m)| m.rows() > 0)
+            .zip(&s.per_product)
+            .map(|((p, m), summary)| (p, m, summary.conversion.auc));
         let mut reliability_all = vec![(
             "all products".to_string(),
             reliability(&self.state.conversion),
         )];
-        reliability_all.extend(named.clone().map(|(p, m)| (p.clone(), reliability(m))));
-        let curve = |label: &str, m: &BinaryMetrics, points: Vec<(f64, f64)>| Curve {
-            label: format!("{label} (AUC {})", fmt(m.finish().auc, 3)),
+        reliability_all.extend(named.clone().map(|(p, m, _)| (p.clone(), reliability(m))));
+        let curve = |label: &str, auc: Option<f64>, points: Vec<(f64, f64)>| Curve {
+            label: format!("{label} (AUC {})", fmt(auc, 3)),
             points,
         };
         // The overall curve first, then one per product.
         let curves = |points: fn(&BinaryMetrics, usize) -> Vec<(f64, f64)>| {
             let overall = &self.state.conversion;
-            std::iter::once(curve(
-                "all products",
-                overall,
-                points(overall, CURVE_POINTS),
-            ))
-            .chain(
-                named
-                    .clone()
-                    .map(|(p, m)| curve(p, m, points(m, CURVE_POINTS))),
-            )
-            .collect::<Vec<Curve>>()
+            std::iter::once(curve("all products", c.auc, points(overall, CURVE_POINTS)))
+                .chain(
+                    named
+                        .clone()
+                        .map(|(p, m, auc)| curve(p, auc, points(m, CURVE_POINTS))),
+                )
+                .collect::<Vec<Curve>>()
         };
         let mut roc = curves(BinaryMetrics::roc_curve);
         let mut gains = curves(BinaryMetrics::gains_curve);
@@ -502,28 +486,20 @@ impl Evaluation {
 /// into a hidden sibling first, renamed into place, so a report is whole or
 /// absent.
 pub fn write_report(dir: &Path, input: &ReportInput, metrics_json: &[u8]) -> Result<Vec<PathBuf>> {
-    if dir.exists() {
-        return Err(Error::AlreadyExists {
-            path: dir.to_path_buf(),
-        });
-    }
-    let parent = match dir.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
+    let exists = || Error::AlreadyExists {
+        path: dir.to_path_buf(),
     };
-    std::fs::create_dir_all(parent).map_err(|e| Error::io(parent, e))?;
-    let staging = tempfile::Builder::new()
-        .prefix(".upsell-report-")
-        .tempdir_in(parent)
-        .map_err(|e| Error::io(parent, e))?;
-    let mut written = crate::report::write_report(staging.path(), input)?;
-    let metrics = staging.path().join("metrics.json");
-    std::fs::write(&metrics, metrics_json).map_err(|e| Error::io(&metrics, e))?;
-    written.push(metrics);
-    let staged = staging.keep();
-    std::fs::rename(&staged, dir).map_err(|e| Error::io(dir, e))?;
-    Ok(written
-        .into_iter()
-        .map(|p| dir.join(p.strip_prefix(&staged).unwrap_or(&p)))
-        .collect())
+    let io = |path: &Path, source| Error::io(path, source);
+    let written = crate::atomic::write_dir(dir, ".upsell-report-", io, exists, |staging| {
+        let mut written = crate::report::write_report(staging, input)?;
+        let metrics = staging.join("metrics.json");
+        std::fs::write(&metrics, metrics_json).map_err(|e| Error::io(&metrics, e))?;
+        written.push(metrics);
+        // Relative to the staging directory, which is renamed to `dir`.
+        Ok(written
+            .into_iter()
+            .map(|p| p.strip_prefix(staging).unwrap_or(&p).to_path_buf())
+            .collect::<Vec<PathBuf>>())
+    })?;
+    Ok(written.into_iter().map(|p| dir.join(p)).collect())
 }

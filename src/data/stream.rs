@@ -137,30 +137,31 @@ pub struct Stream<'a> {
     config: &'a Config,
     source: PathBuf,
     files: Vec<PathBuf>,
-    preprocessor: Preprocessor,
-    rows: usize,
-    ipw_scale: Option<f64>,
+    fitted: Fitted,
 }
 
 impl<'a> Stream<'a> {
-    pub fn new(config: &'a Config, source: &Path, files: Vec<PathBuf>, fitted: &Fitted) -> Self {
+    /// The shards `files` of `source`, with what [`fit`] learnt from them.
+    pub fn new(config: &'a Config, source: &Path, files: Vec<PathBuf>, fitted: Fitted) -> Self {
         Stream {
             config,
             source: source.to_path_buf(),
             files,
-            preprocessor: fitted.preprocessor.clone(),
-            rows: fitted.rows,
-            ipw_scale: fitted.ipw_scale,
+            fitted,
         }
+    }
+
+    pub fn preprocessor(&self) -> &Preprocessor {
+        &self.fitted.preprocessor
     }
 
     /// Rows per epoch (exact after a full fitting pass, else estimated).
     pub fn rows(&self) -> usize {
-        self.rows
+        self.fitted.rows
     }
 
     pub fn ipw_scale(&self) -> Option<f64> {
-        self.ipw_scale
+        self.fitted.ipw_scale
     }
 
     /// Streams one epoch in batches of `batch_size` rows (the last may be
@@ -225,8 +226,8 @@ impl<'a> Stream<'a> {
                 for (reason, n) in dropped {
                     *report.dropped.entry(reason).or_default() += n;
                 }
-                let features = super::features(&self.preprocessor, &frame);
-                let targets = super::targets(&self.preprocessor, &config.columns, &frame);
+                let features = super::features(self.preprocessor(), &frame);
+                let targets = super::targets(self.preprocessor(), &config.columns, &frame);
                 let batch = Batch {
                     features: features.map_err(polars(file))?,
                     targets: targets.map_err(polars(file))?,

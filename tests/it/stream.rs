@@ -92,7 +92,7 @@ fn an_epoch_streams_every_row_once_in_a_seeded_order() {
     let train = config.data.train.clone().unwrap();
     let files = data::source::resolve(&train).unwrap();
     let fitted = stream::fit(&config, &train, &files).unwrap();
-    let stream = stream::Stream::new(&config, &train, files, &fitted);
+    let stream = stream::Stream::new(&config, &train, files, fitted);
 
     // The standardised tenure and listening hours identify a row well
     // enough to compare orders; the multiset of rows must match exactly.
@@ -119,7 +119,7 @@ fn an_epoch_streams_every_row_once_in_a_seeded_order() {
     assert_ne!(first, second, "each epoch has its own order");
 
     let table = data::load(&train, &config).unwrap();
-    let all = data::transform(&fitted.preprocessor, &config.columns, &table).unwrap();
+    let all = data::transform(stream.preprocessor(), &config.columns, &table).unwrap();
     let width = all.features.numeric.len() / all.features.rows;
     let mut expected: Vec<(u32, u32, u32)> = all
         .features
