@@ -309,14 +309,14 @@ fn default_min_count() -> u64 {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ModelConfig {
-    /// Embedding width of each categorical and hashed column. Default 16.
+    /// Embedding width of each categorical and hashed column. Default 8.
     #[serde(default = "default_embedding_dim")]
     pub embedding_dim: usize,
     /// Embedding width of the offer and of each context column. Default 16.
-    #[serde(default = "default_embedding_dim")]
+    #[serde(default = "default_offer_dim")]
     pub offer_dim: usize,
     /// Widths of the shared user encoder's layers; the last is the user
-    /// embedding's width. Default [256, 128].
+    /// embedding's width. Default [128, 64].
     #[serde(default = "default_hidden")]
     pub hidden: Vec<usize>,
     /// Widths of the conversion tower (user embedding + offer + context ->
@@ -332,9 +332,16 @@ pub struct ModelConfig {
     /// Layer normalisation after each hidden layer. Default false.
     #[serde(default)]
     pub layer_norm: bool,
-    /// Whether the plan-choice head also sees the offer. Default false.
-    #[serde(default)]
+    /// Whether the plan-choice head also sees the offer, so that what a
+    /// buyer takes (and so an offer's value) depends on what was offered.
+    /// Default true.
+    #[serde(default = "default_true")]
     pub plan_uses_offer: bool,
+    /// Whether the conversion tower ends in one output per product (each
+    /// product reads the shared tower its own way) rather than one shared
+    /// output. Default true.
+    #[serde(default = "default_true")]
+    pub product_heads: bool,
     /// How the tasks share the user encoder: `shared_bottom` (one encoder)
     /// or `mmoe` (a mixture of `experts` encoders, one gate per task).
     /// Default `shared_bottom`.
@@ -362,13 +369,14 @@ impl Default for ModelConfig {
     fn default() -> Self {
         ModelConfig {
             embedding_dim: default_embedding_dim(),
-            offer_dim: default_embedding_dim(),
+            offer_dim: default_offer_dim(),
             hidden: default_hidden(),
             tower: default_tower(),
             activation: Default::default(),
             dropout: default_dropout(),
             layer_norm: false,
-            plan_uses_offer: false,
+            plan_uses_offer: true,
+            product_heads: true,
             sharing: Sharing::default(),
             experts: default_experts(),
         }
@@ -376,10 +384,16 @@ impl Default for ModelConfig {
 }
 
 fn default_embedding_dim() -> usize {
+    8
+}
+fn default_offer_dim() -> usize {
     16
 }
 fn default_hidden() -> Vec<usize> {
-    vec![256, 128]
+    vec![128, 64]
+}
+fn default_true() -> bool {
+    true
 }
 fn default_tower() -> Vec<usize> {
     vec![64]
@@ -452,16 +466,22 @@ pub struct TrainConfig {
     /// Passes over the training rows. Default 10.
     #[serde(default = "default_epochs")]
     pub epochs: usize,
-    /// Rows per optimisation step. Default 1024.
+    /// Rows per optimisation step, at most. Default 1024.
     #[serde(default = "default_batch_size")]
     pub batch_size: usize,
+    /// Small data gets smaller batches (not below 32 rows) so that an epoch
+    /// takes at least this many optimisation steps; 0 keeps `batch_size`
+    /// whatever the data. Default 50.
+    #[serde(default = "default_min_steps_per_epoch")]
+    pub min_steps_per_epoch: usize,
     /// Peak learning rate of AdamW. Default 0.002.
     #[serde(default = "default_lr")]
     pub lr: f64,
     /// AdamW's decoupled weight decay. Default 0.0001.
     #[serde(default = "default_weight_decay")]
     pub weight_decay: f64,
-    /// Steps of linear warm-up from 0 to `lr`. Default 100.
+    /// Steps of linear warm-up from 0 to `lr`, at most a tenth of all
+    /// steps. Default 100.
     #[serde(default = "default_warmup_steps")]
     pub warmup_steps: usize,
     /// `cosine`, `linear` or `none`. Default `cosine`.
@@ -478,6 +498,11 @@ pub struct TrainConfig {
     /// turns early stopping off. Default 3.
     #[serde(default = "default_patience")]
     pub patience: usize,
+    /// How the task losses are averaged: `joint` or `mean` (see
+    /// [`Objective`]). Early stopping watches the same objective on the
+    /// validation rows. Default `joint`.
+    #[serde(default)]
+    pub objective: Objective,
     /// Weight of the conversion loss (binary cross-entropy). Default 1.0.
     #[serde(default = "default_task_weight")]
     pub conversion_weight: f64,
@@ -559,6 +584,22 @@ fn default_checkpoint_every_steps() -> usize {
     500
 }
 
+/// How the two task losses are averaged before they are weighted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Objective {
+    /// The negative log-likelihood of each row's whole outcome (converted
+    /// or not, and which plan): the conversion loss plus the buyers' plan
+    /// loss, both averaged over every row. The plan task then weighs as
+    /// much as buying is common, so it cannot dominate the shared encoder
+    /// or early stopping when buyers are rare.
+    #[default]
+    Joint,
+    /// Each task averaged over its own rows (conversion over every row,
+    /// plan over the buyers) and summed.
+    Mean,
+}
+
 /// How the task losses are combined.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -579,6 +620,7 @@ impl Default for TrainConfig {
             threads: 0,
             epochs: default_epochs(),
             batch_size: default_batch_size(),
+            min_steps_per_epoch: default_min_steps_per_epoch(),
             lr: default_lr(),
             weight_decay: default_weight_decay(),
             warmup_steps: default_warmup_steps(),
@@ -586,6 +628,7 @@ impl Default for TrainConfig {
             min_lr_ratio: default_min_lr_ratio(),
             grad_clip: default_grad_clip(),
             patience: default_patience(),
+            objective: Objective::default(),
             conversion_weight: default_task_weight(),
             plan_weight: default_task_weight(),
             synthetic_rows: default_synthetic_rows(),
@@ -599,11 +642,29 @@ impl Default for TrainConfig {
     }
 }
 
+impl TrainConfig {
+    /// The rows per optimisation step for `rows` training rows:
+    /// `batch_size`, lowered on small data so that an epoch takes
+    /// `min_steps_per_epoch` steps, but not below 32 rows (nor
+    /// `batch_size`).
+    pub fn batch_rows(&self, rows: usize) -> usize {
+        const SMALLEST: usize = 32;
+        if self.min_steps_per_epoch == 0 {
+            return self.batch_size;
+        }
+        let fitted = rows.div_ceil(self.min_steps_per_epoch);
+        fitted.max(SMALLEST).min(self.batch_size)
+    }
+}
+
 fn default_epochs() -> usize {
     10
 }
 fn default_batch_size() -> usize {
     1024
+}
+fn default_min_steps_per_epoch() -> usize {
+    50
 }
 fn default_lr() -> f64 {
     0.002

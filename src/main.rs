@@ -124,6 +124,14 @@ struct EvalArgs {
     /// Also report metrics per value of this categorical column.
     #[arg(long, value_name = "COLUMN")]
     by: Option<String>,
+    /// Ground truth for the same rows (README, "Ground truth"): adds the
+    /// greedy policy's true value and share of achievable lift.
+    #[arg(long, value_name = "PATH")]
+    truth: Option<PathBuf>,
+    /// Override the checkpoint's saved config for the decisions, e.g.
+    /// `--set policy.contact_cost=0.05`.
+    #[arg(long = "set", value_name = "KEY=VALUE", requires = "truth")]
+    overrides: Vec<String>,
 }
 
 #[derive(Args)]
@@ -349,6 +357,13 @@ struct SynthArgs {
     /// Rows per Parquet file (shard).
     #[arg(long, default_value_t = 1_000_000)]
     rows_per_file: u64,
+    /// The world: default, weak_interactions, noisy, switchers, rare,
+    /// regional, price_sensitive or holdout (README, "Synthetic data").
+    #[arg(long, default_value = "default")]
+    world: String,
+    /// Change one of the world's parameters, e.g. `--world-set hidden_sd=0.8`.
+    #[arg(long = "world-set", value_name = "KEY=VALUE")]
+    world_set: Vec<String>,
 }
 
 #[derive(Args)]
@@ -459,8 +474,11 @@ fn numeric_fields(value: &serde_json::Value) -> Vec<(String, f64)> {
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Synth(args) => {
+            let params =
+                synth::WorldParams::preset(&args.world)?.with_overrides(&args.world_set)?;
             let options = synth::SynthOptions {
                 rows_per_file: args.rows_per_file,
+                world: (args.world, params),
                 ..synth::SynthOptions::new(args.rows, args.seed, args.out)
             };
             let summary = synth::write(&options)?;
@@ -548,12 +566,25 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Eval(args) => {
             let scorer = upsell::Scorer::load(&args.checkpoint)?;
-            let evaluation = upsell::data::eval::evaluate(
+            let mut evaluation = upsell::data::eval::evaluate(
                 &scorer,
                 &args.checkpoint,
                 &args.data,
                 args.by.as_deref(),
             )?;
+            if let Some(truth) = &args.truth {
+                let config = scorer
+                    .manifest()
+                    .saved_config(&args.overrides)
+                    .map_err(upsell::Error::from)?;
+                evaluation.summary.decisions = Some(upsell::data::truth::decision_quality(
+                    &scorer,
+                    config.policy,
+                    config.seed,
+                    &args.data,
+                    truth,
+                )?);
+            }
             let json = serde_json::to_string(&evaluation.summary)?;
             if let Some(dir) = &args.report {
                 let about = vec![

@@ -65,6 +65,10 @@ pub struct NetworkConfig {
     /// uncertainty weighting, Kendall et al., 2018). Used by training only.
     #[serde(default)]
     pub task_uncertainty: bool,
+    /// Whether the conversion tower ends in one output per product (a row's
+    /// logit is its offer's) rather than one shared output.
+    #[serde(default)]
+    pub product_heads: bool,
 }
 
 /// Linear -> optional LayerNorm -> activation -> dropout.
@@ -286,7 +290,7 @@ impl NetworkConfig {
             .saturating_add(self.context_sizes.len().saturating_mul(self.offer_dim));
         total = total.saturating_add(blocks(tower_input, &self.tower));
         let last = self.tower.last().copied().unwrap_or(tower_input);
-        total = total.saturating_add(linear(last, 1));
+        total = total.saturating_add(linear(last, self.conversion_outputs()));
         if self.products > 0 {
             let plan_input = user
                 + if self.plan_uses_offer && self.has_offer {
@@ -300,6 +304,16 @@ impl NetworkConfig {
             total = total.saturating_add(2);
         }
         total
+    }
+
+    /// Outputs of the conversion layer: one per product with
+    /// `product_heads` (and offers), else one.
+    pub fn conversion_outputs(&self) -> usize {
+        if self.product_heads && self.has_offer && self.products > 0 {
+            self.products
+        } else {
+            1
+        }
     }
 
     fn encoder_input(&self) -> usize {
@@ -351,7 +365,7 @@ impl NetworkConfig {
                 .then(|| EmbeddingConfig::new(self.products, self.offer_dim).init(device)),
             context_embedding: table(&self.context_sizes, self.offer_dim),
             tower,
-            conversion: LinearConfig::new(width, 1).init(device),
+            conversion: LinearConfig::new(width, self.conversion_outputs()).init(device),
             plan: (self.products > 0)
                 .then(|| LinearConfig::new(plan_input, self.products).init(device)),
             products: self.products,
@@ -404,16 +418,19 @@ impl Network {
         )
     }
 
-    /// Conversion logits from a user embedding, an embedded offer and the
-    /// context indices. `[batch]`.
+    /// Conversion logits from a user embedding, the offer (indices `[batch]`
+    /// and their embeddings) and the context indices. `[batch]`.
     fn convert(
         &self,
         user: Tensor<2>,
-        offer: Option<Tensor<2>>,
+        offer: Option<(Tensor<1, Int>, Tensor<2>)>,
         context: Option<Tensor<2, Int>>,
     ) -> Tensor<1> {
         let mut parts = vec![user];
-        parts.extend(offer);
+        let offer = offer.map(|(index, embedded)| {
+            parts.push(embedded);
+            index
+        });
         if let (Some(table), Some(indices)) = (&self.context_embedding, context) {
             parts.push(lookup(table, indices));
         }
@@ -422,7 +439,14 @@ impl Network {
             x = block.forward(x);
         }
         let [batch, _] = x.dims();
-        self.conversion.forward(x).reshape([batch])
+        let logits = self.conversion.forward(x);
+        match offer {
+            // One output per product: the row's offer's.
+            Some(index) if logits.dims()[1] > 1 => {
+                logits.gather(1, index.reshape([batch, 1])).reshape([batch])
+            }
+            _ => logits.reshape([batch]),
+        }
     }
 
     fn plan_logits(&self, user: Tensor<2>, offer: Option<Tensor<2>>) -> Option<Tensor<2>> {
@@ -437,8 +461,11 @@ impl Network {
     /// Both heads for each row's own offer and context.
     pub fn forward(&self, inputs: &Inputs) -> Outputs {
         let (user, plan_user) = self.encode(inputs);
-        let offer = inputs.offer.clone().and_then(|o| self.embed_offer(o));
-        let plan = self.plan_logits(plan_user, offer.clone());
+        let offer = inputs
+            .offer
+            .clone()
+            .and_then(|o| Some((o.clone(), self.embed_offer(o)?)));
+        let plan = self.plan_logits(plan_user, offer.as_ref().map(|(_, e)| e.clone()));
         let conversion = self.convert(user, offer, inputs.context.clone());
         Outputs { conversion, plan }
     }
@@ -486,7 +513,9 @@ impl Network {
                 .expand([batch, products, columns])
                 .reshape([batch * products, columns])
         });
-        let offers = self.embed_offer(offers);
+        let offers = self
+            .embed_offer(offers.clone())
+            .map(|embedded| (offers, embedded));
         let logits = self.convert(users, offers, context);
         (logits.reshape([batch, products]), plan)
     }

@@ -212,9 +212,12 @@ impl PlainNetwork {
             }
             first.finish(&mut h);
             let h = mlp(rest, h);
+            // With one output per product, the product's own.
+            let last = output.unwrap_or(first);
+            let column = if last.output > 1 { product } else { 0 };
             conversion.push(match output {
-                Some(layer) => layer.forward(&h)[0],
-                None => h[0],
+                Some(layer) => layer.forward(&h)[column],
+                None => h[column],
             });
         }
     }

@@ -30,10 +30,6 @@ pub enum ScoreError {
     Checkpoint(#[from] CheckpointError),
     #[error(transparent)]
     Field(#[from] FieldError),
-    #[error(
-        "column {column:?} is required: this checkpoint's plan-choice head depends on the offer (model.plan_uses_offer)"
-    )]
-    OfferRequired { column: String },
     #[error("this checkpoint has no offers (columns.offer) to decide between")]
     NoOffers,
     #[error("column {column:?} has {found} values; expected {expected}")]
@@ -127,16 +123,19 @@ impl Scorer {
         &self.manifest
     }
 
-    /// Rows without an offer are scored for every product, unless the plan
-    /// head needs the offer to say what a buyer picks.
-    pub fn check_offer_present(&self, present: bool) -> Result<(), ScoreError> {
-        match (&self.manifest.preprocessor.offer, present) {
-            (Some(column), false) if self.manifest.network.plan_uses_offer => {
-                Err(ScoreError::OfferRequired {
-                    column: column.clone(),
-                })
-            }
-            _ => Ok(()),
+    /// Whether the plan head needs each row's offer: then rows without one
+    /// are scored for every product, but without a plan distribution.
+    pub fn plan_needs_offer(&self) -> bool {
+        self.manifest.preprocessor.offer.is_some() && self.manifest.network.plan_uses_offer
+    }
+
+    /// Forgets what scores without offers cannot say: the offered
+    /// product's P(convert), and the plan a buyer takes when it depends on
+    /// the offer.
+    fn without_offers(&self, scores: &mut Scores) {
+        scores.p_offer.clear();
+        if self.plan_needs_offer() {
+            scores.p_plan.clear();
         }
     }
 
@@ -308,8 +307,9 @@ impl Scorer {
         })?)
     }
 
-    /// Scores rows given as records: column name -> value. A record without
-    /// the offer column is scored for every product; `p_offer` is then empty.
+    /// Scores rows given as records: column name -> value. Records without
+    /// the offer column are scored for every product; `p_offer` is then
+    /// empty, and so is `p_plan` when [`plan_needs_offer`](Self::plan_needs_offer).
     pub fn score_records(
         &self,
         records: &[HashMap<String, Value<'_>>],
@@ -320,10 +320,9 @@ impl Scorer {
             .offer
             .as_ref()
             .is_some_and(|o| records.iter().all(|r| r.contains_key(o.as_str())));
-        self.check_offer_present(has_offers)?;
         let mut scores = self.score_features(&features);
         if !has_offers {
-            scores.p_offer.clear();
+            self.without_offers(&mut scores);
         }
         Ok(scores)
     }
@@ -339,11 +338,10 @@ impl Scorer {
             .offer
             .as_ref()
             .is_some_and(|o| columns.contains_key(o.as_str()));
-        self.check_offer_present(has_offers)?;
         let features = self.transform_columns(columns)?;
         let mut scores = self.score_features(&features);
         if !has_offers {
-            scores.p_offer.clear();
+            self.without_offers(&mut scores);
         }
         Ok(scores)
     }

@@ -486,17 +486,17 @@ async fn infer(
         .transform_columns(&typed)
         .map_err(|e| ApiError::bad(e.to_string()))?;
     let with_offer = pre.offer.as_ref().is_some_and(|o| columns.contains_key(o));
-    model
-        .scorer
-        .check_offer_present(with_offer)
-        .map_err(|e| ApiError::bad(e.to_string()))?;
     state
         .metrics
         .batch
         .with_label_values(&["/v2/models/{name}/infer"])
         .observe(rows as f64);
     let scoring = model.clone();
-    let scores = blocking(move || scoring.scorer.score_features(&features)).await?;
+    let mut scores = blocking(move || scoring.scorer.score_features(&features)).await?;
+    if !with_offer && model.scorer.plan_needs_offer() {
+        // What a buyer takes depends on the offer, and none was given.
+        scores.p_plan.clear();
+    }
     let width = scores.convert_width();
     let mut outputs = vec![json!({
         "name": "p_convert",

@@ -64,8 +64,9 @@ use polars::prelude::{
 };
 use rand::{Rng, RngExt, SeedableRng};
 use rand_distr::{Beta, Distribution, Gamma, StandardNormal};
+use serde::{Deserialize, Serialize};
 
-use crate::config::{ColumnsConfig, Config, SplitRule};
+use crate::config::{ColumnsConfig, Config, EligibilityRule, SplitRule};
 use crate::data::DataError;
 use crate::{Error, Result};
 
@@ -184,6 +185,179 @@ pub const LOGGING_EPSILON: f64 = 0.06;
 /// drawn from their own affinities.
 pub const OFFER_STICKINESS: f64 = 0.7;
 
+/// What makes a world hard to decide in. The default world is `default`;
+/// [`WorldParams::preset`] names others, and `upsell synth --world NAME
+/// --world-set key=value` changes any field.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct WorldParams {
+    /// Scale of the user-by-product affinities around a common level: how
+    /// much the best product differs between users. Default 1.
+    pub interaction: f64,
+    /// Standard deviation of an unobserved per-user effect on the
+    /// conversion log-odds: what no model of the features can know.
+    /// Default 0.35.
+    pub hidden_sd: f64,
+    /// Probability that a buyer takes the offered product rather than one
+    /// drawn from their own affinities. Default 0.7.
+    pub stickiness: f64,
+    /// Weight of price sensitivity against a product's price, in log-odds
+    /// at the dearest price. Default 2.2.
+    pub price_weight: f64,
+    /// Standard deviation of each region's effect on conversion (its
+    /// family/duo tilt is 8/7 of it): how much the high-cardinality id
+    /// carries. Default 0.35.
+    pub region_sd: f64,
+    /// Log-odds taken from `duo` and `audiobooks`, in what users want and in
+    /// how often the logging policy offers them: rare products. Default 0.
+    pub rare_shift: f64,
+    /// Log-odds of converting for an average user on the home banner with
+    /// a feature message, before product affinities. Default -2.85.
+    pub base_logit: f64,
+}
+
+impl Default for WorldParams {
+    fn default() -> Self {
+        WorldParams {
+            interaction: 1.0,
+            hidden_sd: 0.35,
+            stickiness: OFFER_STICKINESS,
+            price_weight: 2.2,
+            region_sd: 0.35,
+            rare_shift: 0.0,
+            base_logit: -2.85,
+        }
+    }
+}
+
+/// World parameters as a TOML table, key by key.
+fn params_table(params: &WorldParams) -> toml::Table {
+    match toml::Value::try_from(params) {
+        Ok(toml::Value::Table(table)) => table,
+        _ => unreachable!("a struct of numbers serialises to a table"),
+    }
+}
+
+/// The named worlds, each hard in one way (the last, `holdout`, in several
+/// at once; it is kept out of all tuning).
+pub const WORLDS: [&str; 8] = [
+    "default",
+    "weak_interactions",
+    "noisy",
+    "switchers",
+    "rare",
+    "regional",
+    "price_sensitive",
+    "holdout",
+];
+
+impl WorldParams {
+    /// The parameters of a named world ([`WORLDS`]).
+    pub fn preset(name: &str) -> Result<WorldParams> {
+        let d = WorldParams::default();
+        Ok(match name {
+            "default" => d,
+            // The best product hardly differs between users.
+            "weak_interactions" => WorldParams {
+                interaction: 0.4,
+                ..d
+            },
+            // Much of who buys is invisible in the features.
+            "noisy" => WorldParams {
+                hidden_sd: 1.0,
+                ..d
+            },
+            // Most buyers take a plan other than the one offered.
+            "switchers" => WorldParams {
+                stickiness: 0.3,
+                ..d
+            },
+            // Two products are rarely wanted and rarely logged.
+            "rare" => WorldParams {
+                rare_shift: 1.5,
+                ..d
+            },
+            // Regions (a hashed id of ~5,000 values) carry much of the signal.
+            "regional" => WorldParams {
+                region_sd: 0.9,
+                ..d
+            },
+            // Price decides: cheap products win for most users.
+            "price_sensitive" => WorldParams {
+                price_weight: 4.0,
+                ..d
+            },
+            "holdout" => WorldParams {
+                interaction: 1.3,
+                hidden_sd: 0.6,
+                stickiness: 0.5,
+                price_weight: 3.0,
+                region_sd: 0.6,
+                rare_shift: 0.8,
+                base_logit: -3.1,
+            },
+            _ => {
+                return Err(Error::Usage(format!(
+                    "synth: unknown world {name:?}; the worlds are {}",
+                    WORLDS.join(", ")
+                )));
+            }
+        })
+    }
+
+    /// Applies `key=value` overrides (TOML values) to these parameters.
+    pub fn with_overrides(self, overrides: &[String]) -> Result<WorldParams> {
+        let mut table = params_table(&self);
+        for o in overrides {
+            let (key, value) = o.split_once('=').ok_or_else(|| {
+                Error::Usage(format!("synth: world setting {o:?} is not key=value"))
+            })?;
+            let value: toml::Value = toml::from_str::<toml::Table>(&format!("v = {value}"))
+                .ok()
+                .and_then(|mut t| t.remove("v"))
+                .ok_or_else(|| Error::Usage(format!("synth: world setting {o:?}: not a number")))?;
+            if !table.contains_key(key.trim()) {
+                return Err(Error::Usage(format!(
+                    "synth: unknown world setting {:?}; the settings are {}",
+                    key.trim(),
+                    table.keys().cloned().collect::<Vec<_>>().join(", ")
+                )));
+            }
+            table.insert(key.trim().to_string(), value);
+        }
+        let params: WorldParams = toml::Value::Table(table)
+            .try_into()
+            .map_err(|e| Error::Usage(format!("synth: world settings: {e}")))?;
+        params.check()?;
+        Ok(params)
+    }
+
+    pub(crate) fn check(&self) -> Result<()> {
+        let finite = [
+            self.interaction,
+            self.hidden_sd,
+            self.stickiness,
+            self.price_weight,
+            self.region_sd,
+            self.rare_shift,
+            self.base_logit,
+        ]
+        .iter()
+        .all(|v| v.is_finite());
+        if !finite
+            || self.hidden_sd < 0.0
+            || self.region_sd < 0.0
+            || !(0.0..=1.0).contains(&self.stickiness)
+        {
+            return Err(Error::Usage(format!(
+                "synth: world settings out of range (finite numbers; hidden_sd and region_sd >= 0; \
+                 stickiness in [0, 1]): {self:?}"
+            )));
+        }
+        Ok(())
+    }
+}
+
 /// Default rows per Parquet file.
 pub const DEFAULT_ROWS_PER_FILE: u64 = 1_000_000;
 /// Default rows per generated chunk and Parquet row group.
@@ -203,6 +377,9 @@ pub struct SynthOptions {
     /// Rows per generated chunk and Parquet row group. Default
     /// [`DEFAULT_CHUNK_ROWS`].
     pub chunk_rows: usize,
+    /// The world's name (for the record) and parameters. Default
+    /// `default`.
+    pub world: (String, WorldParams),
 }
 
 impl SynthOptions {
@@ -214,6 +391,7 @@ impl SynthOptions {
             out_dir: out_dir.into(),
             rows_per_file: DEFAULT_ROWS_PER_FILE,
             chunk_rows: DEFAULT_CHUNK_ROWS,
+            world: ("default".into(), WorldParams::default()),
         }
     }
 }
@@ -253,8 +431,20 @@ pub fn generate_part(
     start: u64,
     rows: usize,
 ) -> Result<(DataFrame, DataFrame)> {
+    generate_in(WorldParams::default(), seed, total, start, rows)
+}
+
+/// [`generate_part`] in a world with these parameters.
+pub fn generate_in(
+    params: WorldParams,
+    seed: u64,
+    total: u64,
+    start: u64,
+    rows: usize,
+) -> Result<(DataFrame, DataFrame)> {
     check_range(total, start, rows)?;
-    let world = World::new(seed);
+    params.check()?;
+    let world = World::new(seed, params);
     world
         .chunk(total, start, rows)
         .frames(&world)
@@ -282,9 +472,15 @@ pub struct Oracle {
 }
 
 impl Oracle {
+    /// The default world of `seed`.
     pub fn new(seed: u64) -> Oracle {
+        Oracle::of(seed, WorldParams::default())
+    }
+
+    /// The world of `seed` with these parameters.
+    pub fn of(seed: u64, params: WorldParams) -> Oracle {
         Oracle {
-            world: World::new(seed),
+            world: World::new(seed, params),
         }
     }
 
@@ -315,11 +511,8 @@ impl Oracle {
         let user = self.world.user(&mut rng);
         let preference = self.world.preference(&user);
         let p = self.world.p_convert(&user, &preference, surface, message);
-        let affinity = softmax(&preference);
-        let drawn: f64 = (0..NP).map(|k| affinity[k] * PRODUCTS[k].1).sum();
-        std::array::from_fn(|k| {
-            p[k] * (OFFER_STICKINESS * PRODUCTS[k].1 + (1.0 - OFFER_STICKINESS) * drawn)
-        })
+        let worth = self.world.value_if_converted(&preference);
+        std::array::from_fn(|k| p[k] * worth[k])
     }
 }
 
@@ -354,6 +547,24 @@ pub fn config() -> Config {
         .map(|(name, value)| (name.to_string(), *value))
         .collect();
     config.preprocess.log1p = strings(&LOG1P_COLUMNS);
+    // The world's business rules, which the truth's `eligible__<product>`
+    // columns follow.
+    config.policy.exclude = vec![
+        EligibilityRule {
+            column: "current_plan".into(),
+            equals_product: true,
+            ..EligibilityRule::default()
+        },
+        EligibilityRule {
+            products: vec![PRODUCTS[STUDENT].0.into()],
+            column: "age_bucket".into(),
+            not_in: STUDENT_AGES
+                .iter()
+                .map(|&a| AGE_BUCKETS[a].0.into())
+                .collect(),
+            ..EligibilityRule::default()
+        },
+    ];
     config
 }
 
@@ -368,6 +579,18 @@ pub fn command(opts: &SynthOptions) -> String {
     );
     if opts.rows_per_file != DEFAULT_ROWS_PER_FILE {
         command.push_str(&format!(" --rows-per-file {}", opts.rows_per_file));
+    }
+    let (name, params) = &opts.world;
+    if name != "default" {
+        command.push_str(&format!(" --world {name}"));
+    }
+    // Settings that differ from the named world's, so the command repeats it.
+    let preset = WorldParams::preset(name).unwrap_or_default();
+    let (mine, theirs) = (params_table(params), params_table(&preset));
+    for (key, value) in &mine {
+        if theirs.get(key) != Some(value) {
+            command.push_str(&format!(" --world-set {key}={value}"));
+        }
     }
     command
 }
@@ -488,7 +711,8 @@ fn write_into(dir: &Path, opts: &SynthOptions) -> Result<(usize, u64)> {
     }
     let files = file;
 
-    let world = World::new(opts.seed);
+    opts.world.1.check()?;
+    let world = World::new(opts.seed, opts.world.1);
     let workers = std::thread::available_parallelism()
         .map_or(1, |n| n.get())
         .clamp(1, 8)
@@ -575,6 +799,8 @@ fn write_into(dir: &Path, opts: &SynthOptions) -> Result<(usize, u64)> {
         "conversions": conversions,
         "conversion_rate": conversions as f64 / opts.rows as f64,
         "products": PRODUCTS.iter().map(|(n, v)| (n.to_string(), *v)).collect::<BTreeMap<_, _>>(),
+        "world": opts.world.0,
+        "world_params": opts.world.1,
         "command": command(opts),
     });
     let text = serde_json::to_string_pretty(&summary).expect("JSON values serialise") + "\n";
@@ -624,10 +850,14 @@ fn readme(opts: &SynthOptions, files: usize) -> String {
          - `exposures/`: one row per exposure of a distinct user: features, the offer, its\n  \
            context (`surface`, `message`), `propensity` (the logging policy's probability of\n  \
            the logged offer, surface and message), `converted`, the `plan` bought and its `value`.\n\
-         - `truth/`: the same rows in the same order (join on `user_id`): `p_convert__<product>`,\n  \
-           the true conversion probability had that product been offered in the logged context;\n  \
-           `p_plan__<product>`, the true distribution of the plan bought given a conversion under\n  \
-           the logged offer; `logging_p__<product>`, the logging policy's offer distribution.\n\
+         - `truth/`: the same rows in the same order (join on `user_id`), in the truth format of\n  \
+           upsell's README (\"Ground truth\"): for the logged context, `p_convert__<product>`,\n  \
+           `bayes_p_convert__<product>` (the best any model of the observed features can know),\n  \
+           `p_plan__<product>` (plan bought given a conversion under the logged offer) and\n  \
+           `logging_p__<product>`; `eligible__<product>` (1 when the business rules allow the\n  \
+           offer); and for every product in every context `p_convert__<product>__<surface>__<message>`,\n  \
+           `value__...` (true expected value of the offer) and `bayes_value__...`, with\n  \
+           `value__none` and `bayes_value__none` for no offer.\n\
          - `config.toml`: the column roles and product values ({products}).\n\
          - `summary.json`: the row count, seed and conversion rate.\n",
         rows = opts.rows,
@@ -661,9 +891,6 @@ const DISCOUNT: usize = 0;
 const PUSH: usize = 2;
 const EMAIL: usize = 3;
 
-/// The log-odds of converting for an average user on the home banner with a
-/// feature message, before product affinities.
-const BASE_LOGIT: f64 = -2.85;
 const SURFACE_EFFECT: [f64; 4] = [0.0, 0.3, -0.25, -0.55];
 const MESSAGE_EFFECT: [f64; 3] = [0.15, 0.0, -0.05];
 /// Message-by-product interactions (rows: messages, columns: products).
@@ -686,8 +913,27 @@ const HOUSEHOLD_BY_AGE: [[f64; 6]; 6] = [
     [0.15, 0.30, 0.20, 0.22, 0.09, 0.04],
     [0.30, 0.50, 0.09, 0.06, 0.03, 0.02],
 ];
+/// The affinity level that `WorldParams::interaction` scales tastes around.
+const TASTE_LEVEL: f64 = -2.0;
+/// The products that `WorldParams::rare_shift` makes rare.
+const RARE: [usize; 2] = [DUO, AUDIOBOOKS];
 /// Audiobook hours the world assumes when they are unknown (null).
 const UNKNOWN_AUDIOBOOK_HOURS: f64 = 3.0;
+/// Ages (indices into [`AGE_BUCKETS`]) that may be offered `student`.
+const STUDENT_AGES: [usize; 2] = [0, 1];
+/// 10-point Gauss-Hermite nodes and weights (physicists' form, positive
+/// half): `E[f(h)]` for `h ~ N(0, s^2)` is `sum w_i f(sqrt(2) s x_i) /
+/// sqrt(pi)` over both signs, exact to about 1e-10 for the smooth sigmoid.
+const HERMITE: [(f64, f64); 5] = [
+    (0.342_901_327_223_705, 0.610_862_633_735_325_8),
+    (1.036_610_829_789_514, 0.240_138_611_082_314_7),
+    (1.756_683_649_299_882, 0.033_874_394_455_481_06),
+    (2.532_731_674_232_79, 0.001_343_645_746_781_233),
+    (3.436_159_118_837_738, 7.640_432_855_232_62e-6),
+];
+/// Context combinations, surface outer and message inner (the order of the
+/// truth's per-context columns).
+const CONTEXTS: usize = SURFACES.len() * MESSAGES.len();
 
 /// One user's features (and the hidden traits behind them).
 #[derive(Debug, Clone)]
@@ -727,10 +973,29 @@ struct Row {
     p_convert: [f64; NP],
     p_plan: [f64; NP],
     logging: [f64; NP],
+    decisions: Decisions,
+}
+
+/// The truth about every decision for one user: what each offer in each
+/// context is worth, and what the best policy from the observed features
+/// believes it is worth.
+#[derive(Debug, Clone)]
+struct Decisions {
+    /// P(convert) given the observed features alone, in the logged context.
+    bayes_p_convert: [f64; NP],
+    /// Whether the business rules allow offering each product.
+    eligible: [bool; NP],
+    /// Per context (surface outer, message inner): true P(convert).
+    p_convert: [[f64; NP]; CONTEXTS],
+    /// Per context: the true expected value of the offer.
+    value: [[f64; NP]; CONTEXTS],
+    /// Per context: the expected value given the observed features alone.
+    bayes_value: [[f64; NP]; CONTEXTS],
 }
 
 /// The parameters drawn once from the seed, and the row generator.
 struct World {
+    params: WorldParams,
     /// The ChaCha key every row's stream starts from.
     key: [u8; 32],
     country_cum: Vec<f64>,
@@ -806,7 +1071,7 @@ fn round_to(x: f64, decimals: i32) -> f64 {
 }
 
 impl World {
-    fn new(seed: u64) -> World {
+    fn new(seed: u64, params: WorldParams) -> World {
         let key = ChaCha8Rng::seed_from_u64(seed).get_seed();
         let mut rng = ChaCha8Rng::from_seed(key);
         // Rows use streams 0, 1, ...; the world uses the last one.
@@ -833,10 +1098,14 @@ impl World {
             region_start.push(region_start[c] + n);
         }
         let regions = region_names.len();
-        let region_effect = (0..regions).map(|_| 0.35 * normal(&mut rng)).collect();
-        let region_family = (0..regions).map(|_| 0.4 * normal(&mut rng)).collect();
+        let sd = params.region_sd;
+        let region_effect = (0..regions).map(|_| sd * normal(&mut rng)).collect();
+        let region_family = (0..regions)
+            .map(|_| sd * 8.0 / 7.0 * normal(&mut rng))
+            .collect();
 
         World {
+            params,
             key,
             country_cum: cumulative(country_weight),
             country_effect,
@@ -935,7 +1204,7 @@ impl World {
         let never = rng.random::<f64>() < 0.2;
         let days = (1.0 + (exponential(rng) * 24.0).floor()).min(365.0);
         let days_since_upsell = (!never).then_some(days);
-        let hidden = 0.35 * normal(rng);
+        let hidden = self.params.hidden_sd * normal(rng);
 
         User {
             country,
@@ -991,6 +1260,12 @@ impl World {
         let audiobook_hours = u.audiobook_hours.unwrap_or(UNKNOWN_AUDIOBOOK_HOURS);
         a[AUDIOBOOKS] = -2.4 + 1.2 * audiobook_hours.ln_1p() + if u.age >= 3 { 0.3 } else { 0.0 };
         a[PODCAST_PLUS] = -2.3 + 4.5 * u.podcast_share.powf(1.5);
+        for a in &mut a {
+            *a = TASTE_LEVEL + self.params.interaction * (*a - TASTE_LEVEL);
+        }
+        for k in RARE {
+            a[k] -= self.params.rare_shift;
+        }
 
         let current = CURRENT_RANK[u.current];
         for (k, a) in a.iter_mut().enumerate() {
@@ -1000,7 +1275,7 @@ impl World {
             } else if rank <= current {
                 *a -= 4.0;
             }
-            *a -= 2.2 * u.price_sensitivity * PRODUCTS[k].1 / 19.99;
+            *a -= self.params.price_weight * u.price_sensitivity * PRODUCTS[k].1 / 19.99;
             *a += self.country_product[u.country][k];
         }
         a
@@ -1009,6 +1284,42 @@ impl World {
     /// The true conversion probability of each product offered to `u` on
     /// `surface` with `message`.
     fn p_convert(
+        &self,
+        u: &User,
+        preference: &[f64; NP],
+        surface: usize,
+        message: usize,
+    ) -> [f64; NP] {
+        self.logits(u, preference, surface, message).map(sigmoid)
+    }
+
+    /// The conversion probabilities given `u`'s observed features alone:
+    /// the unobserved effect integrated out over its distribution.
+    fn bayes_p_convert(
+        &self,
+        u: &User,
+        preference: &[f64; NP],
+        surface: usize,
+        message: usize,
+    ) -> [f64; NP] {
+        let observed = self
+            .logits(u, preference, surface, message)
+            .map(|l| l - u.hidden);
+        observed.map(|l| {
+            HERMITE
+                .iter()
+                .map(|&(x, w)| {
+                    let h = std::f64::consts::SQRT_2 * self.params.hidden_sd * x;
+                    w * (sigmoid(l + h) + sigmoid(l - h))
+                })
+                .sum::<f64>()
+                / std::f64::consts::PI.sqrt()
+        })
+    }
+
+    /// The conversion log-odds of each product offered to `u` on `surface`
+    /// with `message`.
+    fn logits(
         &self,
         u: &User,
         preference: &[f64; NP],
@@ -1026,7 +1337,7 @@ impl World {
                 EMAIL => EMAIL_BY_AGE[u.age],
                 _ => 0.0,
             };
-        let general = BASE_LOGIT
+        let general = self.params.base_logit
             + self.country_effect[u.country]
             + self.region_effect[u.region]
             + 0.25 * u.engagement
@@ -1042,13 +1353,50 @@ impl World {
             0.0
         };
         std::array::from_fn(|k| {
-            sigmoid(
-                general
-                    + preference[k]
-                    + MESSAGE_PRODUCT[message][k]
-                    + discount * PRODUCTS[k].1 / 19.99,
-            )
+            general + preference[k] + MESSAGE_PRODUCT[message][k] + discount * PRODUCTS[k].1 / 19.99
         })
+    }
+
+    /// The expected price of what a converting user buys when offered each
+    /// product: the offer with probability [`OFFER_STICKINESS`], else a plan
+    /// drawn from the user's affinities.
+    fn value_if_converted(&self, preference: &[f64; NP]) -> [f64; NP] {
+        let affinity = softmax(preference);
+        let drawn: f64 = (0..NP).map(|k| affinity[k] * PRODUCTS[k].1).sum();
+        let s = self.params.stickiness;
+        std::array::from_fn(|k| s * PRODUCTS[k].1 + (1.0 - s) * drawn)
+    }
+
+    /// The business rules of this world (those of [`config`]'s policy): no
+    /// product the user already has, `student` only at student ages.
+    fn eligible(u: &User) -> [bool; NP] {
+        std::array::from_fn(|k| {
+            PRODUCTS[k].0 != CURRENT_PLANS[u.current]
+                && (k != STUDENT || STUDENT_AGES.contains(&u.age))
+        })
+    }
+
+    /// Every decision's truth for `u`; `logged` is the row's own context.
+    fn decisions(&self, u: &User, preference: &[f64; NP], logged: (usize, usize)) -> Decisions {
+        let worth = self.value_if_converted(preference);
+        let mut d = Decisions {
+            bayes_p_convert: self.bayes_p_convert(u, preference, logged.0, logged.1),
+            eligible: Self::eligible(u),
+            p_convert: [[0.0; NP]; CONTEXTS],
+            value: [[0.0; NP]; CONTEXTS],
+            bayes_value: [[0.0; NP]; CONTEXTS],
+        };
+        for surface in 0..SURFACES.len() {
+            for message in 0..MESSAGES.len() {
+                let c = surface * MESSAGES.len() + message;
+                let p = self.p_convert(u, preference, surface, message);
+                let bayes = self.bayes_p_convert(u, preference, surface, message);
+                d.p_convert[c] = p;
+                d.value[c] = std::array::from_fn(|k| p[k] * worth[k]);
+                d.bayes_value[c] = std::array::from_fn(|k| bayes[k] * worth[k]);
+            }
+        }
+        d
     }
 
     /// The logging policy's offer distribution: a softmax over a noisy
@@ -1063,6 +1411,9 @@ impl World {
         s[STUDENT] = 1.3 * flag(u.student) - 0.9;
         s[AUDIOBOOKS] = 0.35 * u.audiobook_hours.unwrap_or(0.0).ln_1p() - 0.5;
         s[PODCAST_PLUS] = 1.5 * u.podcast_share - 0.4;
+        for k in RARE {
+            s[k] -= self.params.rare_shift;
+        }
         let current = CURRENT_RANK[u.current];
         for (k, s) in s.iter_mut().enumerate() {
             let rank = PRODUCT_RANK[k];
@@ -1093,11 +1444,13 @@ impl World {
         let preference = self.preference(&user);
         let p_convert = self.p_convert(&user, &preference, surface, message);
         let affinity = softmax(&preference);
-        let mut p_plan = affinity.map(|q| (1.0 - OFFER_STICKINESS) * q);
-        p_plan[offer] += OFFER_STICKINESS;
+        let stickiness = self.params.stickiness;
+        let mut p_plan = affinity.map(|q| (1.0 - stickiness) * q);
+        p_plan[offer] += stickiness;
 
         let (u, v) = (rng.random::<f64>(), rng.random::<f64>());
         let plan = (u < p_convert[offer]).then(|| pick(&cumulative(p_plan), v));
+        let decisions = self.decisions(&user, &preference, (surface, message));
         Row {
             user,
             time_ms,
@@ -1109,6 +1462,7 @@ impl World {
             p_convert,
             p_plan,
             logging,
+            decisions,
         }
     }
 
@@ -1154,6 +1508,12 @@ struct Chunk {
     p_convert: [Vec<f64>; NP],
     p_plan: [Vec<f64>; NP],
     logging: [Vec<f64>; NP],
+    bayes_p_convert: [Vec<f64>; NP],
+    eligible: [Vec<f64>; NP],
+    /// `[context][product]` columns of [`Decisions`].
+    context_p_convert: [[Vec<f64>; NP]; CONTEXTS],
+    context_value: [[Vec<f64>; NP]; CONTEXTS],
+    context_bayes_value: [[Vec<f64>; NP]; CONTEXTS],
     conversions: u64,
 }
 
@@ -1166,6 +1526,11 @@ impl Chunk {
             p_convert: floats(),
             p_plan: floats(),
             logging: floats(),
+            bayes_p_convert: floats(),
+            eligible: floats(),
+            context_p_convert: std::array::from_fn(|_| floats()),
+            context_value: std::array::from_fn(|_| floats()),
+            context_bayes_value: std::array::from_fn(|_| floats()),
             ..Chunk::default()
         }
     }
@@ -1203,6 +1568,14 @@ impl Chunk {
             self.p_convert[k].push(row.p_convert[k]);
             self.p_plan[k].push(row.p_plan[k]);
             self.logging[k].push(row.logging[k]);
+            let d = &row.decisions;
+            self.bayes_p_convert[k].push(d.bayes_p_convert[k]);
+            self.eligible[k].push(if d.eligible[k] { 1.0 } else { 0.0 });
+            for c in 0..CONTEXTS {
+                self.context_p_convert[c][k].push(d.p_convert[c][k]);
+                self.context_value[c][k].push(d.value[c][k]);
+                self.context_bayes_value[c][k].push(d.bayes_value[c][k]);
+            }
         }
         self.conversions += u64::from(row.plan.is_some());
     }
@@ -1257,10 +1630,32 @@ impl Chunk {
             ("p_convert", self.p_convert),
             ("p_plan", self.p_plan),
             ("logging_p", self.logging),
+            ("bayes_p_convert", self.bayes_p_convert),
+            ("eligible", self.eligible),
         ] {
             for (k, values) in table.into_iter().enumerate() {
                 truth.push(floats(&format!("{prefix}__{}", PRODUCTS[k].0), values));
             }
+        }
+        for (prefix, tables) in [
+            ("p_convert", self.context_p_convert),
+            ("value", self.context_value),
+            ("bayes_value", self.context_bayes_value),
+        ] {
+            for (c, table) in tables.into_iter().enumerate() {
+                let (surface, message) = (c / MESSAGES.len(), c % MESSAGES.len());
+                for (k, values) in table.into_iter().enumerate() {
+                    let name = format!(
+                        "{prefix}__{}__{}__{}",
+                        PRODUCTS[k].0, SURFACES[surface].0, MESSAGES[message].0
+                    );
+                    truth.push(floats(&name, values));
+                }
+            }
+        }
+        // Nothing sells without an offer in this world (no organic buyers).
+        for name in ["value__none", "bayes_value__none"] {
+            truth.push(floats(name, vec![0.0; height]));
         }
         let truth = DataFrame::new(height, truth)?;
         Ok((exposures, truth))

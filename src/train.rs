@@ -19,7 +19,7 @@ use serde::Serialize;
 use crate::batch::{Layout, TargetTensors};
 use crate::calibrate::{Calibration, CalibrationReport, Validation};
 use crate::checkpoint;
-use crate::config::{Config, Decay, Sharing, TaskWeighting, TrainConfig};
+use crate::config::{Config, Decay, Objective, Sharing, TaskWeighting, TrainConfig};
 use crate::data::{self, Batch};
 use crate::loss::{binary_cross_entropy_sum, masked_cross_entropy_sum};
 use crate::metrics::{BinaryMetrics, PlanMetrics};
@@ -40,15 +40,19 @@ pub struct EpochMetrics {
     pub train_rows_per_sec: f64,
     pub train_loss: f64,
     pub train_conversion_loss: f64,
+    /// The plan term of the objective: per buyer with `train.objective =
+    /// "mean"`, per row with `"joint"`.
     pub train_plan_loss: Option<f64>,
     /// The training objective on the validation split (with the learned
     /// task weights under uncertainty weighting); early stopping watches it.
     pub valid_loss: f64,
     pub valid_conversion_loss: f64,
+    /// The plan term of the objective, as `train_plan_loss`.
     pub valid_plan_loss: Option<f64>,
     pub valid_conversion_auc: Option<f64>,
     pub valid_conversion_log_loss: f64,
     pub valid_plan_accuracy: Option<f64>,
+    /// The plan head's log loss per buyer.
     pub valid_plan_log_loss: Option<f64>,
     /// Learned task weights `exp(-s)` (conversion, plan) with
     /// `train.task_weighting = "uncertainty"`.
@@ -125,13 +129,15 @@ pub fn network_config(config: &Config, pre: &Preprocessor) -> NetworkConfig {
             Sharing::Mmoe => model.experts,
         },
         task_uncertainty: config.train.task_weighting == TaskWeighting::Uncertainty,
+        product_heads: model.product_heads,
     }
 }
 
 /// The learning rate at `step` of `total`: linear warm-up, then the decay.
 pub fn learning_rate(config: &crate::config::TrainConfig, step: usize, total: usize) -> f64 {
     let peak = config.lr;
-    let warmup = config.warmup_steps.min(total.saturating_sub(1));
+    // Short runs (small data) warm up for a tenth of their steps at most.
+    let warmup = config.warmup_steps.min(total / 10);
     if step < warmup {
         return peak * (step + 1) as f64 / warmup as f64;
     }
@@ -486,7 +492,8 @@ impl<'a> Run<'a> {
         let cfg = &self.config.train;
         crate::model::seed_dropout(self.config.seed);
         let rows = data.rows();
-        let steps_per_epoch = rows.div_ceil(cfg.batch_size);
+        let batch_size = cfg.batch_rows(rows);
+        let steps_per_epoch = rows.div_ceil(batch_size);
         let replicas = if cfg.devices.is_empty() {
             vec![self.device.clone()]
         } else {
@@ -556,6 +563,7 @@ impl<'a> Run<'a> {
             None => (None, None),
         };
         let every = cfg.checkpoint_every_steps;
+        let valid_plan_share = plan_share(cfg.objective, valid);
         let bar = progress_bar(progress, (rows * cfg.epochs) as u64);
         let metrics_path = run_dir.join("metrics.jsonl");
         let mut metrics_file =
@@ -629,16 +637,12 @@ impl<'a> Run<'a> {
                     order.shuffle(&mut rng);
                     let features = train.features.take(&order);
                     let targets = train.targets.take(&order);
-                    for start in (0..rows).step_by(cfg.batch_size) {
-                        on_batch(
-                            &features,
-                            &targets,
-                            start..(start + cfg.batch_size).min(rows),
-                        )?;
+                    for start in (0..rows).step_by(batch_size) {
+                        on_batch(&features, &targets, start..(start + batch_size).min(rows))?;
                     }
                 }
                 TrainData::Stream(stream) => {
-                    stream.epoch(epoch, cfg.batch_size, &mut |batch| {
+                    stream.epoch(epoch, batch_size, &mut |batch| {
                         let rows = 0..batch.features.rows;
                         on_batch(&batch.features, &batch.targets, rows)
                     })?;
@@ -671,7 +675,10 @@ impl<'a> Run<'a> {
             };
             let train_loss = objective(conv_train, plan_train);
             let valid_conversion_loss = valid_metrics.conversion.log_loss.unwrap_or(f64::NAN);
-            let valid_loss = objective(valid_conversion_loss, valid_metrics.plan_log_loss());
+            let valid_plan_loss = valid_metrics
+                .plan_log_loss()
+                .map(|loss| loss * valid_plan_share);
+            let valid_loss = objective(valid_conversion_loss, valid_plan_loss);
             let line = EpochMetrics {
                 epoch,
                 lr: stepper.lr,
@@ -682,7 +689,7 @@ impl<'a> Run<'a> {
                 train_plan_loss: plan_train,
                 valid_loss,
                 valid_conversion_loss,
-                valid_plan_loss: valid_metrics.plan_log_loss(),
+                valid_plan_loss,
                 valid_conversion_auc: valid_metrics.conversion.auc,
                 valid_conversion_log_loss: valid_conversion_loss,
                 valid_plan_accuracy: valid_metrics.plan.as_ref().and_then(|p| p.accuracy),
@@ -870,13 +877,16 @@ impl Stepper<'_> {
         let norms = Normalisers {
             rows: n,
             conversion: total(conversion_weights.as_deref().unwrap_or(weights)).max(1e-12),
-            plan: weights
-                .iter()
-                .zip(&targets.plan[range.clone()])
-                .filter(|(_, plan)| **plan >= 0)
-                .map(|(&w, _)| f64::from(w))
-                .sum::<f64>()
-                .max(1e-12),
+            plan: match cfg.objective {
+                Objective::Joint => total(weights),
+                Objective::Mean => weights
+                    .iter()
+                    .zip(&targets.plan[range.clone()])
+                    .filter(|(_, plan)| **plan >= 0)
+                    .map(|(&w, _)| f64::from(w))
+                    .sum::<f64>(),
+            }
+            .max(1e-12),
         };
         let part = |rows: &Range<usize>| Part {
             rows: rows.clone(),
@@ -956,13 +966,35 @@ impl Stepper<'_> {
     }
 }
 
+/// The factor that turns the plan head's log loss per buyer into the plan
+/// term of the objective on `batch`: 1 for `mean`, the weight share of the
+/// rows with a plan for `joint`.
+fn plan_share(objective: Objective, batch: &Batch) -> f64 {
+    match objective {
+        Objective::Mean => 1.0,
+        Objective::Joint => {
+            let t = &batch.targets;
+            let all: f64 = t.weight.iter().map(|&w| f64::from(w)).sum();
+            let buyers: f64 = t
+                .weight
+                .iter()
+                .zip(&t.plan)
+                .filter(|(_, plan)| **plan >= 0)
+                .map(|(&w, _)| f64::from(w))
+                .sum();
+            buyers / all.max(1e-12)
+        }
+    }
+}
+
 /// The whole batch's sums that the losses are divided by.
 struct Normalisers {
     rows: usize,
     /// The conversion loss's row weights (inverse-propensity ones with
     /// `train.ipw`).
     conversion: f64,
-    /// The weights of the rows with a plan.
+    /// The weights of the rows with a plan (`mean`), or of every row
+    /// (`joint`).
     plan: f64,
 }
 

@@ -67,6 +67,8 @@ pub struct EvalSummary {
     /// The `--by` column, if given.
     pub segment_column: Option<String>,
     pub segments: Vec<SegmentMetrics>,
+    /// The greedy policy's decisions against ground truth (`--truth`).
+    pub decisions: Option<super::truth::DecisionQuality>,
     pub seconds: f64,
     pub rows_per_sec: f64,
 }
@@ -316,6 +318,7 @@ impl Accumulators {
             plan: has_plan.then(|| self.plan.finish()),
             segment_column: by.map(str::to_string),
             segments,
+            decisions: None,
             seconds,
             rows_per_sec: rows_used as f64 / seconds.max(1e-9),
         };

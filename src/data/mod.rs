@@ -13,6 +13,7 @@ mod split;
 pub mod stream;
 pub(crate) mod table;
 mod transform;
+pub mod truth;
 
 pub use error::DataError;
 pub use fit::{Fitter, fit};

@@ -13,7 +13,7 @@ use serde::Serialize;
 
 use super::{DataError, score, source};
 use crate::config::PolicyConfig;
-use crate::policy::Exploration;
+use crate::policy::{Decision, Exploration, Policy};
 use crate::scorer::Scorer;
 use crate::{Error, Result};
 
@@ -116,11 +116,6 @@ pub(crate) fn row_count(path: &Path) -> Result<usize> {
     Ok(count.extract::<u64>().unwrap_or(0) as usize)
 }
 
-/// Decides for this shard's rows of `input` and writes the decisions to the
-/// shard's output path (Parquet or CSV), atomically: `id`, `offer`, one
-/// column per context column, `propensity`, `expected_value`, and
-/// `candidates` (JSON: every eligible candidate, best first, with its
-/// expected value, P(convert) and probability).
 /// A run of `len` consecutive rows of one file, starting at `offset`: the
 /// unit that `--shard I/N` deals out.
 pub type Unit = (PathBuf, usize, usize);
@@ -160,6 +155,140 @@ pub fn read_unit((file, offset, len): &Unit, columns: &[&str]) -> Result<DataFra
         })
 }
 
+/// Reads users unit by unit and decides for them with a checkpoint's
+/// policy: what `recommend` and `eval --truth` share.
+pub struct Decider<'a> {
+    scorer: &'a Scorer,
+    policy: Policy,
+    exploration: Exploration,
+    /// The columns read: features (not the offer), the eligibility rules'
+    /// columns, and the id when every file has it.
+    columns: Vec<String>,
+    id_column: Option<String>,
+}
+
+impl<'a> Decider<'a> {
+    /// Checks that every file has the columns the decisions need.
+    pub fn new(
+        scorer: &'a Scorer,
+        policy_config: PolicyConfig,
+        exploration: Exploration,
+        seed: u64,
+        files: &[PathBuf],
+    ) -> Result<Decider<'a>> {
+        let policy = scorer.policy(policy_config, seed);
+        let pre = &scorer.manifest().preprocessor;
+        let mut columns: Vec<String> = pre.input_columns().iter().map(|c| c.to_string()).collect();
+        let offer = pre.offer.clone();
+        columns.retain(|c| Some(c) != offer.as_ref());
+        for rule in &policy.config().exclude {
+            if !columns.contains(&rule.column) {
+                columns.push(rule.column.clone());
+            }
+        }
+        let mut id_column = scorer.manifest().id_column.clone();
+        for file in files {
+            let schema = source::schema(file)?;
+            // The id is carried when every file has it.
+            if id_column
+                .as_ref()
+                .is_some_and(|id| schema.get(id).is_none())
+            {
+                id_column = None;
+            }
+            for name in &columns {
+                if schema.get(name).is_none() {
+                    return Err(DataError::MissingColumn {
+                        path: file.clone(),
+                        column: name.clone(),
+                        role: "feature or policy.exclude",
+                        available: format!("{} columns", schema.len()),
+                    }
+                    .into());
+                }
+            }
+        }
+        columns.extend(id_column.clone());
+        Ok(Decider {
+            scorer,
+            policy,
+            exploration,
+            columns,
+            id_column,
+        })
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.policy
+    }
+
+    /// Whether the decisions carry the input's ids.
+    pub fn with_id(&self) -> bool {
+        self.id_column.is_some()
+    }
+
+    /// Decides for the rows of `unit`: each row's id (or, without ids, its
+    /// file and position, which also seeds its draw) and decision.
+    pub fn decide(&self, unit: &Unit) -> Result<(Vec<Option<String>>, Vec<Decision>)> {
+        let (file, offset, _) = unit;
+        let polars = |source| {
+            Error::from(DataError::Polars {
+                path: file.clone(),
+                source,
+            })
+        };
+        let columns: Vec<&str> = self.columns.iter().map(String::as_str).collect();
+        let batch = read_unit(unit, &columns)?;
+        let pre = &self.scorer.manifest().preprocessor;
+        let features = score::score_features(file, pre, &batch, *offset)?;
+        let user_scores = self.scorer.user_scores(&features).map_err(Error::from)?;
+        let ids: Vec<Option<String>> = match &self.id_column {
+            Some(id) => {
+                let ids = batch
+                    .column(id)
+                    .and_then(|c| c.cast(&DataType::String))
+                    .map_err(polars)?;
+                ids.str()
+                    .map_err(polars)?
+                    .iter()
+                    .map(|v| v.map(str::to_string))
+                    .collect()
+            }
+            None => (0..batch.height())
+                .map(|r| Some(format!("{}#{}", file.display(), offset + r)))
+                .collect(),
+        };
+        let texts: Vec<(String, StringChunked)> = self
+            .policy
+            .config()
+            .exclude
+            .iter()
+            .map(|rule| {
+                let values = batch
+                    .column(&rule.column)
+                    .and_then(|c| c.cast(&DataType::String))?;
+                Ok((rule.column.clone(), values.str()?.clone()))
+            })
+            .collect::<PolarsResult<_>>()
+            .map_err(polars)?;
+        let value = |row: usize, column: &str| -> Option<String> {
+            texts
+                .iter()
+                .find(|(c, _)| c == column)
+                .and_then(|(_, values)| values.get(row).map(str::to_string))
+        };
+        let decisions = self
+            .policy
+            .decide(self.exploration, &user_scores, &ids, &value);
+        Ok((ids, decisions))
+    }
+}
+
+/// Decides for this shard's rows of `input` and writes the decisions to the
+/// shard's output path (Parquet or CSV), atomically: `id`, `offer`, one
+/// column per context column, `propensity`, `expected_value`, and
+/// `candidates` (JSON: every eligible candidate, best first, with its
+/// expected value, P(convert) and probability).
 pub fn recommend_files(
     scorer: &Scorer,
     policy_config: PolicyConfig,
@@ -181,43 +310,9 @@ pub fn recommend_files(
             path: output.clone(),
         })
     })?;
-    let policy = scorer.policy(policy_config, seed);
-    let pre = &scorer.manifest().preprocessor;
     let files = source::resolve(input)?;
-    let mut read: Vec<String> = pre.input_columns().iter().map(|c| c.to_string()).collect();
-    let offer = pre.offer.clone();
-    read.retain(|c| Some(c) != offer.as_ref());
-    for rule in &policy.config().exclude {
-        if !read.contains(&rule.column) {
-            read.push(rule.column.clone());
-        }
-    }
-    let id_column = scorer.manifest().id_column.clone();
-    // The id is carried when every file has it.
-    let mut with_id = id_column.is_some();
-    for file in &files {
-        let schema = source::schema(file)?;
-        with_id &= id_column
-            .as_ref()
-            .is_some_and(|id| schema.get(id).is_some());
-        for name in &read {
-            if schema.get(name).is_none() {
-                return Err(DataError::MissingColumn {
-                    path: file.clone(),
-                    column: name.clone(),
-                    role: "feature or policy.exclude",
-                    available: format!("{} columns", schema.len()),
-                }
-                .into());
-            }
-        }
-    }
+    let decider = Decider::new(scorer, policy_config, exploration, seed, &files)?;
     let mine = shard_units(&files, unit_rows, shard)?;
-    let mut columns: Vec<&str> = read.iter().map(String::as_str).collect();
-    if with_id {
-        columns.push(id_column.as_deref().expect("with_id"));
-    }
-
     let dir = match output.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,
         _ => Path::new("."),
@@ -228,73 +323,27 @@ pub fn recommend_files(
         .map_err(|e| Error::io(dir, e))?;
     let mut writer = score::Writer::new(format);
     let mut rows = 0;
+    let pre = &scorer.manifest().preprocessor;
     for unit in &mine {
-        let (file, offset, _) = unit;
-        let polars = |source| {
-            Error::from(DataError::Polars {
-                path: file.clone(),
+        let (ids, decisions) = decider.decide(unit)?;
+        let frame = decisions_frame(&decisions, decider.with_id().then_some(&ids), pre).map_err(
+            |source| DataError::Polars {
+                path: unit.0.clone(),
                 source,
-            })
-        };
-        let batch = read_unit(unit, &columns)?;
-        let features = score::score_features(file, pre, &batch, *offset)?;
-        let user_scores = scorer.user_scores(&features).map_err(Error::from)?;
-        let ids: Vec<Option<String>> = if with_id {
-            let ids = batch
-                .column(id_column.as_deref().expect("with_id"))
-                .and_then(|c| c.cast(&DataType::String))
-                .map_err(polars)?;
-            ids.str()
-                .map_err(polars)?
-                .iter()
-                .map(|v| v.map(str::to_string))
-                .collect()
-        } else {
-            // Without ids, the row's position in its file seeds its draw.
-            (0..batch.height())
-                .map(|r| Some(format!("{}#{}", file.display(), offset + r)))
-                .collect()
-        };
-        let texts: Vec<(String, StringChunked)> = policy
-            .config()
-            .exclude
-            .iter()
-            .map(|rule| {
-                let values = batch
-                    .column(&rule.column)
-                    .and_then(|c| c.cast(&DataType::String))?;
-                Ok((rule.column.clone(), values.str()?.clone()))
-            })
-            .collect::<PolarsResult<_>>()
-            .map_err(polars)?;
-        let value = |row: usize, column: &str| -> Option<String> {
-            texts
-                .iter()
-                .find(|(c, _)| c == column)
-                .and_then(|(_, values)| values.get(row).map(str::to_string))
-        };
-        let decisions = policy.decide(exploration, &user_scores, &ids, &value);
-        let frame = decisions_frame(
-            &decisions,
-            with_id.then_some(&ids),
-            &scorer.manifest().preprocessor,
-        )
-        .map_err(polars)?;
+            },
+        )?;
         writer.write(&staging, &frame, &output)?;
-        rows += batch.height();
+        rows += decisions.len();
     }
     if rows == 0 {
         // An empty shard still writes an empty output, so a job's N outputs
         // always exist; its schema comes from an empty decision frame.
-        let frame = decisions_frame(
-            &[],
-            with_id.then_some(&Vec::new()),
-            &scorer.manifest().preprocessor,
-        )
-        .map_err(|source| DataError::Polars {
-            path: output.clone(),
-            source,
-        })?;
+        let frame = decisions_frame(&[], decider.with_id().then_some(&Vec::new()), pre).map_err(
+            |source| DataError::Polars {
+                path: output.clone(),
+                source,
+            },
+        )?;
         writer.write(&staging, &frame, &output)?;
     }
     writer.finish(&output)?;

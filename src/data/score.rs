@@ -354,7 +354,6 @@ pub fn score_shard(
         }
     }
     let with_offer = with_offer.unwrap_or(false);
-    scorer.check_offer_present(with_offer)?;
     let mut read: Vec<&str> = pre.input_columns();
     if !with_offer {
         read.retain(|c| Some(*c) != pre.offer.as_deref());
@@ -374,7 +373,9 @@ pub fn score_shard(
     let mut writer = Writer::new(format);
     let mut rows = 0usize;
     let model_has_offer = scorer.manifest().network.has_offer;
-    let has_plan = scorer.manifest().network.products > 0;
+    // Without offers, an offer-aware plan head has nothing to say.
+    let has_plan =
+        scorer.manifest().network.products > 0 && (with_offer || !scorer.plan_needs_offer());
     let mut score_batch = |file: &Path, batch: DataFrame, first_row: usize| -> Result<usize> {
         let features = score_features(file, pre, &batch, first_row)?;
         let scores = scorer.score_features(&features);

@@ -5,6 +5,7 @@ mod bad_input;
 mod checkpoint;
 mod common;
 mod config;
+mod decisions;
 mod experiment;
 mod fuzz;
 mod model;

@@ -148,7 +148,74 @@ fn columns_and_types_match_the_config() {
         user_ids,
         "truth rows follow the log"
     );
-    assert_eq!(truth.width(), 1 + 3 * PRODUCTS.len());
+    let contexts = SURFACES.len() * MESSAGES.len();
+    assert_eq!(
+        truth.width(),
+        1 + 5 * PRODUCTS.len() + 3 * PRODUCTS.len() * contexts + 2
+    );
+}
+
+/// The truth of every decision: each (product, surface, message) has its
+/// true P(convert) and value, the logged context agrees with the per-row
+/// columns, values match `Oracle`, the Bayes columns average out the hidden
+/// effect, and eligibility follows the config's rules.
+#[test]
+fn the_truth_values_every_decision() {
+    let (exposures, truth) = log();
+    let oracle = synth::Oracle::new(SEED);
+    let surfaces = required_strs(exposures, "surface");
+    let messages = required_strs(exposures, "message");
+    let current = required_strs(exposures, "current_plan");
+    let ages = required_strs(exposures, "age_bucket");
+    let index =
+        |names: &[(&str, f64)], name: &str| names.iter().position(|(n, _)| *n == name).unwrap();
+    let (mut true_mean, mut bayes_mean, mut n) = (0.0, 0.0, 0.0);
+    for (k, (product, _)) in PRODUCTS.iter().enumerate() {
+        let logged = f64s(truth, &format!("p_convert__{product}"));
+        let bayes_logged = f64s(truth, &format!("bayes_p_convert__{product}"));
+        let eligible = f64s(truth, &format!("eligible__{product}"));
+        for row in 0..ROWS {
+            let expected = current[row] != *product
+                && (*product != "student" || ["13-17", "18-24"].contains(&ages[row].as_str()));
+            assert_eq!(eligible[row] == 1.0, expected, "row {row} {product}");
+        }
+        for (surface, _) in SURFACES {
+            for (message, _) in MESSAGES {
+                let suffix = format!("{product}__{surface}__{message}");
+                let p = f64s(truth, &format!("p_convert__{suffix}"));
+                let value = f64s(truth, &format!("value__{suffix}"));
+                let bayes = f64s(truth, &format!("bayes_value__{suffix}"));
+                for row in 0..ROWS {
+                    if surfaces[row] == surface && messages[row] == message {
+                        assert_eq!(p[row], logged[row], "row {row} {suffix}");
+                    }
+                    // A buyer pays between the cheapest and the dearest price.
+                    let worth = value[row] / p[row];
+                    assert!((4.99 - 1e-9..=19.99 + 1e-9).contains(&worth), "{worth}");
+                    assert!(bayes[row] >= 0.0 && bayes[row].is_finite());
+                }
+                for row in [0, 17, 4_321] {
+                    let s = index(&SURFACES, surface);
+                    let m = index(&MESSAGES, message);
+                    let from_oracle = oracle.expected_value(row as u64, s, m)[k];
+                    assert!(
+                        (from_oracle - value[row]).abs() < 1e-12,
+                        "{suffix} row {row}"
+                    );
+                }
+            }
+        }
+        true_mean += logged.iter().sum::<f64>();
+        bayes_mean += bayes_logged.iter().sum::<f64>();
+        n += ROWS as f64;
+    }
+    // Integrating out the hidden effect keeps the average probability.
+    let (true_mean, bayes_mean) = (true_mean / n, bayes_mean / n);
+    assert!(
+        (true_mean - bayes_mean).abs() < 0.002,
+        "{true_mean} vs {bayes_mean}"
+    );
+    assert!(f64s(truth, "value__none").iter().all(|&v| v == 0.0));
 }
 
 #[test]
@@ -598,11 +665,9 @@ fn write_creates_the_dataset_atomically() {
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("synth");
     let opts = SynthOptions {
-        rows: 5_000,
-        seed: 11,
-        out_dir: out.clone(),
         rows_per_file: 2_000,
         chunk_rows: 700,
+        ..SynthOptions::new(5_000, 11, out.clone())
     };
     let summary = synth::write(&opts).unwrap();
     assert_eq!(summary.rows, 5_000);
@@ -709,4 +774,47 @@ fn write_refuses_non_empty_targets_and_accepts_empty_ones() {
     let nested = tmp.path().join("new/parent/log");
     synth::write(&small(&nested)).unwrap();
     assert_eq!(read_parquet_dir(&nested.join("truth")).height(), 300);
+}
+
+/// Named worlds differ in the way their names say, settings override them
+/// by key, and unknown names and keys are refused with the valid ones.
+#[test]
+fn worlds_are_named_presets_with_overrides() {
+    use upsell::synth::{WORLDS, WorldParams, generate_in};
+    for name in WORLDS {
+        WorldParams::preset(name).unwrap();
+    }
+    let noisy = WorldParams::preset("noisy").unwrap();
+    let tuned = noisy.with_overrides(&["stickiness=0.5".into()]).unwrap();
+    assert_eq!(tuned.stickiness, 0.5);
+    assert_eq!(tuned.hidden_sd, noisy.hidden_sd);
+    let error = WorldParams::preset("moon").unwrap_err().to_string();
+    assert!(
+        error.contains("moon") && error.contains("holdout"),
+        "{error}"
+    );
+    let error = noisy
+        .with_overrides(&["stickyness=0.5".into()])
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("stickyness") && error.contains("stickiness"),
+        "{error}"
+    );
+    assert!(noisy.with_overrides(&["stickiness=2".into()]).is_err());
+
+    // Switchers take the offered product less often than default buyers.
+    let offered_share = |params: WorldParams| {
+        let (exposures, truth) = generate_in(params, SEED, 5_000, 0, 5_000).unwrap();
+        let offers = required_strs(&exposures, "offer");
+        let p_plan = per_product(&truth, "p_plan");
+        mean((0..offers.len()).map(|row| p_plan[product_index(&offers[row])][row]))
+    };
+    let default = offered_share(WorldParams::default());
+    let switchers = offered_share(WorldParams::preset("switchers").unwrap());
+    // 0.7 and 0.3, plus the share who would have picked the offer anyway.
+    assert!(
+        default > 0.7 && default - switchers > 0.2,
+        "{default} vs {switchers}"
+    );
 }

@@ -1,0 +1,444 @@
+//! Decisions scored against ground truth: what a checkpoint's policy earns
+//! on rows whose true value of every candidate is known (`upsell synth`
+//! writes it; README, "Ground truth"), next to a uniformly random eligible
+//! offer, the oracle that knows the truth, and the best policy from the
+//! observed features (the Bayes policy).
+//!
+//! The truth is a table with the same rows in the same order as the data
+//! (file by file, with the same row counts). Its columns, for every product
+//! `P` and context combination `C` (the context columns' values in
+//! `columns.context` order, joined by `__`; absent without context columns):
+//! - `value__P__C`: the true expected value of offering `P` in `C` (required);
+//! - `bayes_value__P__C`: what the best model of the observed features
+//!   expects it to be (optional; all or none);
+//! - `value__none`, `bayes_value__none`: the same with no offer (optional, 0);
+//! - `eligible__P`: 1 when the business rules allow offering `P` (optional;
+//!   all or none; without them every product is eligible);
+//! - `bayes_p_convert__P`, `p_convert__P`: P(convert) in the logged context,
+//!   for the best achievable and the true AUC on the logged outcomes
+//!   (optional).
+
+use std::path::{Path, PathBuf};
+
+use polars::prelude::*;
+use serde::Serialize;
+
+use super::recommend::{self, Decider, Shard};
+use super::{DataError, source};
+use crate::config::PolicyConfig;
+use crate::metrics::BinaryMetrics;
+use crate::policy::{Decision, Exploration};
+use crate::scorer::Scorer;
+use crate::{Error, Result};
+
+/// The decision metrics of one policy against the truth.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct DecisionQuality {
+    pub truth: PathBuf,
+    pub rows: usize,
+    /// The contact cost subtracted from every offer's value.
+    pub contact_cost: f64,
+    /// True expected value per user of the policy's decisions, net of the
+    /// contact cost.
+    pub policy_value: f64,
+    /// ... of a uniformly random eligible offer in a random context.
+    pub random_value: f64,
+    /// ... of the best candidate for each user.
+    pub oracle_value: f64,
+    /// ... of the best candidate by `bayes_value` (with Bayes columns).
+    pub bayes_value: Option<f64>,
+    /// `(policy - random) / (oracle - random)`: 0 is random, 1 the oracle.
+    pub share_of_lift: f64,
+    /// The Bayes policy's share of lift: what is reachable from the
+    /// observed features.
+    pub bayes_share_of_lift: Option<f64>,
+    /// `(policy - random) / (bayes - random)`.
+    pub share_of_bayes_lift: Option<f64>,
+    /// Share of users the policy leaves alone.
+    pub no_offer_rate: f64,
+    /// AUC of `bayes_p_convert__<offer>` on the logged outcomes: the best
+    /// any model of the observed features can reach.
+    pub best_achievable_auc: Option<f64>,
+    /// AUC of the true `p_convert__<offer>` on the logged outcomes.
+    pub true_auc: Option<f64>,
+}
+
+/// Where each candidate's truth lives in a truth frame.
+struct Columns {
+    /// `[context][product]` column names of `value`.
+    value: Vec<Vec<String>>,
+    bayes: Option<Vec<Vec<String>>>,
+    eligible: Option<Vec<String>>,
+    none: Option<String>,
+    bayes_none: Option<String>,
+    bayes_p: Option<Vec<String>>,
+    true_p: Option<Vec<String>>,
+}
+
+/// Running sums over rows.
+#[derive(Default)]
+struct Sums {
+    rows: usize,
+    policy: f64,
+    random: f64,
+    oracle: f64,
+    bayes: f64,
+    no_offer: usize,
+}
+
+/// Scores the greedy decisions of `scorer`'s policy (`policy_config`) on
+/// the rows of `data` against `truth`.
+pub fn decision_quality(
+    scorer: &Scorer,
+    policy_config: PolicyConfig,
+    seed: u64,
+    data: &Path,
+    truth: &Path,
+) -> Result<DecisionQuality> {
+    let files = source::resolve(data)?;
+    let truth_files = source::resolve(truth)?;
+    if files.len() != truth_files.len() {
+        return Err(Error::Usage(format!(
+            "{}: {} truth file(s) for {} data file(s); the truth has the data's rows in the \
+             same order, file by file",
+            truth.display(),
+            truth_files.len(),
+            files.len()
+        )));
+    }
+    for (file, truth_file) in files.iter().zip(&truth_files) {
+        let (rows, truth_rows) = (
+            recommend::row_count(file)?,
+            recommend::row_count(truth_file)?,
+        );
+        if rows != truth_rows {
+            return Err(Error::Usage(format!(
+                "{}: {truth_rows} rows, but its data file {} has {rows}",
+                truth_file.display(),
+                file.display()
+            )));
+        }
+    }
+    let contact_cost = policy_config.contact_cost;
+    let decider = Decider::new(scorer, policy_config, Exploration::Greedy, seed, &files)?;
+    let products = scorer.product_names();
+    let contexts: Vec<String> = decider
+        .policy()
+        .contexts()
+        .iter()
+        .map(|c| c.iter().map(|(_, v)| format!("__{v}")).collect())
+        .collect();
+    let columns = Columns::find(&truth_files, &products, &contexts)?;
+    // The AUCs need the logged offer and outcome, and truth to score them.
+    let config = scorer.manifest().saved_config(&[])?;
+    let mut logged = config
+        .columns
+        .offer
+        .clone()
+        .map(|offer| (offer, config.columns.converted.clone()))
+        .filter(|_| columns.bayes_p.is_some() || columns.true_p.is_some());
+    for file in &files {
+        let schema = source::schema(file)?;
+        if logged
+            .as_ref()
+            .is_some_and(|(o, c)| schema.get(o).is_none() || schema.get(c).is_none())
+        {
+            logged = None;
+        }
+    }
+
+    let mut sums = Sums::default();
+    let (mut best_auc, mut true_auc) = (BinaryMetrics::new(), BinaryMetrics::new());
+    let data_units = recommend::shard_units(&files, recommend::UNIT_ROWS, Shard::ALL)?;
+    let truth_units = recommend::shard_units(&truth_files, recommend::UNIT_ROWS, Shard::ALL)?;
+    for (unit, truth_unit) in data_units.iter().zip(&truth_units) {
+        let (_, decisions) = decider.decide(unit)?;
+        let frame = recommend::read_unit(truth_unit, &columns.names())?;
+        let read = |name: &str| -> Result<Vec<f64>> { floats(&truth_unit.0, &frame, name) };
+        let table = |names: &Vec<Vec<String>>| -> Result<Vec<Vec<Vec<f64>>>> {
+            names
+                .iter()
+                .map(|row| row.iter().map(|n| read(n)).collect())
+                .collect()
+        };
+        let value = table(&columns.value)?;
+        let bayes = columns.bayes.as_ref().map(table).transpose()?;
+        let eligible = match &columns.eligible {
+            Some(names) => Some(names.iter().map(|n| read(n)).collect::<Result<Vec<_>>>()?),
+            None => None,
+        };
+        let zeros = || vec![0.0; frame.height()];
+        let none = columns
+            .none
+            .as_deref()
+            .map(read)
+            .transpose()?
+            .unwrap_or_else(zeros);
+        let bayes_none = columns
+            .bayes_none
+            .as_deref()
+            .map(read)
+            .transpose()?
+            .unwrap_or_else(zeros);
+        for (row, decision) in decisions.iter().enumerate() {
+            let allowed: Vec<usize> = (0..products.len())
+                .filter(|&p| eligible.as_ref().is_none_or(|e| e[p][row] > 0.5))
+                .collect();
+            let truth = Truth {
+                value: &value,
+                bayes: bayes.as_ref(),
+                none: none[row],
+                bayes_none: bayes_none[row],
+                row,
+                contact_cost,
+            };
+            sums.add(&truth, &allowed, decision, &products, &contexts)?;
+        }
+        if let Some((offer_column, converted_column)) = &logged {
+            let data = recommend::read_unit(unit, &[offer_column, converted_column])?;
+            let offers = strings(&unit.0, &data, offer_column)?;
+            let converted = floats(&unit.0, &data, converted_column)?;
+            for (metrics, names) in [
+                (&mut best_auc, &columns.bayes_p),
+                (&mut true_auc, &columns.true_p),
+            ] {
+                let Some(names) = names else { continue };
+                let p: Vec<Vec<f64>> = names.iter().map(|n| read(n)).collect::<Result<_>>()?;
+                for (row, offer) in offers.iter().enumerate() {
+                    if let Some(k) = offer
+                        .as_deref()
+                        .and_then(|o| products.iter().position(|p| p == o))
+                    {
+                        metrics.add(p[k][row] as f32, converted[row] as f32, 1.0);
+                    }
+                }
+            }
+        }
+    }
+    Ok(sums.finish(
+        truth,
+        contact_cost,
+        columns.bayes.is_some(),
+        &best_auc,
+        &true_auc,
+        &columns,
+    ))
+}
+
+/// One row's truth.
+struct Truth<'a> {
+    /// `[context][product][row]`.
+    value: &'a [Vec<Vec<f64>>],
+    bayes: Option<&'a Vec<Vec<Vec<f64>>>>,
+    none: f64,
+    bayes_none: f64,
+    row: usize,
+    contact_cost: f64,
+}
+
+impl Sums {
+    fn add(
+        &mut self,
+        t: &Truth<'_>,
+        allowed: &[usize],
+        decision: &Decision,
+        products: &[String],
+        contexts: &[String],
+    ) -> Result<()> {
+        let row = t.row;
+        let net = |c: usize, p: usize| t.value[c][p][row] - t.contact_cost;
+        // "No offer" competes when contacts cost something, as in the policy.
+        let with_none = t.contact_cost > 0.0 || allowed.is_empty();
+        let mut oracle = if with_none { t.none } else { f64::NEG_INFINITY };
+        let mut random = 0.0;
+        let mut bayes_pick: Option<(f64, f64)> = with_none.then_some((t.bayes_none, t.none));
+        for c in 0..contexts.len() {
+            for &p in allowed {
+                let v = net(c, p);
+                oracle = oracle.max(v);
+                random += v;
+                if let Some(bayes) = t.bayes {
+                    let b = bayes[c][p][row] - t.contact_cost;
+                    if bayes_pick.is_none_or(|(best, _)| b > best) {
+                        bayes_pick = Some((b, v));
+                    }
+                }
+            }
+        }
+        let candidates = contexts.len() * allowed.len();
+        let random = if candidates == 0 {
+            t.none
+        } else {
+            random / candidates as f64
+        };
+        let chosen = match &decision.offer {
+            None => {
+                self.no_offer += 1;
+                t.none
+            }
+            Some(offer) => {
+                let p = products
+                    .iter()
+                    .position(|p| p == offer)
+                    .expect("a product of the model");
+                let key: String = decision
+                    .context
+                    .iter()
+                    .map(|(_, v)| format!("__{v}"))
+                    .collect();
+                let c = contexts.iter().position(|c| *c == key).ok_or_else(|| {
+                    Error::Usage(format!(
+                        "the truth has no context {key:?} of decision {offer}"
+                    ))
+                })?;
+                net(c, p)
+            }
+        };
+        self.rows += 1;
+        self.policy += chosen;
+        self.random += random;
+        self.oracle += oracle;
+        self.bayes += bayes_pick.map_or(0.0, |(_, v)| v);
+        Ok(())
+    }
+
+    fn finish(
+        self,
+        truth: &Path,
+        contact_cost: f64,
+        has_bayes: bool,
+        best_auc: &BinaryMetrics,
+        true_auc: &BinaryMetrics,
+        columns: &Columns,
+    ) -> DecisionQuality {
+        let n = self.rows.max(1) as f64;
+        let (policy, random, oracle) = (self.policy / n, self.random / n, self.oracle / n);
+        let bayes = has_bayes.then_some(self.bayes / n);
+        let share = |v: f64, top: f64| (v - random) / (top - random);
+        DecisionQuality {
+            truth: truth.to_path_buf(),
+            rows: self.rows,
+            contact_cost,
+            policy_value: policy,
+            random_value: random,
+            oracle_value: oracle,
+            bayes_value: bayes,
+            share_of_lift: share(policy, oracle),
+            bayes_share_of_lift: bayes.map(|b| share(b, oracle)),
+            share_of_bayes_lift: bayes.map(|b| share(policy, b)),
+            no_offer_rate: self.no_offer as f64 / n,
+            best_achievable_auc: columns.bayes_p.as_ref().and_then(|_| best_auc.finish().auc),
+            true_auc: columns.true_p.as_ref().and_then(|_| true_auc.finish().auc),
+        }
+    }
+}
+
+impl Columns {
+    /// The truth's columns for these products and contexts, checked against
+    /// every truth file's schema.
+    fn find(files: &[PathBuf], products: &[String], contexts: &[String]) -> Result<Columns> {
+        let mut schemas = Vec::new();
+        for file in files {
+            schemas.push((file, source::schema(file)?));
+        }
+        let present = |name: &str| schemas.iter().all(|(_, s)| s.get(name).is_some());
+        let grid = |prefix: &str| -> Vec<Vec<String>> {
+            contexts
+                .iter()
+                .map(|c| {
+                    products
+                        .iter()
+                        .map(|p| format!("{prefix}__{p}{c}"))
+                        .collect()
+                })
+                .collect()
+        };
+        let per_product = |prefix: &str| -> Vec<String> {
+            products.iter().map(|p| format!("{prefix}__{p}")).collect()
+        };
+        // Optional groups count when every column of the group is there.
+        let all = |names: Vec<String>| names.iter().all(|n| present(n)).then_some(names);
+        let value = grid("value");
+        for name in value.iter().flatten() {
+            if let Some((file, schema)) = schemas.iter().find(|(_, s)| s.get(name).is_none()) {
+                return Err(DataError::MissingColumn {
+                    path: (*file).clone(),
+                    column: name.clone(),
+                    role: "truth (value of each product in each context)",
+                    available: format!("{} columns", schema.len()),
+                }
+                .into());
+            }
+        }
+        let bayes = grid("bayes_value");
+        let bayes = bayes.iter().flatten().all(|n| present(n)).then_some(bayes);
+        Ok(Columns {
+            value,
+            bayes,
+            eligible: all(per_product("eligible")),
+            none: present("value__none").then(|| "value__none".to_string()),
+            bayes_none: present("bayes_value__none").then(|| "bayes_value__none".to_string()),
+            bayes_p: all(per_product("bayes_p_convert")),
+            true_p: all(per_product("p_convert")),
+        })
+    }
+
+    fn names(&self) -> Vec<&str> {
+        let mut names: Vec<&str> = self.value.iter().flatten().map(String::as_str).collect();
+        for group in [&self.bayes].into_iter().flatten() {
+            names.extend(group.iter().flatten().map(String::as_str));
+        }
+        for group in [&self.eligible, &self.bayes_p, &self.true_p]
+            .into_iter()
+            .flatten()
+        {
+            names.extend(group.iter().map(String::as_str));
+        }
+        names.extend(self.none.as_deref());
+        names.extend(self.bayes_none.as_deref());
+        names
+    }
+}
+
+/// A column as f64s; a null or a non-number is an error naming the file
+/// and column.
+fn floats(file: &Path, frame: &DataFrame, name: &str) -> Result<Vec<f64>> {
+    let polars = |source| {
+        Error::from(DataError::Polars {
+            path: file.to_path_buf(),
+            source,
+        })
+    };
+    let column = frame
+        .column(name)
+        .and_then(|c| c.cast(&DataType::Float64))
+        .map_err(polars)?;
+    let values = column.f64().map_err(polars)?;
+    if values.null_count() > 0 {
+        return Err(Error::Usage(format!(
+            "{}: column {name:?} has {} null value(s); the truth needs a number in every row",
+            file.display(),
+            values.null_count()
+        )));
+    }
+    Ok(values.into_no_null_iter().collect())
+}
+
+fn strings(file: &Path, frame: &DataFrame, name: &str) -> Result<Vec<Option<String>>> {
+    let polars = |source| {
+        Error::from(DataError::Polars {
+            path: file.to_path_buf(),
+            source,
+        })
+    };
+    let column = frame
+        .column(name)
+        .and_then(|c| c.cast(&DataType::String))
+        .map_err(polars)?;
+    Ok(column
+        .str()
+        .map_err(polars)?
+        .iter()
+        .map(|v| v.map(str::to_string))
+        .collect())
+}

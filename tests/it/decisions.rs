@@ -1,0 +1,197 @@
+//! Decisions against ground truth: `upsell eval --truth` and its arithmetic
+//! on hand-made truth tables.
+
+use std::path::Path;
+
+use polars::prelude::{CsvReadOptions, SerReader};
+use serde_json::Value;
+
+use crate::common::{repo, run_fails, run_ok, upsell};
+
+/// The demo checkpoint's products and context values, in its order.
+fn demo_candidates() -> (Vec<String>, Vec<String>) {
+    let manifest: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo().join("checkpoints/demo/manifest.json")).unwrap(),
+    )
+    .unwrap();
+    let pre = &manifest["preprocessor"];
+    let products = pre["products"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap().to_string())
+        .collect();
+    let mut contexts = vec![String::new()];
+    for column in pre["context"].as_array().unwrap() {
+        let tokens: Vec<&str> = column["tokens"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t.as_str().unwrap())
+            .collect();
+        contexts = contexts
+            .iter()
+            .flat_map(|c| tokens.iter().map(move |t| format!("{c}__{t}")))
+            .collect();
+    }
+    (products, contexts)
+}
+
+/// The demo policy's greedy choice per row of `rows.csv`, as the truth's
+/// column suffix `product__surface__message`.
+fn demo_choices(dir: &Path) -> Vec<String> {
+    let demo = repo().join("checkpoints/demo");
+    let out = dir.join("decisions.csv");
+    run_ok(
+        upsell()
+            .args(["recommend", "--checkpoint"])
+            .arg(&demo)
+            .arg("--input")
+            .arg(demo.join("rows.csv"))
+            .arg("--output")
+            .arg(&out),
+    );
+    let frame = CsvReadOptions::default()
+        .try_into_reader_with_file_path(Some(out))
+        .unwrap()
+        .finish()
+        .unwrap();
+    let text = |name: &str| -> Vec<String> {
+        let column = frame.column(name).unwrap();
+        column
+            .str()
+            .unwrap()
+            .iter()
+            .map(|v| v.unwrap().to_string())
+            .collect()
+    };
+    let (offers, surfaces, messages) = (text("offer"), text("surface"), text("message"));
+    (0..offers.len())
+        .map(|i| format!("{}__{}__{}", offers[i], surfaces[i], messages[i]))
+        .collect()
+}
+
+/// A truth CSV for the demo rows: `value(row, suffix)` for every
+/// `value__<product><context>` column.
+fn write_truth(path: &Path, rows: usize, value: impl Fn(usize, &str) -> f64, skip: Option<&str>) {
+    let (products, contexts) = demo_candidates();
+    let suffixes: Vec<String> = products
+        .iter()
+        .flat_map(|p| contexts.iter().map(move |c| format!("{p}{c}")))
+        .filter(|s| Some(s.as_str()) != skip)
+        .collect();
+    let mut text = suffixes
+        .iter()
+        .map(|s| format!("value__{s}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    text.push('\n');
+    for row in 0..rows {
+        let line: Vec<String> = suffixes.iter().map(|s| value(row, s).to_string()).collect();
+        text.push_str(&line.join(","));
+        text.push('\n');
+    }
+    std::fs::write(path, text).unwrap();
+}
+
+fn eval_truth(truth: &Path) -> Value {
+    let demo = repo().join("checkpoints/demo");
+    let output = run_ok(
+        upsell()
+            .args(["eval", "--checkpoint"])
+            .arg(&demo)
+            .arg("--data")
+            .arg(demo.join("rows.csv"))
+            .arg("--truth")
+            .arg(truth),
+    );
+    let line: Value = serde_json::from_slice(&output.stdout).unwrap();
+    line["decisions"].clone()
+}
+
+#[test]
+fn eval_scores_decisions_against_the_truth() {
+    let dir = tempfile::tempdir().unwrap();
+    let choices = demo_choices(dir.path());
+    let rows = choices.len();
+    let candidates = {
+        let (products, contexts) = demo_candidates();
+        (products.len() * contexts.len()) as f64
+    };
+
+    // Worth 1 where the policy chose, 0 elsewhere: the policy is the oracle.
+    let truth = dir.path().join("oracle.csv");
+    write_truth(
+        &truth,
+        rows,
+        |row, s| f64::from(u8::from(s == choices[row])),
+        None,
+    );
+    let d = eval_truth(&truth);
+    assert_eq!(d["rows"], rows);
+    assert_eq!(d["policy_value"], 1.0);
+    assert_eq!(d["oracle_value"], 1.0);
+    assert!((d["random_value"].as_f64().unwrap() - 1.0 / candidates).abs() < 1e-12);
+    assert!((d["share_of_lift"].as_f64().unwrap() - 1.0).abs() < 1e-12);
+    assert_eq!(
+        d["bayes_value"],
+        Value::Null,
+        "no Bayes columns, no Bayes policy"
+    );
+
+    // Worth 0 where the policy chose and 2 at one other candidate.
+    let other = |row: usize| {
+        if choices[row].starts_with("duo__") {
+            "family__push__discount"
+        } else {
+            "duo__push__discount"
+        }
+    };
+    let truth = dir.path().join("worst.csv");
+    write_truth(
+        &truth,
+        rows,
+        |row, s| if s == other(row) { 2.0 } else { 0.0 },
+        None,
+    );
+    let d = eval_truth(&truth);
+    let random = 2.0 / candidates;
+    assert_eq!(d["policy_value"], 0.0);
+    assert_eq!(d["oracle_value"], 2.0);
+    let expected = (0.0 - random) / (2.0 - random);
+    assert!((d["share_of_lift"].as_f64().unwrap() - expected).abs() < 1e-12);
+}
+
+#[test]
+fn a_truth_that_does_not_match_the_data_is_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let demo = repo().join("checkpoints/demo");
+    let eval = |truth: &Path| {
+        let mut command = upsell();
+        command
+            .args(["eval", "--checkpoint"])
+            .arg(&demo)
+            .arg("--data")
+            .arg(demo.join("rows.csv"))
+            .arg("--truth")
+            .arg(truth);
+        run_fails(&mut command, 2)
+    };
+    let rows = demo_choices(dir.path()).len();
+
+    let short = dir.path().join("short.csv");
+    write_truth(&short, rows - 1, |_, _| 0.0, None);
+    let stderr = eval(&short);
+    assert!(
+        stderr.contains("short.csv") && stderr.contains("rows"),
+        "{stderr}"
+    );
+
+    let missing = dir.path().join("missing.csv");
+    write_truth(&missing, rows, |_, _| 0.0, Some("family__push__discount"));
+    let stderr = eval(&missing);
+    assert!(
+        stderr.contains("missing.csv") && stderr.contains("value__family__push__discount"),
+        "{stderr}"
+    );
+}
