@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# Compares upsell configs by the decisions they make, on every synthetic
+# world, with upsell's own `eval --truth` (no Python, no baselines; fast
+# enough for tuning). Per world: a log of 250,000 rows of seed WORLD_SEED in
+# files of 50,000 (cached), training on the first four files, the
+# recommendations for the fifth scored against its truth. Prints one line per
+# run and, per world, the mean and sd over training seeds 1..SEEDS of the
+# share of achievable lift and of the conversion AUC.
+#
+#   scripts/decision-ablation.sh SEEDS [--set key=value]...
+#
+# Environment: UPSELL (a prebuilt binary), UPSELL_DQ_WORLD_SEED (default 42),
+# UPSELL_DQ_WORLDS (default every world but `holdout`, which is kept out of
+# tuning), UPSELL_DQ_CACHE (where the logs are kept; default
+# ~/.cache/upsell/worlds).
+set -euo pipefail
+source "$(dirname "$0")/lib.sh"
+
+seeds=${1:?usage: scripts/decision-ablation.sh SEEDS [--set key=value]...}
+shift
+world_seed=${UPSELL_DQ_WORLD_SEED:-42}
+read -r -a worlds <<<"${UPSELL_DQ_WORLDS:-default weak_interactions noisy switchers rare regional price_sensitive}"
+cache=$(user_path "${UPSELL_DQ_CACHE:-}" "$HOME/.cache/upsell/worlds")
+upsell=$(upsell_bin)
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+for world in "${worlds[@]}"; do
+    log=$cache/$world-$world_seed-250000
+    if [[ ! -d $log ]]; then
+        "$upsell" synth --rows 250000 --rows-per-file 50000 --seed "$world_seed" --world "$world" \
+            --out "$log" >/dev/null
+    fi
+    for seed in $(seq "$seeds"); do
+        summary=$("$upsell" train --config "$log/config.toml" --data "$log/exposures/part-0000[0-3].parquet" \
+            --out "$work/$world-$seed" --set train.threads=2 --set "seed=$seed" "$@" | tail -n 1)
+        "$upsell" eval --checkpoint "$work/$world-$seed/checkpoint" \
+            --data "$log/exposures/part-00004.parquet" --truth "$log/truth/part-00004.parquet" |
+            python3 -c '
+import json, sys
+world, seed, summary = sys.argv[1:]
+train = json.loads(summary)
+d = json.load(sys.stdin)
+q = d["decisions"]
+print(world, seed, "share=%.4f" % q["share_of_lift"], "auc=%.4f" % d["conversion"]["auc"],
+      "best_auc=%.4f" % q["best_achievable_auc"], "ece=%.4f" % d["conversion"]["ece"],
+      "epochs=%d" % train["epochs"], "seconds=%.1f" % train["seconds"])' "$world" "$seed" "$summary"
+    done
+done | tee "$work/runs.txt"
+
+python3 - "$work/runs.txt" <<'PY'
+import collections, re, statistics, sys
+runs = collections.defaultdict(list)
+for line in open(sys.argv[1]):
+    fields = dict(f.split("=") for f in line.split()[2:])
+    runs[line.split()[0]].append(fields)
+def stat(values):
+    values = [float(v) for v in values]
+    sd = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{statistics.fmean(values):.3f} ± {sd:.3f}"
+shares = []
+for world, rows in runs.items():
+    shares += [float(r["share"]) for r in rows]
+    print(f"{world:18} share {stat(r['share'] for r in rows)}  auc {stat(r['auc'] for r in rows)}"
+          f"  best auc {rows[0]['best_auc']}")
+print(f"{'every world':18} share {statistics.fmean(shares):.3f}")
+PY
