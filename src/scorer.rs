@@ -129,10 +129,10 @@ impl Scorer {
         self.manifest.preprocessor.offer.is_some() && self.manifest.network.plan_uses_offer
     }
 
-    /// Forgets what scores without offers cannot say: the offered
+    /// Forgets what scores of rows without offers cannot say: the offered
     /// product's P(convert), and the plan a buyer takes when it depends on
     /// the offer.
-    fn without_offers(&self, scores: &mut Scores) {
+    pub fn without_offers(&self, scores: &mut Scores) {
         scores.p_offer.clear();
         if self.plan_needs_offer() {
             scores.p_plan.clear();

@@ -493,9 +493,8 @@ async fn infer(
         .observe(rows as f64);
     let scoring = model.clone();
     let mut scores = blocking(move || scoring.scorer.score_features(&features)).await?;
-    if !with_offer && model.scorer.plan_needs_offer() {
-        // What a buyer takes depends on the offer, and none was given.
-        scores.p_plan.clear();
+    if !with_offer {
+        model.scorer.without_offers(&mut scores);
     }
     let width = scores.convert_width();
     let mut outputs = vec![json!({

@@ -56,6 +56,9 @@ pub struct DecisionQuality {
     pub share_of_bayes_lift: Option<f64>,
     /// Share of users the policy leaves alone.
     pub no_offer_rate: f64,
+    /// Share of users offered a product the truth's `eligible__<product>`
+    /// forbids; such an offer is not made, and scores as no offer.
+    pub ineligible_rate: f64,
     /// AUC of `bayes_p_convert__<offer>` on the logged outcomes: the best
     /// any model of the observed features can reach.
     pub best_achievable_auc: Option<f64>,
@@ -84,6 +87,7 @@ struct Sums {
     oracle: f64,
     bayes: f64,
     no_offer: usize,
+    ineligible: usize,
 }
 
 /// Scores the greedy decisions of `scorer`'s policy (`policy_config`) on
@@ -281,6 +285,11 @@ impl Sums {
                     .iter()
                     .position(|p| p == offer)
                     .expect("a product of the model");
+                if !allowed.contains(&p) {
+                    self.ineligible += 1;
+                    self.record(t.none, random, oracle, bayes_pick);
+                    return Ok(());
+                }
                 let key: String = decision
                     .context
                     .iter()
@@ -294,12 +303,18 @@ impl Sums {
                 net(c, p)
             }
         };
+        self.record(chosen, random, oracle, bayes_pick);
+        Ok(())
+    }
+
+    /// Adds one user's values: the policy's, the random offer's, the
+    /// oracle's, and the Bayes policy's pick (its belief and true value).
+    fn record(&mut self, chosen: f64, random: f64, oracle: f64, bayes_pick: Option<(f64, f64)>) {
         self.rows += 1;
         self.policy += chosen;
         self.random += random;
         self.oracle += oracle;
         self.bayes += bayes_pick.map_or(0.0, |(_, v)| v);
-        Ok(())
     }
 
     fn finish(
@@ -327,6 +342,7 @@ impl Sums {
             bayes_share_of_lift: bayes.map(|b| share(b, oracle)),
             share_of_bayes_lift: bayes.map(|b| share(policy, b)),
             no_offer_rate: self.no_offer as f64 / n,
+            ineligible_rate: self.ineligible as f64 / n,
             best_achievable_auc: columns.bayes_p.as_ref().and_then(|_| best_auc.finish().auc),
             true_auc: columns.true_p.as_ref().and_then(|_| true_auc.finish().auc),
         }

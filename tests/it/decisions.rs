@@ -71,23 +71,23 @@ fn demo_choices(dir: &Path) -> Vec<String> {
         .collect()
 }
 
-/// A truth CSV for the demo rows: `value(row, suffix)` for every
-/// `value__<product><context>` column.
-fn write_truth(path: &Path, rows: usize, value: impl Fn(usize, &str) -> f64, skip: Option<&str>) {
+/// The truth's `value__<product><context>` columns for the demo, but
+/// `skip`.
+fn value_columns(skip: Option<&str>) -> Vec<String> {
     let (products, contexts) = demo_candidates();
-    let suffixes: Vec<String> = products
+    products
         .iter()
-        .flat_map(|p| contexts.iter().map(move |c| format!("{p}{c}")))
-        .filter(|s| Some(s.as_str()) != skip)
-        .collect();
-    let mut text = suffixes
-        .iter()
-        .map(|s| format!("value__{s}"))
-        .collect::<Vec<_>>()
-        .join(",");
+        .flat_map(|p| contexts.iter().map(move |c| format!("value__{p}{c}")))
+        .filter(|name| Some(name.as_str()) != skip.map(|s| format!("value__{s}")).as_deref())
+        .collect()
+}
+
+/// A truth CSV for the demo rows: `value(row, column)` in every column.
+fn write_truth(path: &Path, rows: usize, columns: &[String], value: impl Fn(usize, &str) -> f64) {
+    let mut text = columns.join(",");
     text.push('\n');
     for row in 0..rows {
-        let line: Vec<String> = suffixes.iter().map(|s| value(row, s).to_string()).collect();
+        let line: Vec<String> = columns.iter().map(|c| value(row, c).to_string()).collect();
         text.push_str(&line.join(","));
         text.push('\n');
     }
@@ -121,12 +121,11 @@ fn eval_scores_decisions_against_the_truth() {
 
     // Worth 1 where the policy chose, 0 elsewhere: the policy is the oracle.
     let truth = dir.path().join("oracle.csv");
-    write_truth(
-        &truth,
-        rows,
-        |row, s| f64::from(u8::from(s == choices[row])),
-        None,
-    );
+    let columns = value_columns(None);
+    let chosen = |row: usize, column: &str| column == format!("value__{}", choices[row]);
+    write_truth(&truth, rows, &columns, |row, c| {
+        f64::from(u8::from(chosen(row, c)))
+    });
     let d = eval_truth(&truth);
     assert_eq!(d["rows"], rows);
     assert_eq!(d["policy_value"], 1.0);
@@ -138,6 +137,25 @@ fn eval_scores_decisions_against_the_truth() {
         Value::Null,
         "no Bayes columns, no Bayes policy"
     );
+    assert_eq!(d["ineligible_rate"], 0.0);
+
+    // The same, but the truth's rules forbid every chosen product: such an
+    // offer is not made, and scores as no offer (worth 0 here).
+    let truth = dir.path().join("forbidden.csv");
+    let (products, _) = demo_candidates();
+    let mut with_rules = columns.clone();
+    with_rules.extend(products.iter().map(|p| format!("eligible__{p}")));
+    write_truth(&truth, rows, &with_rules, |row, c| {
+        match c.strip_prefix("eligible__") {
+            Some(product) => {
+                f64::from(u8::from(!choices[row].starts_with(&format!("{product}__"))))
+            }
+            None => f64::from(u8::from(chosen(row, c))),
+        }
+    });
+    let d = eval_truth(&truth);
+    assert_eq!(d["ineligible_rate"], 1.0);
+    assert_eq!(d["policy_value"], 0.0);
 
     // Worth 0 where the policy chose and 2 at one other candidate.
     let other = |row: usize| {
@@ -148,12 +166,13 @@ fn eval_scores_decisions_against_the_truth() {
         }
     };
     let truth = dir.path().join("worst.csv");
-    write_truth(
-        &truth,
-        rows,
-        |row, s| if s == other(row) { 2.0 } else { 0.0 },
-        None,
-    );
+    write_truth(&truth, rows, &columns, |row, c| {
+        if c == format!("value__{}", other(row)) {
+            2.0
+        } else {
+            0.0
+        }
+    });
     let d = eval_truth(&truth);
     let random = 2.0 / candidates;
     assert_eq!(d["policy_value"], 0.0);
@@ -180,7 +199,7 @@ fn a_truth_that_does_not_match_the_data_is_refused_by_name() {
     let rows = demo_choices(dir.path()).len();
 
     let short = dir.path().join("short.csv");
-    write_truth(&short, rows - 1, |_, _| 0.0, None);
+    write_truth(&short, rows - 1, &value_columns(None), |_, _| 0.0);
     let stderr = eval(&short);
     assert!(
         stderr.contains("short.csv") && stderr.contains("rows"),
@@ -188,7 +207,8 @@ fn a_truth_that_does_not_match_the_data_is_refused_by_name() {
     );
 
     let missing = dir.path().join("missing.csv");
-    write_truth(&missing, rows, |_, _| 0.0, Some("family__push__discount"));
+    let columns = value_columns(Some("family__push__discount"));
+    write_truth(&missing, rows, &columns, |_, _| 0.0);
     let stderr = eval(&missing);
     assert!(
         stderr.contains("missing.csv") && stderr.contains("value__family__push__discount"),

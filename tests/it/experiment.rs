@@ -455,6 +455,33 @@ fn mmoe_uncertainty_weighting_and_ipw_train() {
         }
     }
 
+    // Without offers, every product is scored, but what a buyer takes
+    // depends on the offer, so there is no plan distribution.
+    let mut without = frame.drop("offer").unwrap();
+    let input = dir.path().join("no-offers.parquet");
+    ParquetWriter::new(std::fs::File::create(&input).unwrap())
+        .finish(&mut without)
+        .unwrap();
+    let output = dir.path().join("no-offers-scores.parquet");
+    run_ok(
+        upsell()
+            .args(["score", "--checkpoint"])
+            .arg(dir.path().join("run/checkpoint"))
+            .arg("--input")
+            .arg(&input)
+            .arg("--output")
+            .arg(&output),
+    );
+    let scored = read_parquet(&output);
+    let names: Vec<String> = scored
+        .get_column_names()
+        .iter()
+        .map(|n| n.to_string())
+        .collect();
+    assert_eq!(scored.height(), 20);
+    assert!(names.iter().any(|n| n == "p_convert__family"), "{names:?}");
+    assert!(!names.iter().any(|n| n.starts_with("p_plan")), "{names:?}");
+
     // IPW without a propensity column is refused before any work.
     let output = upsell()
         .args([
