@@ -416,20 +416,26 @@ impl Columns {
     }
 }
 
+/// A column cast to `dtype`; a failed cast is an error naming the file.
+fn cast(file: &Path, frame: &DataFrame, name: &str, dtype: &DataType) -> Result<Column> {
+    frame
+        .column(name)
+        .and_then(|c| c.cast(dtype))
+        .map_err(|source| polars_error(file, source))
+}
+
+fn polars_error(file: &Path, source: PolarsError) -> Error {
+    Error::from(DataError::Polars {
+        path: file.to_path_buf(),
+        source,
+    })
+}
+
 /// A column as f64s; a null or a non-number is an error naming the file
 /// and column.
 fn floats(file: &Path, frame: &DataFrame, name: &str) -> Result<Vec<f64>> {
-    let polars = |source| {
-        Error::from(DataError::Polars {
-            path: file.to_path_buf(),
-            source,
-        })
-    };
-    let column = frame
-        .column(name)
-        .and_then(|c| c.cast(&DataType::Float64))
-        .map_err(polars)?;
-    let values = column.f64().map_err(polars)?;
+    let column = cast(file, frame, name, &DataType::Float64)?;
+    let values = column.f64().map_err(|e| polars_error(file, e))?;
     if values.null_count() > 0 {
         return Err(Error::Usage(format!(
             "{}: column {name:?} has {} null value(s); the truth needs a number in every row",
@@ -441,19 +447,10 @@ fn floats(file: &Path, frame: &DataFrame, name: &str) -> Result<Vec<f64>> {
 }
 
 fn strings(file: &Path, frame: &DataFrame, name: &str) -> Result<Vec<Option<String>>> {
-    let polars = |source| {
-        Error::from(DataError::Polars {
-            path: file.to_path_buf(),
-            source,
-        })
-    };
-    let column = frame
-        .column(name)
-        .and_then(|c| c.cast(&DataType::String))
-        .map_err(polars)?;
+    let column = cast(file, frame, name, &DataType::String)?;
     Ok(column
         .str()
-        .map_err(polars)?
+        .map_err(|e| polars_error(file, e))?
         .iter()
         .map(|v| v.map(str::to_string))
         .collect())
