@@ -219,14 +219,7 @@ pub fn decision_quality(
             }
         }
     }
-    Ok(sums.finish(
-        truth,
-        contact_cost,
-        columns.bayes.is_some(),
-        &best_auc,
-        &true_auc,
-        &columns,
-    ))
+    Ok(sums.finish(truth, contact_cost, &best_auc, &true_auc, &columns))
 }
 
 /// One row's truth.
@@ -321,14 +314,13 @@ impl Sums {
         self,
         truth: &Path,
         contact_cost: f64,
-        has_bayes: bool,
         best_auc: &BinaryMetrics,
         true_auc: &BinaryMetrics,
         columns: &Columns,
     ) -> DecisionQuality {
         let n = self.rows.max(1) as f64;
         let (policy, random, oracle) = (self.policy / n, self.random / n, self.oracle / n);
-        let bayes = has_bayes.then_some(self.bayes / n);
+        let bayes = columns.bayes.is_some().then_some(self.bayes / n);
         let share = |v: f64, top: f64| (v - random) / (top - random);
         DecisionQuality {
             truth: truth.to_path_buf(),
