@@ -13,8 +13,10 @@ use sha2::{Digest, Sha256};
 use crate::model::{Network, NetworkConfig};
 use crate::preprocess::Preprocessor;
 
-/// The manifest format this build writes and the newest it reads.
-pub const FORMAT_VERSION: u32 = 1;
+/// The manifest format this build writes and the newest it reads. 2 added
+/// the numeric columns' bin edges (`preprocessor.numeric[].bins`); a
+/// version 1 manifest reads as one without bins.
+pub const FORMAT_VERSION: u32 = 2;
 /// The burn release the weights were written with (pinned in Cargo.toml).
 pub const BURN_VERSION: &str = "0.22.1";
 pub const MANIFEST: &str = "manifest.json";
@@ -316,6 +318,14 @@ impl Manifest {
             ));
         }
         let pre = &self.preprocessor;
+        if let Some(f) = pre.numeric.iter().find(|f| {
+            f.bins.iter().any(|e| !e.is_finite()) || f.bins.windows(2).any(|e| e[0] >= e[1])
+        }) {
+            return Some(format!(
+                "numeric column {:?}: bin edges must be finite and increasing",
+                f.column
+            ));
+        }
         let context: Vec<usize> = pre.context.iter().map(|v| v.size()).collect();
         if net.embedding_sizes != pre.embedding_sizes()
             || net.context_sizes != context
@@ -408,8 +418,11 @@ pub fn describe(manifest: &Manifest) -> String {
         let log = if f.log1p { " log1p," } else { "" };
         let _ = writeln!(
             out,
-            "  {:<28}{log} mean {:.4}, std {:.4}",
-            f.column, f.mean, f.std
+            "  {:<28}{log} mean {:.4}, std {:.4}, {} bins",
+            f.column,
+            f.mean,
+            f.std,
+            f.bin_width()
         );
     }
     let _ = writeln!(out, "categorical features ({}):", pre.categorical.len());

@@ -289,6 +289,12 @@ pub struct PreprocessConfig {
     /// `sign(x) * ln(1 + |x|)` before normalisation. Default: none.
     #[serde(default)]
     pub log1p: Vec<String>,
+    /// Quantile bins of each numeric column's piecewise-linear encoding,
+    /// given to the network beside the standardised value (fewer where the
+    /// column has fewer distinct values); 0 gives the value alone.
+    /// Default 8.
+    #[serde(default = "default_numeric_bins")]
+    pub numeric_bins: usize,
 }
 
 impl Default for PreprocessConfig {
@@ -297,12 +303,16 @@ impl Default for PreprocessConfig {
             min_count: default_min_count(),
             max_vocab: 0,
             log1p: Vec::new(),
+            numeric_bins: default_numeric_bins(),
         }
     }
 }
 
 fn default_min_count() -> u64 {
     5
+}
+fn default_numeric_bins() -> usize {
+    8
 }
 
 /// `[model]`: the network's shape.

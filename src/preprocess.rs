@@ -21,6 +21,14 @@ pub const RESERVED: u32 = 2;
 /// A numeric feature: optional `sign(x) ln(1 + |x|)`, then standardisation
 /// with the training mean and standard deviation. A null becomes the mean
 /// (0 after standardisation) with its missing flag set.
+///
+/// With `bins`, the value is also given as a piecewise-linear encoding over
+/// training quantiles (Gorishniy et al., "On Embeddings for Numerical
+/// Features in Tabular Deep Learning", 2022): one input per bin, 0 below
+/// it, 1 above it, linear inside. An MLP reads a standardised scalar as a
+/// smooth trend and learns a bump at one value (a two-person household)
+/// slowly, if at all; over bins it is one weight per bin. Being built from
+/// quantiles, the encoding ignores monotone transforms and heavy tails.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NumericFeature {
     pub column: String,
@@ -30,6 +38,10 @@ pub struct NumericFeature {
     /// Standard deviation of the (log-transformed) training values; 1 for a
     /// constant column, so it maps to 0 rather than dividing by zero.
     pub std: f64,
+    /// Strictly increasing bin edges over the (log-transformed) values:
+    /// `edges.len() - 1` bins. Empty: no bin encoding.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bins: Vec<f64>,
 }
 
 impl NumericFeature {
@@ -49,6 +61,43 @@ impl NumericFeature {
             None => (0.0, 1.0),
         }
     }
+
+    /// Inputs of the bin encoding.
+    pub fn bin_width(&self) -> usize {
+        self.bins.len().saturating_sub(1)
+    }
+
+    /// Writes the bin encoding of one value into `out` (`bin_width` long);
+    /// a null is all zeros (its missing flag says the rest). Values beyond
+    /// the training range saturate rather than extrapolate.
+    pub fn encode_bins(&self, x: Option<f64>, out: &mut [f32]) {
+        let Some(x) = x.map(|x| self.raw(x)) else {
+            out.fill(0.0);
+            return;
+        };
+        for (slot, edge) in out.iter_mut().zip(self.bins.windows(2)) {
+            *slot = ((x - edge[0]) / (edge[1] - edge[0])).clamp(0.0, 1.0) as f32;
+        }
+    }
+}
+
+/// Bin edges at `bins` evenly spaced quantiles of `sample` (sorted in
+/// place), repeated values merged: a column of a few distinct values gets
+/// about one bin per value, a constant column none.
+pub fn quantile_edges(sample: &mut [f64], bins: usize) -> Vec<f64> {
+    if sample.is_empty() || bins == 0 {
+        return Vec::new();
+    }
+    sample.sort_unstable_by(f64::total_cmp);
+    let last = sample.len() - 1;
+    let mut edges: Vec<f64> = (0..=bins)
+        .map(|i| sample[(i * last + bins / 2) / bins])
+        .collect();
+    edges.dedup();
+    if edges.len() < 2 {
+        edges.clear();
+    }
+    edges
 }
 
 /// A categorical feature's vocabulary: index 0 is out-of-vocabulary, 1 is
@@ -192,9 +241,29 @@ pub struct Preprocessor {
 }
 
 impl Preprocessor {
-    /// Width of the numeric input: a value and a missing flag per column.
+    /// Width of the numeric input: a value and a missing flag per column,
+    /// then each column's bin encoding.
     pub fn numeric_width(&self) -> usize {
         2 * self.numeric.len()
+            + self
+                .numeric
+                .iter()
+                .map(NumericFeature::bin_width)
+                .sum::<usize>()
+    }
+
+    /// Where each numeric column's bin encoding starts within a row's
+    /// numeric inputs.
+    pub fn bin_offsets(&self) -> Vec<usize> {
+        let mut start = 2 * self.numeric.len();
+        self.numeric
+            .iter()
+            .map(|f| {
+                let offset = start;
+                start += f.bin_width();
+                offset
+            })
+            .collect()
     }
 
     /// Number of embedded user columns: categorical, then hashed.
@@ -264,7 +333,8 @@ impl Preprocessor {
         get: impl Fn(usize, &str) -> Value<'a>,
     ) -> Result<Features, FieldError> {
         let n_numeric = self.numeric.len();
-        let width = 2 * n_numeric;
+        let width = self.numeric_width();
+        let bin_offsets = self.bin_offsets();
         let n_embedded = self.embedded_columns();
         let n_context = self.context.len();
         let mut out = Features {
@@ -306,8 +376,11 @@ impl Preprocessor {
                     }
                 };
                 let (value, missing) = feature.apply(x);
-                out.numeric[row * width + j] = value;
-                out.numeric[row * width + n_numeric + j] = missing;
+                let inputs = &mut out.numeric[row * width..(row + 1) * width];
+                inputs[j] = value;
+                inputs[n_numeric + j] = missing;
+                let bins = bin_offsets[j];
+                feature.encode_bins(x, &mut inputs[bins..bins + feature.bin_width()]);
             }
             let as_text = |value: Value<'a>, text: &mut String| -> Option<()> {
                 text.clear();
@@ -358,7 +431,8 @@ impl Preprocessor {
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Features {
     pub rows: usize,
-    /// `[rows, 2 * numeric]`: the standardised values, then the missing flags.
+    /// `[rows, numeric width]`: the standardised values, the missing flags,
+    /// then the bin encodings.
     pub numeric: Vec<f32>,
     /// `[rows, categorical + hashed]`: embedding indices.
     pub embedded: Vec<u32>,
@@ -477,6 +551,7 @@ mod tests {
             log1p: false,
             mean: 2.0,
             std: 4.0,
+            bins: Vec::new(),
         };
         assert_eq!(f.apply(Some(10.0)), (2.0, 0.0));
         assert_eq!(f.apply(None), (0.0, 1.0));
@@ -493,6 +568,88 @@ mod tests {
     }
 
     #[test]
+    fn quantile_edges_give_a_bin_per_step_of_a_discrete_column() {
+        // Household sizes: a few distinct values, one of them common.
+        let mut sample: Vec<f64> = [1.0; 30]
+            .into_iter()
+            .chain([2.0; 40])
+            .chain([3.0; 20])
+            .chain([5.0; 10])
+            .collect();
+        assert_eq!(quantile_edges(&mut sample, 16), [1.0, 2.0, 3.0, 5.0]);
+        let mut constant = vec![7.0; 100];
+        assert!(quantile_edges(&mut constant, 16).is_empty());
+        let mut uniform: Vec<f64> = (0..=1000).rev().map(f64::from).collect();
+        assert_eq!(
+            quantile_edges(&mut uniform, 4),
+            [0.0, 250.0, 500.0, 750.0, 1000.0]
+        );
+    }
+
+    #[test]
+    fn bins_encode_each_value_distinctly_and_saturate() {
+        let f = NumericFeature {
+            column: "household".into(),
+            log1p: false,
+            mean: 2.0,
+            std: 1.0,
+            bins: vec![1.0, 2.0, 3.0, 5.0],
+        };
+        let encode = |x| {
+            let mut out = [9.0; 3];
+            f.encode_bins(x, &mut out);
+            out
+        };
+        assert_eq!(encode(Some(1.0)), [0.0, 0.0, 0.0]);
+        assert_eq!(encode(Some(2.0)), [1.0, 0.0, 0.0]);
+        assert_eq!(encode(Some(4.0)), [1.0, 1.0, 0.5]);
+        // Outside the training range the encoding saturates.
+        assert_eq!(encode(Some(-3.0)), [0.0, 0.0, 0.0]);
+        assert_eq!(encode(Some(40.0)), [1.0, 1.0, 1.0]);
+        assert_eq!(encode(None), [0.0, 0.0, 0.0]);
+    }
+
+    #[test]
+    fn numeric_inputs_are_values_then_flags_then_bins() {
+        let pre = Preprocessor {
+            numeric: vec![
+                NumericFeature {
+                    column: "a".into(),
+                    log1p: false,
+                    mean: 0.0,
+                    std: 1.0,
+                    bins: vec![0.0, 1.0, 2.0],
+                },
+                NumericFeature {
+                    column: "b".into(),
+                    log1p: false,
+                    mean: 0.0,
+                    std: 2.0,
+                    bins: Vec::new(),
+                },
+            ],
+            categorical: Vec::new(),
+            hashed: Vec::new(),
+            offer: None,
+            context: Vec::new(),
+            plan: None,
+            products: Vec::new(),
+        };
+        assert_eq!(pre.numeric_width(), 6);
+        let features = pre
+            .transform(2, |row, column| match (row, column) {
+                (0, "a") => Value::Number(1.5),
+                (0, "b") => Value::Number(4.0),
+                _ => Value::Null,
+            })
+            .unwrap();
+        assert_eq!(
+            features.numeric,
+            [1.5, 2.0, 0.0, 0.0, 1.0, 0.5, 0.0, 0.0, 1.0, 1.0, 0.0, 0.0]
+        );
+    }
+
+    #[test]
     fn preprocessor_round_trips_through_json() {
         let pre = Preprocessor {
             numeric: vec![NumericFeature {
@@ -500,6 +657,7 @@ mod tests {
                 log1p: true,
                 mean: 0.5,
                 std: 2.0,
+                bins: vec![0.0, 1.5, 4.0],
             }],
             categorical: vec![Vocabulary::new("c".into(), vec!["u".into(), "v".into()])],
             hashed: vec![HashedFeature {

@@ -2,17 +2,22 @@
 //! vocabularies and the product list.
 //!
 //! [`Fitter`] takes the rows in any number of batches (a table in memory is
-//! one batch, a stream of Parquet shards many), keeps only counts and
-//! running moments, and gives the same preprocessing whichever way the rows
-//! were cut: so data larger than memory is fitted in one streaming pass.
+//! one batch, a stream of Parquet shards many), keeps only counts, running
+//! moments and a fixed-size sample per numeric column (for the quantile
+//! bins), and gives the same preprocessing whichever way the rows were cut:
+//! so data larger than memory is fitted in one streaming pass.
 
 use std::collections::HashMap;
 
+use chacha20::ChaCha8Rng;
 use polars::prelude::*;
+use rand::{RngExt, SeedableRng};
 
 use super::{DataError, Table};
 use crate::config::Config;
-use crate::preprocess::{HashedFeature, NumericFeature, Preprocessor, Product, Vocabulary};
+use crate::preprocess::{
+    HashedFeature, NumericFeature, Preprocessor, Product, Vocabulary, quantile_edges,
+};
 
 /// Fits a [`Preprocessor`] on training rows (never on validation rows, so
 /// validation metrics are honest).
@@ -65,11 +70,47 @@ impl Moments {
     }
 }
 
-/// The state of a fit: moments per numeric column, counts per categorical
-/// and context column.
+/// Values kept per numeric column to place its quantile bins: quantiles
+/// of a uniform sample of this size are within about half a percentile of
+/// the whole column's.
+const BIN_SAMPLE: usize = 32_768;
+
+/// A uniform sample of a stream of values (Vitter's algorithm R), seeded,
+/// so the same rows in the same order give the same sample however they
+/// are batched.
+struct Reservoir {
+    seen: u64,
+    values: Vec<f64>,
+    rng: ChaCha8Rng,
+}
+
+impl Reservoir {
+    fn new(seed: u64) -> Reservoir {
+        Reservoir {
+            seen: 0,
+            values: Vec::new(),
+            rng: ChaCha8Rng::seed_from_u64(seed),
+        }
+    }
+
+    fn push(&mut self, value: f64) {
+        self.seen += 1;
+        if self.values.len() < BIN_SAMPLE {
+            self.values.push(value);
+        } else {
+            let slot = self.rng.random_range(0..self.seen);
+            if let Some(kept) = self.values.get_mut(slot as usize) {
+                *kept = value;
+            }
+        }
+    }
+}
+
+/// The state of a fit: moments and a sample per numeric column, counts per
+/// categorical and context column.
 pub struct Fitter<'a> {
     config: &'a Config,
-    numeric: Vec<(NumericFeature, Moments)>,
+    numeric: Vec<(NumericFeature, Moments, Reservoir)>,
     categorical: Vec<HashMap<String, u64>>,
     context: Vec<HashMap<String, u64>>,
 }
@@ -80,14 +121,19 @@ impl<'a> Fitter<'a> {
         let numeric = columns
             .numeric
             .iter()
-            .map(|name| {
+            .enumerate()
+            .map(|(j, name)| {
                 let feature = NumericFeature {
                     column: name.clone(),
                     log1p: config.preprocess.log1p.contains(name),
                     mean: 0.0,
                     std: 1.0,
+                    bins: Vec::new(),
                 };
-                (feature, Moments::default())
+                // A fixed seed: the bins depend on the data alone, not on the
+                // training seed.
+                let sample = Reservoir::new(j as u64);
+                (feature, Moments::default(), sample)
             })
             .collect();
         Fitter {
@@ -105,7 +151,8 @@ impl<'a> Fitter<'a> {
             source,
         };
         let frame = &batch.frame;
-        for (feature, moments) in &mut self.numeric {
+        let bins = self.config.preprocess.numeric_bins > 0;
+        for (feature, moments, sample) in &mut self.numeric {
             let values = frame
                 .column(&feature.column)
                 .map_err(polars)?
@@ -113,6 +160,12 @@ impl<'a> Fitter<'a> {
                 .map_err(polars)?;
             let batch = Moments::of(|| values.iter().flatten().map(|v| feature.raw(v)));
             *moments = moments.merge(batch);
+            if bins {
+                values
+                    .iter()
+                    .flatten()
+                    .for_each(|v| sample.push(feature.raw(v)));
+            }
         }
         let columns = &self.config.columns;
         for (names, counts) in [
@@ -142,10 +195,11 @@ impl<'a> Fitter<'a> {
         let numeric = self
             .numeric
             .into_iter()
-            .map(|(mut feature, moments)| {
+            .map(|(mut feature, moments, mut sample)| {
                 let std = (moments.m2 / moments.n).sqrt();
                 feature.mean = if moments.n > 0.0 { moments.mean } else { 0.0 };
                 feature.std = if std > 1e-12 { std } else { 1.0 };
+                feature.bins = quantile_edges(&mut sample.values, prep.numeric_bins);
                 feature
             })
             .collect();

@@ -35,14 +35,15 @@ pub fn transform(
 pub fn features(pre: &Preprocessor, frame: &DataFrame) -> PolarsResult<Features> {
     let rows = frame.height();
     let n_numeric = pre.numeric.len();
-    let width = 2 * n_numeric;
+    let width = pre.numeric_width();
     let mut numeric = vec![0.0f32; rows * width];
-    for (j, feature) in pre.numeric.iter().enumerate() {
+    for ((j, feature), bins) in pre.numeric.iter().enumerate().zip(pre.bin_offsets()) {
         let values = frame.column(&feature.column)?.f64()?;
-        for (row, v) in values.iter().enumerate() {
+        for (inputs, v) in numeric.chunks_exact_mut(width).zip(values.iter()) {
             let (value, missing) = feature.apply(v);
-            numeric[row * width + j] = value;
-            numeric[row * width + n_numeric + j] = missing;
+            inputs[j] = value;
+            inputs[n_numeric + j] = missing;
+            feature.encode_bins(v, &mut inputs[bins..bins + feature.bin_width()]);
         }
     }
 

@@ -108,10 +108,14 @@ fn vocabularies_keep_frequent_values_and_reserve_oov_and_missing() {
 
 #[test]
 fn transform_produces_the_hand_computed_batch() {
-    let (_, prepared) = fitted("");
+    let (pre, prepared) = fitted("");
     let batch = &prepared.train;
     let f = &batch.features;
     assert_eq!(f.rows, 6);
+    // hours 1, 2, 3, 4, 10 (and a null): eight quantile bins merge into one
+    // per step between distinct values.
+    assert_eq!(pre.numeric[0].bins, [1.0, 2.0, 3.0, 4.0, 10.0]);
+    assert_eq!(pre.numeric_width(), 6);
     let s = 10f32.sqrt();
     let expected_values = [
         (1.0 - 4.0) / s,
@@ -122,12 +126,18 @@ fn transform_produces_the_hand_computed_batch() {
         6.0 / s,
     ];
     let expected_missing = [0.0, 0.0, 0.0, 1.0, 0.0, 0.0];
-    for row in 0..6 {
-        assert!(
-            (f.numeric[row * 2] - expected_values[row]).abs() < 1e-6,
-            "row {row}"
-        );
-        assert_eq!(f.numeric[row * 2 + 1], expected_missing[row], "row {row}");
+    let expected_bins = [
+        [0.0, 0.0, 0.0, 0.0],
+        [1.0, 0.0, 0.0, 0.0],
+        [1.0, 1.0, 0.0, 0.0],
+        [0.0, 0.0, 0.0, 0.0],
+        [1.0, 1.0, 1.0, 0.0],
+        [1.0, 1.0, 1.0, 1.0],
+    ];
+    for (row, inputs) in f.numeric.chunks_exact(6).enumerate() {
+        assert!((inputs[0] - expected_values[row]).abs() < 1e-6, "row {row}");
+        assert_eq!(inputs[1], expected_missing[row], "row {row}");
+        assert_eq!(inputs[2..], expected_bins[row], "row {row}");
     }
     // [country, region]: region hashes are 1 + xxh3_64(value) % 8, computed
     // with the reference xxhash library: abc -> 1, r1 -> 4, r2 -> 8; null -> 0.
@@ -284,5 +294,8 @@ fn fitting_in_batches_equals_fitting_the_whole_table() {
             "{a:?} vs {b:?}"
         );
         assert!((a.std - b.std).abs() <= 1e-9 * b.std, "{a:?} vs {b:?}");
+        // The bins come from a sample of the same rows in the same order.
+        assert_eq!(a.bins, b.bins, "{}", a.column);
+        assert!(!a.bins.is_empty(), "{}", a.column);
     }
 }

@@ -33,9 +33,14 @@ fn mlc_churn_loads() {
     assert!((positive_rate(&prepared) - 707.0 / 5000.0).abs() < 1e-9);
     // area_code has three values, yes/no plans two each, plus OOV and missing.
     assert_eq!(report.embedding_sizes, vec![5, 4, 4, 65]);
+    // 15 numeric columns: a value and a missing flag each, then their bins.
+    let pre = &prepared.preprocessor;
+    assert_eq!(pre.numeric.len(), 15);
+    let bins: usize = pre.numeric.iter().map(|f| f.bin_width()).sum();
+    assert!((15..=15 * 8).contains(&bins), "{bins}");
     assert_eq!(
         prepared.train.features.numeric.len(),
-        report.train_rows * 30
+        report.train_rows * (30 + bins)
     );
 }
 
