@@ -103,3 +103,20 @@ stop_server() {
         wait "$server" 2>/dev/null || true
     fi
 }
+
+# bench_python: prints the Python of the benchmarks' virtual environment
+# ($UPSELL_DQ_VENV, default ~/.cache/upsell/dq-venv; a relative path is
+# taken from where the script was started), made with LightGBM,
+# scikit-learn, pandas and pyarrow when missing.
+bench_python() {
+    local venv
+    venv=$(user_path "${UPSELL_DQ_VENV:-}" "$HOME/.cache/upsell/dq-venv")
+    if ! "$venv/bin/python" -c 'import lightgbm, numpy, pandas, pyarrow, sklearn, tomllib' 2>/dev/null; then
+        echo "setting up $venv" >&2
+        python3 -m venv "$venv" >&2 || return
+        "$venv/bin/pip" install --quiet --disable-pip-version-check \
+            'numpy>=1.26,<3' 'pandas>=2.2,<4' 'pyarrow>=15,<27' 'scikit-learn>=1.4,<2' 'lightgbm>=4.3,<5' >&2 ||
+            return
+    fi
+    printf '%s\n' "$venv/bin/python"
+}

@@ -520,6 +520,13 @@ pub struct TrainConfig {
     /// Default 1.0.
     #[serde(default = "default_task_weight")]
     pub plan_weight: f64,
+    /// Precision of a Gaussian prior on the user embeddings (categorical and
+    /// hashed columns): the objective adds `embedding_prior * |E|^2 / rows`,
+    /// MAP estimation with the prior counted once for the whole data. A
+    /// value seen in few rows is pulled towards 0 (the network's view of an
+    /// average value); a frequent one hardly. 0 disables it. Default 100.
+    #[serde(default = "default_embedding_prior")]
+    pub embedding_prior: f64,
     /// Rows of built-in synthetic data when `data.train` is not set.
     /// Default 200000.
     #[serde(default = "default_synthetic_rows")]
@@ -641,6 +648,7 @@ impl Default for TrainConfig {
             objective: Objective::default(),
             conversion_weight: default_task_weight(),
             plan_weight: default_task_weight(),
+            embedding_prior: default_embedding_prior(),
             synthetic_rows: default_synthetic_rows(),
             task_weighting: TaskWeighting::default(),
             ipw: false,
@@ -675,6 +683,9 @@ fn default_batch_size() -> usize {
 }
 fn default_min_steps_per_epoch() -> usize {
     50
+}
+fn default_embedding_prior() -> f64 {
+    100.0
 }
 fn default_lr() -> f64 {
     0.002
@@ -950,6 +961,7 @@ impl Config {
             ("train.grad_clip", train.grad_clip),
             ("train.conversion_weight", train.conversion_weight),
             ("train.plan_weight", train.plan_weight),
+            ("train.embedding_prior", train.embedding_prior),
         ];
         for (field, value) in non_negative {
             if !(value >= 0.0 && value.is_finite()) {

@@ -520,6 +520,7 @@ impl<'a> Run<'a> {
                 )),
                 TrainData::Stream(stream) => stream.ipw_scale(),
             },
+            embedding_prior: cfg.embedding_prior / rows.max(1) as f64,
             step: 0,
             total_steps: steps_per_epoch * cfg.epochs,
             lr: cfg.lr,
@@ -773,6 +774,8 @@ struct Stepper<'r> {
     network: Option<Network>,
     optimizer: ModuleOptimizer,
     ipw_scale: Option<f64>,
+    /// `train.embedding_prior` over the training rows.
+    embedding_prior: f64,
     step: usize,
     total_steps: usize,
     lr: f64,
@@ -876,6 +879,7 @@ impl Stepper<'_> {
         let total = |values: &[f32]| values.iter().map(|&w| f64::from(w)).sum::<f64>();
         let norms = Normalisers {
             rows: n,
+            embedding_prior: self.embedding_prior,
             conversion: total(conversion_weights.as_deref().unwrap_or(weights)).max(1e-12),
             plan: match cfg.objective {
                 Objective::Joint => total(weights),
@@ -996,6 +1000,9 @@ struct Normalisers {
     /// The weights of the rows with a plan (`mean`), or of every row
     /// (`joint`).
     plan: f64,
+    /// The user embeddings' Gaussian prior per step: `train.embedding_prior`
+    /// over the training rows.
+    embedding_prior: f64,
 }
 
 /// One replica's rows of a batch.
@@ -1056,6 +1063,14 @@ fn replica_step(
             }
             loss
         }
+    };
+    // The prior's term of the objective is a whole-data one: each replica
+    // adds its share, as with the task log-variances.
+    let loss = match network.user_embedding_square_sum() {
+        Some(square_sum) if norms.embedding_prior > 0.0 => {
+            loss + square_sum * (norms.embedding_prior * part.share)
+        }
+        _ => loss,
     };
     let n = norms.rows as f64;
     ReplicaStep {
