@@ -30,8 +30,8 @@ for world in "${worlds[@]}"; do
 done
 minutes=$(( ($(date +%s) - started + 59) / 60 ))
 
-venv=$(user_path "${UPSELL_DQ_VENV:-}" "$HOME/.cache/upsell/dq-venv")
-"$venv/bin/python" - "$dir" "$rows" "$seeds" "$world_seed" "$minutes" "$(cpu_cores), $(mem_gib) GiB; $(date -u +%Y-%m-%d)" \
+python=$(bench_python)
+"$python" - "$dir" "$rows" "$seeds" "$world_seed" "$minutes" "$(cpu_cores), $(mem_gib) GiB; $(date -u +%Y-%m-%d)" \
     "${UPSELL_DQ_SET:-}" "${worlds[@]}" >"benches/decision-quality-$rows.md" <<'PY'
 import json, statistics, sys
 from pathlib import Path

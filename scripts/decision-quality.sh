@@ -38,16 +38,8 @@ held_out=50000
 cost=${UPSELL_DQ_CONTACT_COST:-0}
 read -r -a extra <<<"${UPSELL_DQ_SET:-}"
 out=${UPSELL_DQ_OUT:+$(caller_path "$UPSELL_DQ_OUT")}
-venv=$(user_path "${UPSELL_DQ_VENV:-}" "$HOME/.cache/upsell/dq-venv")
+python=$(bench_python)
 cd "$(dirname "$0")/.."
-
-python=$venv/bin/python
-if ! "$python" -c 'import lightgbm, numpy, pandas, pyarrow, sklearn, tomllib' 2>/dev/null; then
-    echo "setting up $venv" >&2
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check \
-        'numpy>=1.26,<3' 'pandas>=2.2,<4' 'pyarrow>=15,<27' 'scikit-learn>=1.4,<2' 'lightgbm>=4.3,<5'
-fi
 
 upsell=$(upsell_bin)
 machine="$(cpu_cores), $(mem_gib) GiB; $(date -u +%Y-%m-%d)"

@@ -5,8 +5,8 @@
 use burn::module::Param;
 use burn::nn::activation::{Activation, ActivationConfig};
 use burn::nn::{
-    Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig, Linear,
-    LinearConfig,
+    Dropout, DropoutConfig, Embedding, EmbeddingConfig, Initializer, LayerNorm, LayerNormConfig,
+    Linear, LinearConfig,
 };
 use burn::prelude::*;
 use burn::tensor::activation::sigmoid;
@@ -367,7 +367,11 @@ impl NetworkConfig {
         let plan_uses_offer = self.plan_uses_offer && self.has_offer;
         let plan_input = user + if plan_uses_offer { self.offer_dim } else { 0 };
         Network {
-            user_embedding: table(&self.embedding_sizes, self.embedding_dim, USER_EMBEDDING_STD),
+            user_embedding: table(
+                &self.embedding_sizes,
+                self.embedding_dim,
+                USER_EMBEDDING_STD,
+            ),
             encoder,
             experts,
             task_log_variance: self

@@ -215,3 +215,60 @@ fn a_truth_that_does_not_match_the_data_is_refused_by_name() {
         "{stderr}"
     );
 }
+
+/// LightGBM's share of the achievable lift on the `default` world of seed
+/// 21 with 20,000 training rows, mean over its seeds 1-5:
+/// `scripts/decision-quality.sh 20000 5 21 default`, in
+/// benches/decision-quality/20000/default.md.
+const LIGHTGBM_SHARE_20K: f64 = 0.7006;
+
+/// The default config's decisions must stay at least as good as LightGBM's
+/// on the benchmark's small tier: the same world, rows and held-out users as
+/// `scripts/decision-quality.sh 20000 5 21 default`, training seed 1.
+#[test]
+fn default_decisions_beat_lightgbm_on_a_small_world() {
+    let dir = tempfile::tempdir().unwrap();
+    let world = dir.path().join("world");
+    run_ok(
+        upsell()
+            .args([
+                "synth",
+                "--rows",
+                "70000",
+                "--rows-per-file",
+                "50000",
+                "--seed",
+                "21",
+            ])
+            .args(["--world", "default", "--out"])
+            .arg(&world),
+    );
+    let run = dir.path().join("run");
+    run_ok(
+        upsell()
+            .arg("train")
+            .arg("--config")
+            .arg(world.join("config.toml"))
+            .arg("--data")
+            .arg(world.join("exposures/part-00001.parquet"))
+            .arg("--out")
+            .arg(&run)
+            .args(["--set", "seed=1", "--set", "train.threads=2"]),
+    );
+    let output = run_ok(
+        upsell()
+            .args(["eval", "--checkpoint"])
+            .arg(run.join("checkpoint"))
+            .arg("--data")
+            .arg(world.join("exposures/part-00000.parquet"))
+            .arg("--truth")
+            .arg(world.join("truth/part-00000.parquet")),
+    );
+    let report: Value = serde_json::from_slice(&output.stdout).unwrap();
+    let share = report["decisions"]["share_of_lift"].as_f64().unwrap();
+    eprintln!("share of the achievable lift: upsell {share:.4}, LightGBM {LIGHTGBM_SHARE_20K:.4}");
+    assert!(
+        share >= LIGHTGBM_SHARE_20K,
+        "upsell's decisions reach {share:.4} of the achievable lift, LightGBM's {LIGHTGBM_SHARE_20K:.4}"
+    );
+}
