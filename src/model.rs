@@ -35,7 +35,7 @@ impl ActivationKind {
 /// feeds the encoder noise as large as any learned signal; near 0 it starts
 /// as the average value, and `train.embedding_prior` keeps it there until
 /// the data says otherwise (20,000 rows of the default world: share of the
-/// achievable lift 0.63 -> 0.79 with both; see benches/decision-quality.md).
+/// achievable lift 0.63 -> 0.74 with both; see benches/decision-quality.md).
 const USER_EMBEDDING_STD: f64 = 0.05;
 
 /// The network's shape: sizes that come from the fitted preprocessing and

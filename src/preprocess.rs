@@ -252,20 +252,6 @@ impl Preprocessor {
                 .sum::<usize>()
     }
 
-    /// Where each numeric column's bin encoding starts within a row's
-    /// numeric inputs.
-    pub fn bin_offsets(&self) -> Vec<usize> {
-        let mut start = 2 * self.numeric.len();
-        self.numeric
-            .iter()
-            .map(|f| {
-                let offset = start;
-                start += f.bin_width();
-                offset
-            })
-            .collect()
-    }
-
     /// Number of embedded user columns: categorical, then hashed.
     pub fn embedded_columns(&self) -> usize {
         self.categorical.len() + self.hashed.len()
@@ -334,7 +320,6 @@ impl Preprocessor {
     ) -> Result<Features, FieldError> {
         let n_numeric = self.numeric.len();
         let width = self.numeric_width();
-        let bin_offsets = self.bin_offsets();
         let n_embedded = self.embedded_columns();
         let n_context = self.context.len();
         let mut out = Features {
@@ -355,6 +340,8 @@ impl Preprocessor {
         };
         let mut text = String::new();
         for row in 0..rows {
+            // Each column's bins follow the previous column's.
+            let mut bins = 2 * n_numeric;
             for (j, feature) in self.numeric.iter().enumerate() {
                 let x = match get(row, &feature.column) {
                     Value::Null => None,
@@ -379,8 +366,8 @@ impl Preprocessor {
                 let inputs = &mut out.numeric[row * width..(row + 1) * width];
                 inputs[j] = value;
                 inputs[n_numeric + j] = missing;
-                let bins = bin_offsets[j];
                 feature.encode_bins(x, &mut inputs[bins..bins + feature.bin_width()]);
+                bins += feature.bin_width();
             }
             let as_text = |value: Value<'a>, text: &mut String| -> Option<()> {
                 text.clear();

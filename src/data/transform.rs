@@ -37,7 +37,9 @@ pub fn features(pre: &Preprocessor, frame: &DataFrame) -> PolarsResult<Features>
     let n_numeric = pre.numeric.len();
     let width = pre.numeric_width();
     let mut numeric = vec![0.0f32; rows * width];
-    for ((j, feature), bins) in pre.numeric.iter().enumerate().zip(pre.bin_offsets()) {
+    // Each column's bins follow the previous column's.
+    let mut bins = 2 * n_numeric;
+    for (j, feature) in pre.numeric.iter().enumerate() {
         let values = frame.column(&feature.column)?.f64()?;
         for (inputs, v) in numeric.chunks_exact_mut(width).zip(values.iter()) {
             let (value, missing) = feature.apply(v);
@@ -45,6 +47,7 @@ pub fn features(pre: &Preprocessor, frame: &DataFrame) -> PolarsResult<Features>
             inputs[n_numeric + j] = missing;
             feature.encode_bins(v, &mut inputs[bins..bins + feature.bin_width()]);
         }
+        bins += feature.bin_width();
     }
 
     let n_embedded = pre.embedded_columns();
