@@ -9,7 +9,9 @@
 #
 #   scripts/decision-ablation.sh SEEDS [--set key=value]...
 #
-# Environment: UPSELL (a prebuilt binary), UPSELL_DQ_WORLD_SEED (default 42),
+# Environment: UPSELL (a prebuilt binary), UPSELL_DQ_ROWS (train on only the
+# first ROWS rows of the first file, at most 50,000; default: all four
+# files), UPSELL_DQ_WORLD_SEED (default 42),
 # UPSELL_DQ_WORLDS (default every world but `holdout`, which is kept out of
 # tuning), UPSELL_DQ_CACHE (where the logs are kept; default
 # ~/.cache/upsell/worlds).
@@ -22,6 +24,10 @@ world_seed=${UPSELL_DQ_WORLD_SEED:-42}
 read -r -a worlds <<<"${UPSELL_DQ_WORLDS:-default weak_interactions noisy switchers rare regional price_sensitive}"
 cache=$(user_path "${UPSELL_DQ_CACHE:-}" "$HOME/.cache/upsell/worlds")
 upsell=$(upsell_bin)
+rows=${UPSELL_DQ_ROWS:-}
+if [[ -n $rows ]]; then
+    python=$(bench_python)
+fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
@@ -31,8 +37,21 @@ for world in "${worlds[@]}"; do
         "$upsell" synth --rows 250000 --rows-per-file 50000 --seed "$world_seed" --world "$world" \
             --out "$log" >/dev/null
     fi
+    train="$log/exposures/part-0000[0-3].parquet"
+    if [[ -n $rows ]]; then
+        train=$log/head-$rows.parquet
+        if [[ ! -f $train ]]; then
+            "$python" -c '
+import sys, pyarrow.parquet as pq
+source, rows, out = sys.argv[1:]
+table = pq.read_table(source)
+assert int(rows) <= table.num_rows, f"UPSELL_DQ_ROWS={rows}: the first file has {table.num_rows} rows"
+pq.write_table(table.slice(0, int(rows)), out + ".tmp")' "$log/exposures/part-00000.parquet" "$rows" "$train"
+            mv "$train.tmp" "$train"
+        fi
+    fi
     for seed in $(seq "$seeds"); do
-        summary=$("$upsell" train --config "$log/config.toml" --data "$log/exposures/part-0000[0-3].parquet" \
+        summary=$("$upsell" train --config "$log/config.toml" --data "$train" \
             --out "$work/$world-$seed" --set train.threads=2 --set "seed=$seed" "$@" | tail -n 1)
         "$upsell" eval --checkpoint "$work/$world-$seed/checkpoint" \
             --data "$log/exposures/part-00004.parquet" --truth "$log/truth/part-00004.parquet" |

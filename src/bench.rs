@@ -105,8 +105,9 @@ pub struct BenchOptions {
     pub min_time: Duration,
 }
 
-/// Floating-point operations per row of the dense layers: (forward of the
-/// training graph, training step, scoring every product).
+/// Floating-point operations per row of the dense layers, every member of
+/// an ensemble counted: (forward of the training graph, training step,
+/// scoring every product).
 pub fn flops_per_row(net: &NetworkConfig) -> (f64, f64, f64) {
     let dense = |input: usize, widths: &[usize]| -> (f64, usize) {
         let mut flops = 0.0;
@@ -135,8 +136,9 @@ pub fn flops_per_row(net: &NetworkConfig) -> (f64, f64, f64) {
             0
         };
     let plan = 2.0 * (plan_input * net.products) as f64;
-    let forward = encoder + tower + plan;
-    let scoring = encoder + tower * net.products.max(1) as f64 + plan;
+    let members = net.members.max(1) as f64;
+    let forward = (encoder + tower + plan) * members;
+    let scoring = (encoder + tower * net.products.max(1) as f64 + plan) * members;
     (forward, 3.0 * forward, scoring)
 }
 

@@ -15,8 +15,9 @@ use crate::preprocess::Preprocessor;
 
 /// The manifest format this build writes and the newest it reads. 2 added
 /// the numeric columns' bin edges (`preprocessor.numeric[].bins`); a
-/// version 1 manifest reads as one without bins.
-pub const FORMAT_VERSION: u32 = 2;
+/// version 1 manifest reads as one without bins. 3 added seed ensembles
+/// (`network.members`); an older manifest reads as one member.
+pub const FORMAT_VERSION: u32 = 3;
 /// The burn release the weights were written with (pinned in Cargo.toml).
 pub const BURN_VERSION: &str = "0.22.1";
 pub const MANIFEST: &str = "manifest.json";
@@ -108,14 +109,21 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
-/// The safetensors bytes of a network's weights.
+/// The safetensors bytes of a network's weights. A one-member network's
+/// tensors are named as the member's (`encoder.0.linear.weight`), as
+/// before ensembles existed; an ensemble's carry the member's index
+/// (`members.1.encoder.0.linear.weight`).
 pub fn weights_bytes(network: &Network) -> Result<Vec<u8>, CheckpointError> {
     let fail = |e: burn::store::SafetensorsStoreError| CheckpointError::Weights {
         path: PathBuf::from(WEIGHTS),
         message: e.to_string(),
     };
     let mut store = SafetensorsStore::from_bytes(None);
-    network.save_into(&mut store).map_err(fail)?;
+    match network.members() {
+        [member] => member.save_into(&mut store),
+        _ => network.save_into(&mut store),
+    }
+    .map_err(fail)?;
     let bytes = store.get_bytes().map_err(fail)?;
     canonical_safetensors(&bytes).ok_or_else(|| CheckpointError::Weights {
         path: PathBuf::from(WEIGHTS),
@@ -130,9 +138,12 @@ pub fn network_from_safetensors(
     device: &Device,
 ) -> Result<Network, String> {
     let mut network = config.init(device);
-    let result = network
-        .load_from(&mut SafetensorsStore::from_bytes(Some(bytes)))
-        .map_err(|e| e.to_string())?;
+    let mut store = SafetensorsStore::from_bytes(Some(bytes));
+    let result = match network.members_mut() {
+        [member] => member.load_from(&mut store),
+        _ => network.load_from(&mut store),
+    }
+    .map_err(|e| e.to_string())?;
     if !result.is_success() {
         return Err(format!(
             "missing {:?}, errors {:?}",
@@ -301,6 +312,9 @@ impl Manifest {
     /// What makes a parsed manifest unusable, beyond its JSON shape.
     fn inconsistency(&self) -> Option<String> {
         let net = &self.network;
+        if net.members == 0 {
+            return Some("network members must be at least 1".into());
+        }
         if net.embedding_dim == 0 || net.offer_dim == 0 {
             return Some("network embedding widths must be at least 1".into());
         }
@@ -404,7 +418,8 @@ pub fn describe(manifest: &Manifest) -> String {
     );
     let _ = writeln!(
         out,
-        "network: encoder {:?} ({:?}, dropout {}, layer norm {}), tower {:?}, embeddings {}d, offer/context {}d",
+        "network: {} member(s), encoder {:?} ({:?}, dropout {}, layer norm {}), tower {:?}, embeddings {}d, offer/context {}d",
+        net.members,
         net.hidden,
         net.activation,
         net.dropout,

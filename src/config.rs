@@ -360,6 +360,15 @@ pub struct ModelConfig {
     /// Experts of `mmoe`, each an MLP of widths `hidden`. Default 4.
     #[serde(default = "default_experts")]
     pub experts: usize,
+    /// Networks trained side by side on the same batches from different
+    /// initial weights, stored in one checkpoint; scores average their
+    /// logits. Default 3.
+    #[serde(default = "default_members")]
+    pub members: usize,
+}
+
+fn default_members() -> usize {
+    3
 }
 
 /// How the conversion and plan tasks share the user encoder.
@@ -389,6 +398,7 @@ impl Default for ModelConfig {
             product_heads: true,
             sharing: Sharing::default(),
             experts: default_experts(),
+            members: default_members(),
         }
     }
 }
@@ -925,6 +935,12 @@ impl Config {
             return Err(invalid(
                 "model.dropout",
                 format!("must be in [0, 1), got {}", model.dropout),
+            ));
+        }
+        if model.members == 0 {
+            return Err(invalid(
+                "model.members",
+                "an ensemble needs at least 1 member".into(),
             ));
         }
         if model.sharing == Sharing::Mmoe && model.experts == 0 {

@@ -77,6 +77,14 @@ pub struct NetworkConfig {
     /// logit is its offer's) rather than one shared output.
     #[serde(default)]
     pub product_heads: bool,
+    /// Networks of the same shape trained side by side from different
+    /// initial weights (a seed ensemble); scores average their logits.
+    #[serde(default = "one_member")]
+    pub members: usize,
+}
+
+fn one_member() -> usize {
+    1
 }
 
 /// Linear -> optional LayerNorm -> activation -> dropout.
@@ -195,9 +203,9 @@ impl Experts {
     }
 }
 
-/// The multi-task propensity network.
+/// One network of the ensemble: the multi-task propensity network.
 #[derive(Module, Debug)]
-pub struct Network {
+pub struct Member {
     /// One table for every categorical and hashed column, rows offset per
     /// column, so a batch needs a single lookup.
     user_embedding: Option<Embedding>,
@@ -216,6 +224,15 @@ pub struct Network {
     plan: Option<Linear>,
     products: usize,
     plan_uses_offer: bool,
+}
+
+/// The network: one or more [`Member`]s of the same shape (a seed
+/// ensemble, `model.members`). Training gives each member its own loss
+/// (see `train`); everything that reads scores averages the members'
+/// logits, so calibration and every consumer see one model.
+#[derive(Module, Debug)]
+pub struct Network {
+    members: Vec<Member>,
 }
 
 /// Inputs of a batch, on the model's device.
@@ -311,7 +328,7 @@ impl NetworkConfig {
         if self.task_uncertainty {
             total = total.saturating_add(2);
         }
-        total
+        total.saturating_mul(n(self.members.max(1)))
     }
 
     /// Outputs of the conversion layer: one per product with
@@ -328,7 +345,17 @@ impl NetworkConfig {
         self.numeric_width + self.embedding_sizes.len() * self.embedding_dim
     }
 
+    /// A network of `members` members, each with its own initial weights
+    /// drawn from the device's random stream.
     pub fn init(&self, device: &Device) -> Network {
+        Network {
+            members: (0..self.members.max(1))
+                .map(|_| self.init_member(device))
+                .collect(),
+        }
+    }
+
+    fn init_member(&self, device: &Device) -> Member {
         let table = |sizes: &[usize], dim: usize, std: f64| {
             let rows: usize = sizes.iter().sum();
             (rows > 0).then(|| {
@@ -366,7 +393,7 @@ impl NetworkConfig {
         }
         let plan_uses_offer = self.plan_uses_offer && self.has_offer;
         let plan_input = user + if plan_uses_offer { self.offer_dim } else { 0 };
-        Network {
+        Member {
             user_embedding: table(
                 &self.embedding_sizes,
                 self.embedding_dim,
@@ -396,12 +423,7 @@ fn lookup(table: &Embedding, indices: Tensor<2, Int>) -> Tensor<2> {
     table.forward(indices).reshape([batch as i64, -1])
 }
 
-impl Network {
-    /// Whether the network has a plan-choice head (it does with products).
-    pub fn has_plan_head(&self) -> bool {
-        self.plan.is_some()
-    }
-
+impl Member {
     /// The user embeddings seen by the conversion and the plan task, each
     /// `[batch, user width]`; the same tensor without experts.
     pub fn encode(&self, inputs: &Inputs) -> (Tensor<2>, Tensor<2>) {
@@ -493,17 +515,6 @@ impl Network {
         Outputs { conversion, plan }
     }
 
-    /// Probabilities for every product as the offer, in each row's context:
-    /// [`score_all_logits`](Self::score_all_logits) through sigmoid and
-    /// softmax, uncalibrated.
-    pub fn score_all(&self, inputs: &Inputs) -> (Tensor<2>, Option<Tensor<2>>) {
-        let (conversion, plan) = self.score_all_logits(inputs);
-        (
-            sigmoid(conversion),
-            plan.map(|logits| burn::tensor::activation::softmax(logits, 1)),
-        )
-    }
-
     /// Logits for every product as the offer, in each row's context.
     ///
     /// # Shapes
@@ -545,13 +556,107 @@ impl Network {
 }
 
 impl Network {
+    /// A network of one member (a checkpoint written before ensembles).
+    pub fn single(member: Member) -> Network {
+        Network {
+            members: vec![member],
+        }
+    }
+
+    pub fn members(&self) -> &[Member] {
+        &self.members
+    }
+
+    pub fn members_mut(&mut self) -> &mut [Member] {
+        &mut self.members
+    }
+
+    /// Whether the network has a plan-choice head (it does with products).
+    pub fn has_plan_head(&self) -> bool {
+        self.members[0].plan.is_some()
+    }
+
+    /// The members' mean learned task log-variances `[2]` (conversion,
+    /// plan), if the network was built with `task_uncertainty`.
+    pub fn task_log_variance(&self) -> Option<Tensor<1>> {
+        let all: Option<Vec<Tensor<1>>> =
+            self.members.iter().map(Member::task_log_variance).collect();
+        all.map(|all| mean(all.into_iter()))
+    }
+
+    /// Both heads for each row's own offer and context, averaged over the
+    /// members (logits).
+    pub fn forward(&self, inputs: &Inputs) -> Outputs {
+        let outputs: Vec<Outputs> = self.members.iter().map(|m| m.forward(inputs)).collect();
+        let plan = outputs
+            .iter()
+            .all(|o| o.plan.is_some())
+            .then(|| mean(outputs.iter().map(|o| o.plan.clone().expect("checked"))));
+        Outputs {
+            conversion: mean(outputs.into_iter().map(|o| o.conversion)),
+            plan,
+        }
+    }
+
+    /// Probabilities for every product as the offer, in each row's context:
+    /// [`score_all_logits`](Self::score_all_logits) through sigmoid and
+    /// softmax, uncalibrated.
+    pub fn score_all(&self, inputs: &Inputs) -> (Tensor<2>, Option<Tensor<2>>) {
+        let (conversion, plan) = self.score_all_logits(inputs);
+        (
+            sigmoid(conversion),
+            plan.map(|logits| burn::tensor::activation::softmax(logits, 1)),
+        )
+    }
+
+    /// Logits for every product as the offer, in each row's context,
+    /// averaged over the members.
+    ///
+    /// # Shapes
+    /// - returns `(conversion [batch, products], plan [batch, products])`;
+    ///   without an offer column `conversion` is `[batch, 1]` and, without
+    ///   products, `plan` is absent.
+    pub fn score_all_logits(&self, inputs: &Inputs) -> (Tensor<2>, Option<Tensor<2>>) {
+        let (conversion, plan): (Vec<_>, Vec<_>) = self
+            .members
+            .iter()
+            .map(|m| m.score_all_logits(inputs))
+            .unzip();
+        let plan = plan
+            .iter()
+            .all(Option::is_some)
+            .then(|| mean(plan.into_iter().flatten()));
+        (mean(conversion.into_iter()), plan)
+    }
+
     /// The weights as plain arrays for the few-row scoring path, or `None`
     /// where that path does not apply (GELU, which it does not implement).
     pub fn plain(&self, config: &NetworkConfig) -> Option<crate::plain::PlainNetwork> {
-        use crate::plain::{Dense, PlainNetwork};
-        if config.activation != ActivationKind::Relu {
-            return None;
-        }
+        (config.activation == ActivationKind::Relu).then(|| crate::plain::PlainNetwork {
+            members: self.members.iter().map(|m| m.plain(config)).collect(),
+        })
+    }
+}
+
+/// The mean of one or more tensors of the same shape (the tensor itself
+/// when there is one).
+fn mean<const D: usize>(tensors: impl Iterator<Item = Tensor<D>>) -> Tensor<D> {
+    let mut count = 0usize;
+    let sum = tensors
+        .inspect(|_| count += 1)
+        .reduce(|a, b| a + b)
+        .expect("a network has at least one member");
+    if count == 1 {
+        sum
+    } else {
+        sum.div_scalar(count as f32)
+    }
+}
+
+impl Member {
+    /// The weights as plain arrays for the few-row scoring path.
+    fn plain(&self, config: &NetworkConfig) -> crate::plain::PlainMember {
+        use crate::plain::{Dense, PlainMember};
         let values = |t: Tensor<2>| crate::batch::to_vec(t);
         let vector = |t: Tensor<1>| crate::batch::to_vec(t);
         let dense = |linear: &Linear, norm: Option<&LayerNorm>, relu: bool| {
@@ -584,7 +689,7 @@ impl Network {
         let table = |e: &Option<Embedding>| e.as_ref().map(|e| values(e.weight.val()));
         let layout = crate::batch::Layout::new(config);
         let (embedded_offsets, context_offsets) = layout.offsets();
-        Some(PlainNetwork {
+        PlainMember {
             numeric_width: config.numeric_width,
             embedding_dim: config.embedding_dim,
             offer_dim: config.offer_dim,
@@ -610,6 +715,6 @@ impl Network {
             plan: self.plan.as_ref().map(|p| dense(p, None, false)),
             products: self.products,
             plan_uses_offer: self.plan_uses_offer,
-        })
+        }
     }
 }

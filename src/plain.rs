@@ -93,9 +93,59 @@ fn softmax(v: &mut [f32]) {
     }
 }
 
-/// The network's weights as plain arrays (see the module documentation).
+/// The network's weights as plain arrays (see the module documentation):
+/// its members, whose logits are averaged.
 #[derive(Debug, Clone)]
 pub struct PlainNetwork {
+    pub members: Vec<PlainMember>,
+}
+
+impl PlainNetwork {
+    /// Conversion logits of row `row` for every product (one without
+    /// offers) appended to `conversion`, and its plan logits to `plan`
+    /// (nothing without a plan head): the members' means.
+    pub fn score_row(
+        &self,
+        features: &Features,
+        row: usize,
+        conversion: &mut Vec<f32>,
+        plan: &mut Vec<f32>,
+    ) {
+        let [first, rest @ ..] = self.members.as_slice() else {
+            return;
+        };
+        let (conversion_start, plan_start) = (conversion.len(), plan.len());
+        first.score_row(features, row, conversion, plan);
+        if rest.is_empty() {
+            return;
+        }
+        let (mut member_conversion, mut member_plan) = (Vec::new(), Vec::new());
+        for member in rest {
+            member_conversion.clear();
+            member_plan.clear();
+            member.score_row(features, row, &mut member_conversion, &mut member_plan);
+            add(&mut conversion[conversion_start..], &member_conversion);
+            add(&mut plan[plan_start..], &member_plan);
+        }
+        let scale = 1.0 / self.members.len() as f32;
+        for v in conversion[conversion_start..]
+            .iter_mut()
+            .chain(&mut plan[plan_start..])
+        {
+            *v *= scale;
+        }
+    }
+}
+
+fn add(total: &mut [f32], values: &[f32]) {
+    for (t, v) in total.iter_mut().zip(values) {
+        *t += v;
+    }
+}
+
+/// One member's weights as plain arrays.
+#[derive(Debug, Clone)]
+pub struct PlainMember {
     pub numeric_width: usize,
     pub embedding_dim: usize,
     pub offer_dim: usize,
@@ -118,7 +168,7 @@ pub struct PlainNetwork {
     pub plan_uses_offer: bool,
 }
 
-impl PlainNetwork {
+impl PlainMember {
     /// The users seen by the conversion and the plan task.
     fn encode(&self, features: &Features, row: usize) -> (Vec<f32>, Vec<f32>) {
         let width = self.numeric_width;
@@ -158,7 +208,7 @@ impl PlainNetwork {
     /// Conversion logits of row `row` for every product (one without
     /// offers) into `conversion`, and its plan logits into `plan` (nothing
     /// without a plan head).
-    pub fn score_row(
+    fn score_row(
         &self,
         features: &Features,
         row: usize,

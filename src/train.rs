@@ -23,7 +23,7 @@ use crate::config::{Config, Decay, Objective, Sharing, TaskWeighting, TrainConfi
 use crate::data::{self, Batch};
 use crate::loss::{binary_cross_entropy_sum, masked_cross_entropy_sum};
 use crate::metrics::{BinaryMetrics, PlanMetrics};
-use crate::model::{Network, NetworkConfig};
+use crate::model::{Member, Network, NetworkConfig};
 use crate::preprocess::{Features, Preprocessor, Targets};
 use crate::{Error, Result};
 
@@ -130,6 +130,7 @@ pub fn network_config(config: &Config, pre: &Preprocessor) -> NetworkConfig {
         },
         task_uncertainty: config.train.task_weighting == TaskWeighting::Uncertainty,
         product_heads: model.product_heads,
+        members: model.members,
     }
 }
 
@@ -1032,51 +1033,77 @@ fn replica_step(
     let rows = part.rows;
     let inputs = layout.inputs(features, rows.clone(), device);
     let y = TargetTensors::new(targets, rows.clone(), device);
-    let out = network.forward(&inputs);
     let conversion_weight = match part.conversion_weights {
         Some(weights) => Tensor::from_data(TensorData::new(weights.to_vec(), [rows.len()]), device),
         None => y.weight.clone(),
     };
-    let conv_loss = binary_cross_entropy_sum(out.conversion, y.converted, conversion_weight)
+    // Each member minimises its own objective on the same rows; their sum
+    // has the same gradient per member as each alone.
+    let members = network.members();
+    let mut total: Option<Tensor<1>> = None;
+    let (mut conversion_sum, mut plan_sum): (Option<Tensor<1>>, Option<Tensor<1>>) = (None, None);
+    for member in members {
+        let out = member.forward(&inputs);
+        let conv_loss = binary_cross_entropy_sum(
+            out.conversion,
+            y.converted.clone(),
+            conversion_weight.clone(),
+        )
         .div_scalar(norms.conversion);
-    let plan_loss = out
-        .plan
-        .map(|logits| masked_cross_entropy_sum(logits, y.plan, y.weight).div_scalar(norms.plan));
-    let loss = match network.task_log_variance() {
-        // exp(-s) L + s per task: a task with noisier loss learns a larger
-        // s and so a smaller weight. Each replica adds its share of s.
-        Some(s) => {
-            let term = |loss: Tensor<1>, task: usize| {
-                let s = s.clone().narrow(0, task, 1);
-                loss * s.clone().neg().exp() + s * part.share
-            };
-            let mut loss = term(conv_loss.clone(), 0);
-            if let Some(plan_loss) = &plan_loss {
-                loss = loss + term(plan_loss.clone(), 1);
+        let plan_loss = out.plan.map(|logits| {
+            masked_cross_entropy_sum(logits, y.plan.clone(), y.weight.clone())
+                .div_scalar(norms.plan)
+        });
+        let loss = match member.task_log_variance() {
+            // exp(-s) L + s per task: a task with noisier loss learns a
+            // larger s and so a smaller weight. Each replica adds its share
+            // of s.
+            Some(s) => {
+                let term = |loss: Tensor<1>, task: usize| {
+                    let s = s.clone().narrow(0, task, 1);
+                    loss * s.clone().neg().exp() + s * part.share
+                };
+                let mut loss = term(conv_loss.clone(), 0);
+                if let Some(plan_loss) = &plan_loss {
+                    loss = loss + term(plan_loss.clone(), 1);
+                }
+                loss
             }
-            loss
-        }
-        None => {
-            let mut loss = conv_loss.clone() * cfg.conversion_weight;
-            if let Some(plan_loss) = &plan_loss {
-                loss = loss + plan_loss.clone() * cfg.plan_weight;
+            None => {
+                let mut loss = conv_loss.clone() * cfg.conversion_weight;
+                if let Some(plan_loss) = &plan_loss {
+                    loss = loss + plan_loss.clone() * cfg.plan_weight;
+                }
+                loss
             }
-            loss
-        }
-    };
-    // The prior's term of the objective is a whole-data one: each replica
-    // adds its share, as with the task log-variances.
-    let loss = match network.user_embedding_square_sum() {
-        Some(square_sum) if norms.embedding_prior > 0.0 => {
-            loss + square_sum * (norms.embedding_prior * part.share)
-        }
-        _ => loss,
-    };
-    let n = norms.rows as f64;
+        };
+        // The prior's term of the objective is a whole-data one: each
+        // replica adds its share, as with the task log-variances.
+        let loss = match member.user_embedding_square_sum() {
+            Some(square_sum) if norms.embedding_prior > 0.0 => {
+                loss + square_sum * (norms.embedding_prior * part.share)
+            }
+            _ => loss,
+        };
+        total = Some(add(total, loss));
+        conversion_sum = Some(add(conversion_sum, conv_loss.detach()));
+        plan_sum = plan_loss.map(|loss| add(plan_sum.take(), loss.detach()));
+    }
+    // The reported losses are the members' mean, per row of the batch.
+    let n = norms.rows as f64 / members.len() as f64;
+    let loss = total.expect("a network has at least one member");
     ReplicaStep {
         grads: GradientsParams::from_grads(loss.backward(), network),
-        conversion: conv_loss.detach() * n,
-        plan: plan_loss.map(|loss| loss.detach() * n),
+        conversion: conversion_sum.expect("a network has at least one member") * n,
+        plan: plan_sum.map(|loss| loss * n),
+    }
+}
+
+/// `sum + value`, or `value` when there is no sum yet.
+fn add(sum: Option<Tensor<1>>, value: Tensor<1>) -> Tensor<1> {
+    match sum {
+        Some(sum) => sum + value,
+        None => value,
     }
 }
 
@@ -1218,9 +1245,18 @@ pub fn evaluate(network: &Network, layout: &Layout, batch: &Batch, device: &Devi
     }
 }
 
-/// Scales the gradients so that their global L2 norm is at most `max_norm`
-/// (PyTorch's `clip_grad_norm_`; burn's own clipping is per parameter).
+/// Scales each member's gradients so that their global L2 norm is at most
+/// `max_norm` (PyTorch's `clip_grad_norm_`; burn's own clipping is per
+/// parameter). Per member, so that an ensemble's members train as each
+/// would alone.
 fn clip_global_norm(network: &Network, grads: GradientsParams, max_norm: f64) -> GradientsParams {
+    network
+        .members()
+        .iter()
+        .fold(grads, |grads, member| clip_member(member, grads, max_norm))
+}
+
+fn clip_member(network: &Member, grads: GradientsParams, max_norm: f64) -> GradientsParams {
     if max_norm <= 0.0 {
         return grads;
     }

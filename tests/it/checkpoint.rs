@@ -120,7 +120,8 @@ fn inspect_prints_the_manifest() {
     assert!(output.status.success());
     let text = String::from_utf8(output.stdout).unwrap();
     for fragment in [
-        "checkpoint format 2",
+        "checkpoint format 3",
+        "network: 3 member(s)",
         "burn 0.22.1",
         "premium_individual",
         "region_id",

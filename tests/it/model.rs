@@ -137,6 +137,80 @@ fn training_through_the_cli_learns_and_exports_a_checkpoint() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("already exists"));
 }
 
+/// A seed ensemble lives in one checkpoint, its members differ, and the
+/// scorer gives the mean of their logits on the few-row path and on the
+/// batched one.
+#[test]
+fn an_ensemble_checkpoint_scores_the_mean_of_its_members() {
+    use std::collections::HashMap;
+    use upsell::preprocess::Value;
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    train_cli(
+        &run,
+        &[
+            "train.epochs=1",
+            "train.synthetic_rows=5000",
+            "model.members=3",
+            "train.calibration=\"none\"",
+        ],
+    );
+    let dir = run.join("checkpoint");
+    let device = cpu();
+    let (manifest, network) = upsell::checkpoint::load(&dir, &device).unwrap();
+    assert_eq!(manifest.network.members, 3);
+    assert_eq!(network.members().len(), 3);
+    let scorer = upsell::Scorer::load(&dir).unwrap();
+    let records: Vec<HashMap<String, Value<'_>>> = (0..12)
+        .map(|i| {
+            let mut record = HashMap::new();
+            record.insert("tenure_months".into(), Value::Number(f64::from(i) * 5.0));
+            record.insert(
+                "country".into(),
+                Value::Text(["SE", "US", "BR"][i as usize % 3]),
+            );
+            record.insert(
+                "offer".into(),
+                Value::Text(["family", "duo"][i as usize % 2]),
+            );
+            record.insert("surface".into(), Value::Text("push"));
+            record
+        })
+        .collect();
+    let features = scorer.transform_records(&records).unwrap();
+    let layout = upsell::batch::Layout::new(&manifest.network);
+    let inputs = layout.inputs(&features, 0..records.len(), &device);
+    let members: Vec<Vec<f32>> = network
+        .members()
+        .iter()
+        .map(|m| upsell::batch::to_vec(m.score_all_logits(&inputs).0))
+        .collect();
+    assert!(
+        members[0] != members[1],
+        "the members start from the same weights"
+    );
+    let expected: Vec<f32> = (0..members[0].len())
+        .map(|i| {
+            let mean = members.iter().map(|m| m[i]).sum::<f32>() / 3.0;
+            1.0 / (1.0 + (-mean).exp())
+        })
+        .collect();
+    let close = |got: &[f32], want: &[f32]| {
+        got.len() == want.len() && got.iter().zip(want).all(|(g, w)| (g - w).abs() < 1e-5)
+    };
+    let batched = scorer.score_records(&records).unwrap();
+    assert!(close(&batched.p_convert, &expected));
+    let width = batched.convert_width();
+    for (row, record) in records.iter().enumerate() {
+        let one = scorer.score_records(std::slice::from_ref(record)).unwrap();
+        assert!(close(
+            &one.p_convert,
+            &expected[row * width..(row + 1) * width]
+        ));
+        assert!(close(&one.p_plan, &batched.p_plan[row * 6..(row + 1) * 6]));
+    }
+}
+
 #[test]
 fn the_same_seed_gives_the_same_run() {
     let tmp = tempfile::tempdir().unwrap();
