@@ -21,9 +21,13 @@ baselines see the same 80 and 20:
   of the 80, leaves and minimum leaf size picked on that tenth.
 
     python scripts/real_data.py UPSELL_BIN SEEDS OUT_JSON
+
+UPSELL_SET (space-separated key=value) adds `--set` overrides to upsell's
+training, for ablations; the published table uses the defaults.
 """
 
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -107,9 +111,11 @@ def run_upsell(upsell: str, ds: dict, train: pd.DataFrame, test: pd.DataFrame, s
     test.to_csv(work / "test.csv", index=False)
     (work / "config.toml").write_text(upsell_config(ds, seed))
     run = work / "run"
+    # UPSELL_SET: space-separated key=value overrides, for ablations.
+    overrides = [a for kv in os.environ.get("UPSELL_SET", "").split() for a in ("--set", kv)]
     subprocess.run(
         [upsell, "train", "--config", str(work / "config.toml"), "--data", str(work / "train.csv"),
-         "--out", str(run), "--set", "train.threads=2"],
+         "--out", str(run), "--set", "train.threads=2", *overrides],
         check=True, stdout=subprocess.DEVNULL,
     )
     out = subprocess.run(

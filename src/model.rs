@@ -38,6 +38,14 @@ impl ActivationKind {
 /// achievable lift 0.63 -> 0.74 with both; see benches/decision-quality.md).
 const USER_EMBEDDING_STD: f64 = 0.05;
 
+/// The initial scale of the context embeddings. At burn's 1, two 16-wide
+/// context vectors outweigh the user embedding in the tower's input, and
+/// at 20,000 rows training never undoes that start (share of the achievable
+/// lift over the tuning worlds 0.693 -> 0.759 at 0.05). The offer table
+/// stays at 1: products that start alike are told apart slowly (0.737 with
+/// both small). See benches/decision-quality.md.
+const CONTEXT_EMBEDDING_STD: f64 = 0.05;
+
 /// The network's shape: sizes that come from the fitted preprocessing and
 /// widths that come from the `[model]` config (see [`crate::config::ModelConfig`]
 /// for what each width means). Saved in the checkpoint's manifest.
@@ -406,7 +414,7 @@ impl NetworkConfig {
                 .then(|| Param::from_tensor(Tensor::zeros([2], device))),
             offer_embedding: (self.has_offer && self.products > 0)
                 .then(|| EmbeddingConfig::new(self.products, self.offer_dim).init(device)),
-            context_embedding: table(&self.context_sizes, self.offer_dim, 1.0),
+            context_embedding: table(&self.context_sizes, self.offer_dim, CONTEXT_EMBEDDING_STD),
             tower,
             conversion: LinearConfig::new(width, self.conversion_outputs()).init(device),
             plan: (self.products > 0)
