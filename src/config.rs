@@ -776,23 +776,43 @@ impl Config {
     /// The shipped `configs/default.toml`, compiled in so that `upsell
     /// train` runs anywhere, with `overrides` applied.
     pub fn builtin(overrides: &[String]) -> Result<Config, ConfigError> {
-        Config::from_toml(
+        Config::builtin_edited(overrides, |_| {})
+    }
+
+    /// [`builtin`](Self::builtin), with `edit` applied before validation.
+    pub fn builtin_edited(
+        overrides: &[String],
+        edit: impl FnOnce(&mut Config),
+    ) -> Result<Config, ConfigError> {
+        Config::from_toml_edited(
             include_str!("../configs/default.toml"),
             "built-in configs/default.toml",
             Path::new(""),
             overrides,
+            edit,
         )
     }
 
     /// Reads a config file, applies `overrides` (each `section.key=value`)
     /// and validates the result.
     pub fn load(path: &Path, overrides: &[String]) -> Result<Config, ConfigError> {
+        Config::load_edited(path, overrides, |_| {})
+    }
+
+    /// [`load`](Self::load), with `edit` applied before validation: what the
+    /// command line sets besides `--set` (`--data`, `--valid`, `--backend`)
+    /// is part of the config that is checked, not a change made after.
+    pub fn load_edited(
+        path: &Path,
+        overrides: &[String],
+        edit: impl FnOnce(&mut Config),
+    ) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
         })?;
         let base = path.parent().unwrap_or(Path::new(""));
-        Config::from_toml(&text, &path.display().to_string(), base, overrides)
+        Config::from_toml_edited(&text, &path.display().to_string(), base, overrides, edit)
     }
 
     /// Parses config text. `origin` names it in errors; relative data paths
@@ -803,6 +823,16 @@ impl Config {
         origin: &str,
         base_dir: &Path,
         overrides: &[String],
+    ) -> Result<Config, ConfigError> {
+        Config::from_toml_edited(text, origin, base_dir, overrides, |_| {})
+    }
+
+    fn from_toml_edited(
+        text: &str,
+        origin: &str,
+        base_dir: &Path,
+        overrides: &[String],
+        edit: impl FnOnce(&mut Config),
     ) -> Result<Config, ConfigError> {
         let parse_error = |e: toml::de::Error| ConfigError::Parse {
             origin: origin.to_string(),
@@ -824,10 +854,12 @@ impl Config {
             })?;
             // Only paths that still hold the file's value resolve against it.
             config.resolve_paths_if(base_dir, |key, path| file_paths.get(key) == Some(path));
+            edit(&mut config);
             config.validate(origin)?;
             return Ok(config);
         };
         config.resolve_paths_if(base_dir, |_, _| true);
+        edit(&mut config);
         config.validate(origin)?;
         Ok(config)
     }

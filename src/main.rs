@@ -197,9 +197,14 @@ struct ConfigArgs {
 
 impl ConfigArgs {
     fn load(&self) -> upsell::Result<Config> {
+        self.load_edited(|_| {})
+    }
+
+    /// The config with what other flags set applied before it is validated.
+    fn load_edited(&self, edit: impl FnOnce(&mut Config)) -> upsell::Result<Config> {
         let config = match &self.config {
-            Some(path) => Config::load(path, &self.overrides)?,
-            None => Config::builtin(&self.overrides)?,
+            Some(path) => Config::load_edited(path, &self.overrides, edit)?,
+            None => Config::builtin_edited(&self.overrides, edit)?,
         };
         Ok(config)
     }
@@ -488,8 +493,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             print!("{}", args.load()?.to_toml());
         }
         Command::Prepare(args) => {
-            let mut config = args.config.load()?;
-            args.paths.apply(&mut config);
+            let config = args.config.load_edited(|config| args.paths.apply(config))?;
             let prepared = upsell::data::prepare(&config)?;
             if let Some(out) = &args.out {
                 let json = serde_json::to_vec_pretty(&prepared.preprocessor)?;
@@ -517,11 +521,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     (config, run_dir)
                 }
                 None => {
-                    let mut config = args.config.load()?;
-                    args.paths.apply(&mut config);
-                    if let Some(backend) = args.backend {
-                        config.train.backend = backend;
-                    }
+                    let config = args.config.load_edited(|config| {
+                        args.paths.apply(config);
+                        if let Some(backend) = args.backend {
+                            config.train.backend = backend;
+                        }
+                    })?;
                     if args.print_config {
                         eprint!("{}", config.to_toml());
                     }
@@ -640,7 +645,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Sweep(args) => {
             // Validate the config and every override once, before any trial.
-            args.config.load()?;
+            args.config.load_edited(|config| {
+                args.paths.apply(config);
+                if let Some(backend) = args.backend {
+                    config.train.backend = backend;
+                }
+            })?;
             let mut base_args: Vec<std::ffi::OsString> = vec!["train".into()];
             if let Some(config) = &args.config.config {
                 base_args.extend(["--config".into(), config.clone().into_os_string()]);

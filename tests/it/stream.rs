@@ -176,12 +176,26 @@ fn a_bad_value_deep_in_a_shard_is_named_by_file_and_row() {
     assert!(message.contains("not a finite number"), "{message}");
 }
 
-/// Streaming needs held-out data, and a device must be one burn knows.
+/// Streaming needs held-out data, which `--valid` may give, and a device
+/// must be one burn knows.
 #[test]
 fn streaming_and_device_settings_are_checked() {
     let dir = tempfile::tempdir().unwrap();
-    let synth = synth(dir.path(), 1_000, 1_000);
+    let synth = synth(dir.path(), 2_000, 1_000);
     let config = synth.join("config.toml");
+    // --data and --valid are part of the config that is validated.
+    run_ok(
+        upsell()
+            .args(["train", "--config"])
+            .arg(&config)
+            .args(["--set", "data.stream=true", "--set", "train.epochs=1"])
+            .args(["--set", "model.members=1", "--data"])
+            .arg(synth.join("exposures/part-00000.parquet"))
+            .arg("--valid")
+            .arg(synth.join("exposures/part-00001.parquet"))
+            .arg("--out")
+            .arg(dir.path().join("run")),
+    );
     let stderr = crate::common::run_fails(
         upsell()
             .args(["train", "--config"])
