@@ -51,9 +51,27 @@ pub enum Error {
     #[error("{}: already exists; refusing to overwrite it", path.display())]
     AlreadyExists { path: PathBuf },
 
-    /// A command-line argument is malformed.
+    /// A command-line argument or an input is malformed.
     #[error("{0}")]
     Usage(String),
+
+    /// A run's saved state (`resume.bin`) cannot be resumed from: damaged,
+    /// or not upsell's (like a corrupt checkpoint, the input is at fault).
+    #[error("{}: not a usable resume state: {message}", path.display())]
+    Resume { path: PathBuf, message: String },
+
+    /// The server could not listen on its address (taken, or not allowed).
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// A worker thread stopped because the loop it fed ended first (an
+    /// error there is the one reported).
+    #[error("stopped because its consumer stopped")]
+    Stopped,
 
     /// An evaluation report could not be drawn or written.
     #[cfg(feature = "data")]
@@ -86,12 +104,13 @@ impl Error {
         match self {
             Error::Config(_)
             | Error::Usage(_)
+            | Error::Resume { .. }
             | Error::AlreadyExists { .. }
             | Error::Checkpoint(_)
             | Error::Score(_) => 2,
             #[cfg(feature = "data")]
             Error::Data(_) => 2,
-            Error::Io { .. } | Error::Diverged { .. } => 1,
+            Error::Io { .. } | Error::Diverged { .. } | Error::Listen { .. } | Error::Stopped => 1,
             #[cfg(feature = "data")]
             Error::Report(_) => 1,
             #[cfg(feature = "cli")]

@@ -70,11 +70,10 @@ pub struct ResumeState {
 }
 
 fn corrupt(path: &Path, reason: impl Into<String>) -> Error {
-    Error::Usage(format!(
-        "{}: not a usable resume state: {}",
-        path.display(),
-        reason.into()
-    ))
+    Error::Resume {
+        path: path.to_path_buf(),
+        message: reason.into(),
+    }
 }
 
 impl ResumeState {

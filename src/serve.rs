@@ -674,7 +674,7 @@ async fn admin_reload(
 pub async fn serve(state: Arc<AppState>, addr: SocketAddr) -> Result<()> {
     let listener = tokio::net::TcpListener::bind(addr)
         .await
-        .map_err(|e| Error::Usage(format!("cannot listen on {addr}: {e}")))?;
+        .map_err(|source| Error::Listen { addr, source })?;
     tracing::info!(%addr, model = state.name, version = state.model().version(), "serving");
     let reloader = state.clone();
     tokio::spawn(async move {

@@ -539,11 +539,9 @@ impl<'a> Run<'a> {
                 let record = burn::optim::OptimizerRecord::from_bytes(
                     burn::tensor::Bytes::from_bytes_vec(optimizer_state),
                 )
-                .map_err(|e| {
-                    Error::Usage(format!(
-                        "{}: the optimiser state does not load: {e}",
-                        crate::resume::RESUME_FILE
-                    ))
+                .map_err(|e| Error::Resume {
+                    path: PathBuf::from(crate::resume::RESUME_FILE),
+                    message: format!("the optimiser state does not load: {e}"),
                 })?;
                 stepper.optimizer = stepper.optimizer.load_record(record);
                 let parse = |text: &str| text.parse::<u128>().unwrap_or(0);

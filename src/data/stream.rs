@@ -181,7 +181,7 @@ impl<'a> Stream<'a> {
                 self.read_epoch(epoch, batch_size, &mut |batch| {
                     // A closed channel means the training loop stopped early
                     // (an error there); the reader just stops too.
-                    send.send(batch).map_err(|_| Error::Usage("stopped".into()))
+                    send.send(batch).map_err(|_| Error::Stopped)
                 })
             });
             let mut outcome = Ok(0);

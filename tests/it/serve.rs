@@ -456,3 +456,23 @@ async fn hot_reload_under_concurrent_requests_fails_none() {
         StatusCode::OK
     );
 }
+
+/// An address that cannot be listened on is the environment's fault, not
+/// the command's: exit 1, naming the address.
+#[test]
+fn a_taken_address_is_a_clear_runtime_error() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let output = crate::common::upsell()
+        .args(["serve", "--checkpoint"])
+        .arg(demo())
+        .args(["--addr", &addr])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains(&format!("cannot listen on {addr}")),
+        "{stderr}"
+    );
+}
