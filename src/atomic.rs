@@ -17,7 +17,7 @@ pub fn write(path: &Path, bytes: &[u8]) -> Result<()> {
         .tempfile_in(dir)
         .map_err(|e| Error::io(dir, e))?;
     file.write_all(bytes).map_err(|e| Error::io(path, e))?;
-    publish(file.as_file(), path)?;
+    make_readable(file.as_file(), path)?;
     file.as_file().sync_all().map_err(|e| Error::io(path, e))?;
     file.persist(path).map_err(|e| Error::io(path, e.error))?;
     Ok(())
@@ -25,7 +25,7 @@ pub fn write(path: &Path, bytes: &[u8]) -> Result<()> {
 
 /// Gives a finished temporary file the usual permissions of an output
 /// (`rw-r--r--`); temporary files are created private.
-pub fn publish(file: &std::fs::File, path: &Path) -> Result<()> {
+pub fn make_readable(file: &std::fs::File, path: &Path) -> Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;

@@ -240,7 +240,7 @@ impl<'a> Decider<'a> {
         let columns: Vec<&str> = self.columns.iter().map(String::as_str).collect();
         let batch = read_unit(unit, &columns)?;
         let pre = &self.scorer.manifest().preprocessor;
-        let features = score::score_features(file, pre, &batch, *offset)?;
+        let features = score::input_features(file, pre, &batch, *offset)?;
         let user_scores = self.scorer.user_scores(&features).map_err(Error::from)?;
         let ids: Vec<Option<String>> = match &self.id_column {
             Some(id) => {

@@ -74,7 +74,7 @@ pub fn for_each_batch(
 
 /// Brings a scoring batch's columns to canonical types and transforms them.
 /// Unlike training data, there is no label, and the offer is optional.
-pub fn score_features(
+pub fn input_features(
     path: &Path,
     pre: &Preprocessor,
     frame: &DataFrame,
@@ -281,7 +281,7 @@ pub fn persist(staging: tempfile::NamedTempFile, output: &Path) -> Result<()> {
         .as_file()
         .sync_all()
         .map_err(|e| Error::io(output, e))?;
-    crate::atomic::publish(staging.as_file(), output)?;
+    crate::atomic::make_readable(staging.as_file(), output)?;
     staging
         .persist(output)
         .map_err(|e| Error::io(output, e.error))?;
@@ -377,7 +377,7 @@ pub fn score_shard(
     let has_plan =
         scorer.manifest().network.products > 0 && (with_offer || !scorer.plan_needs_offer());
     let mut score_batch = |file: &Path, batch: DataFrame, first_row: usize| -> Result<usize> {
-        let features = score_features(file, pre, &batch, first_row)?;
+        let features = input_features(file, pre, &batch, first_row)?;
         let scores = scorer.score_features(&features);
         let polars = |source| DataError::Polars {
             path: file.to_path_buf(),

@@ -204,7 +204,7 @@ fn calibration_is_stored_and_applied_to_scores() {
     };
     let raw = upsell::Scorer::from_parts(uncalibrated, network, &upsell::device::Device::flex());
     let frame = read_parquet(&data.join("exposures/part-00000.parquet"));
-    let features = upsell::data::score::score_features(
+    let features = upsell::data::score::input_features(
         Path::new("rows"),
         &manifest.preprocessor,
         &frame.head(Some(50)),
@@ -438,7 +438,7 @@ fn mmoe_uncertainty_weighting_and_ipw_train() {
     let scorer = upsell::Scorer::load(dir.path().join("run/checkpoint")).unwrap();
     let frame = read_parquet(&data.join("exposures/part-00000.parquet")).head(Some(20));
     let pre = &scorer.manifest().preprocessor;
-    let features = upsell::data::score::score_features(Path::new("rows"), pre, &frame, 0).unwrap();
+    let features = upsell::data::score::input_features(Path::new("rows"), pre, &frame, 0).unwrap();
     let all = scorer.score_features(&features);
     let width = all.convert_width();
     for row in 0..20 {
