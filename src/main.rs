@@ -230,6 +230,14 @@ impl DataArgs {
             config.data.valid = Some(valid.clone());
         }
     }
+
+    /// [`apply`](Self::apply), and `--backend` when given.
+    fn apply_with(&self, config: &mut Config, backend: Option<upsell::config::BackendKind>) {
+        self.apply(config);
+        if let Some(backend) = backend {
+            config.train.backend = backend;
+        }
+    }
 }
 
 #[derive(Args)]
@@ -521,12 +529,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     (config, run_dir)
                 }
                 None => {
-                    let config = args.config.load_edited(|config| {
-                        args.paths.apply(config);
-                        if let Some(backend) = args.backend {
-                            config.train.backend = backend;
-                        }
-                    })?;
+                    let config = args
+                        .config
+                        .load_edited(|config| args.paths.apply_with(config, args.backend))?;
                     if args.print_config {
                         eprint!("{}", config.to_toml());
                     }
@@ -645,12 +650,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Sweep(args) => {
             // Validate the config and every override once, before any trial.
-            args.config.load_edited(|config| {
-                args.paths.apply(config);
-                if let Some(backend) = args.backend {
-                    config.train.backend = backend;
-                }
-            })?;
+            args.config
+                .load_edited(|config| args.paths.apply_with(config, args.backend))?;
             let mut base_args: Vec<std::ffi::OsString> = vec!["train".into()];
             if let Some(config) = &args.config.config {
                 base_args.extend(["--config".into(), config.clone().into_os_string()]);

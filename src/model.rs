@@ -564,13 +564,6 @@ impl Member {
 }
 
 impl Network {
-    /// A network of one member (a checkpoint written before ensembles).
-    pub fn single(member: Member) -> Network {
-        Network {
-            members: vec![member],
-        }
-    }
-
     pub fn members(&self) -> &[Member] {
         &self.members
     }

@@ -945,16 +945,10 @@ impl Stepper<'_> {
         let devices = std::iter::once(&self.device).chain(&self.replicas[1..]);
         for (out, device) in outs.into_iter().zip(devices) {
             let conversion = out.conversion.to_device(&main);
-            self.conv_sum = Some(match self.conv_sum.take() {
-                Some(sum) => sum + conversion,
-                None => conversion,
-            });
+            self.conv_sum = Some(add(self.conv_sum.take(), conversion));
             if let Some(plan) = out.plan {
                 let plan = plan.to_device(&main);
-                self.plan_sum = Some(match self.plan_sum.take() {
-                    Some(sum) => sum + plan,
-                    None => plan,
-                });
+                self.plan_sum = Some(add(self.plan_sum.take(), plan));
             }
             grads.grads.push((out.grads, device.clone()));
         }
