@@ -418,7 +418,7 @@ pub fn describe(manifest: &Manifest) -> String {
     );
     let _ = writeln!(
         out,
-        "network: {} member(s), encoder {:?} ({:?}, dropout {}, layer norm {}), tower {:?}, embeddings {}d, offer/context {}d",
+        "network: {} member(s), encoder {:?} ({:?}, dropout {}, layer norm {}), tower {:?}, embeddings {}d, offer/context {}d{}",
         net.members,
         net.hidden,
         net.activation,
@@ -426,7 +426,8 @@ pub fn describe(manifest: &Manifest) -> String {
         net.layer_norm,
         net.tower,
         net.embedding_dim,
-        net.offer_dim
+        net.offer_dim,
+        if net.wide { ", wide part" } else { "" }
     );
     let _ = writeln!(out, "numeric features ({}):", pre.numeric.len());
     for f in &pre.numeric {

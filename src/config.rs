@@ -352,6 +352,12 @@ pub struct ModelConfig {
     /// output. Default true.
     #[serde(default = "default_true")]
     pub product_heads: bool,
+    /// A wide part beside the deep one (Cheng et al., 2016): each value of
+    /// each categorical and hashed column adds its own learned bias to the
+    /// conversion logit and to every plan logit, as a logistic regression
+    /// on one-hot columns would. Default false.
+    #[serde(default)]
+    pub wide: bool,
     /// How the tasks share the user encoder: `shared_bottom` (one encoder)
     /// or `mmoe` (a mixture of `experts` encoders, one gate per task).
     /// Default `shared_bottom`.
@@ -396,6 +402,7 @@ impl Default for ModelConfig {
             layer_norm: false,
             plan_uses_offer: true,
             product_heads: true,
+            wide: false,
             sharing: Sharing::default(),
             experts: default_experts(),
             members: default_members(),
@@ -537,6 +544,10 @@ pub struct TrainConfig {
     /// average value); a frequent one hardly. 0 disables it. Default 100.
     #[serde(default = "default_embedding_prior")]
     pub embedding_prior: f64,
+    /// Precision of a Gaussian prior on the wide part's biases
+    /// (`model.wide`), counted like `embedding_prior`. Default 1.
+    #[serde(default = "default_wide_prior")]
+    pub wide_prior: f64,
     /// Rows of built-in synthetic data when `data.train` is not set.
     /// Default 200000.
     #[serde(default = "default_synthetic_rows")]
@@ -659,6 +670,7 @@ impl Default for TrainConfig {
             conversion_weight: default_task_weight(),
             plan_weight: default_task_weight(),
             embedding_prior: default_embedding_prior(),
+            wide_prior: default_wide_prior(),
             synthetic_rows: default_synthetic_rows(),
             task_weighting: TaskWeighting::default(),
             ipw: false,
@@ -696,6 +708,9 @@ fn default_min_steps_per_epoch() -> usize {
 }
 fn default_embedding_prior() -> f64 {
     100.0
+}
+fn default_wide_prior() -> f64 {
+    1.0
 }
 fn default_lr() -> f64 {
     0.002
@@ -1010,6 +1025,7 @@ impl Config {
             ("train.conversion_weight", train.conversion_weight),
             ("train.plan_weight", train.plan_weight),
             ("train.embedding_prior", train.embedding_prior),
+            ("train.wide_prior", train.wide_prior),
         ];
         for (field, value) in non_negative {
             if !(value >= 0.0 && value.is_finite()) {

@@ -46,6 +46,13 @@ const USER_EMBEDDING_STD: f64 = 0.05;
 /// both small). See benches/decision-quality.md.
 const CONTEXT_EMBEDDING_STD: f64 = 0.05;
 
+/// The wide biases are stored divided by this, so that AdamW, whose steps
+/// are about `lr` on the stored value, moves them this much faster: from
+/// their start at 0, at the default `lr` a bias would need about a thousand
+/// steps to reach a logit of 2, more than small data trains for (brand-choice
+/// panels: accuracy 0.821 -> 0.824 at 1, 0.852 at 10; benches/decision-quality.md).
+const WIDE_SCALE: f32 = 10.0;
+
 /// The network's shape: sizes that come from the fitted preprocessing and
 /// widths that come from the `[model]` config (see [`crate::config::ModelConfig`]
 /// for what each width means). Saved in the checkpoint's manifest.
@@ -89,6 +96,10 @@ pub struct NetworkConfig {
     /// initial weights (a seed ensemble); scores average their logits.
     #[serde(default = "one_member")]
     pub members: usize,
+    /// Whether each categorical and hashed value adds its own bias to the
+    /// conversion logit and every plan logit (a wide part, Cheng et al., 2016).
+    #[serde(default)]
+    pub wide: bool,
 }
 
 fn one_member() -> usize {
@@ -230,6 +241,10 @@ pub struct Member {
     tower: Vec<Block>,
     conversion: Linear,
     plan: Option<Linear>,
+    /// The wide part: per row of the user table, a bias on the conversion
+    /// logit and then on each plan logit, `[rows, 1 + plan logits]`, stored
+    /// divided by [`WIDE_SCALE`]; starts at 0.
+    wide: Option<Embedding>,
     products: usize,
     plan_uses_offer: bool,
 }
@@ -336,6 +351,8 @@ impl NetworkConfig {
         if self.task_uncertainty {
             total = total.saturating_add(2);
         }
+        total = total
+            .saturating_add(n(sum(&self.embedding_sizes)).saturating_mul(n(self.wide_width())));
         total.saturating_mul(n(self.members.max(1)))
     }
 
@@ -347,6 +364,18 @@ impl NetworkConfig {
         } else {
             1
         }
+    }
+
+    /// Width of the wide table: one conversion bias shared by every
+    /// product, then the plan logits; 0 without the wide part or without
+    /// columns to read. (A bias per product and value made the offers'
+    /// ranking noisier: 0.737 against 0.758 over the tuning worlds at
+    /// 20,000 rows.)
+    pub fn wide_width(&self) -> usize {
+        if !self.wide || self.embedding_sizes.is_empty() {
+            return 0;
+        }
+        1 + self.products
     }
 
     fn encoder_input(&self) -> usize {
@@ -419,6 +448,11 @@ impl NetworkConfig {
             conversion: LinearConfig::new(width, self.conversion_outputs()).init(device),
             plan: (self.products > 0)
                 .then(|| LinearConfig::new(plan_input, self.products).init(device)),
+            wide: (self.wide_width() > 0).then(|| {
+                EmbeddingConfig::new(self.embedding_sizes.iter().sum(), self.wide_width())
+                    .with_initializer(Initializer::Zeros)
+                    .init(device)
+            }),
             products: self.products,
             plan_uses_offer,
         }
@@ -454,10 +488,42 @@ impl Member {
         Some(table.weight.val().powf_scalar(2.0).sum())
     }
 
+    /// The sum of the squared wide biases, `[1]`; absent without the wide
+    /// part.
+    pub fn wide_square_sum(&self) -> Option<Tensor<1>> {
+        let table = self.wide.as_ref()?;
+        Some(
+            table
+                .weight
+                .val()
+                .mul_scalar(WIDE_SCALE)
+                .powf_scalar(2.0)
+                .sum(),
+        )
+    }
+
     /// The learned task log-variances `[2]` (conversion, plan), if the
     /// network was built with `task_uncertainty`.
     pub fn task_log_variance(&self) -> Option<Tensor<1>> {
         self.task_log_variance.as_ref().map(Param::val)
+    }
+
+    /// The wide part's sums over a batch's columns: `(conversion [batch, 1],
+    /// plan [batch, products])`, the plan part absent without a plan head.
+    fn wide(&self, inputs: &Inputs) -> Option<(Tensor<2>, Option<Tensor<2>>)> {
+        let (table, indices) = (self.wide.as_ref()?, inputs.embedded.clone()?);
+        let [batch, _] = indices.dims();
+        let [_, width] = table.weight.dims();
+        let sums: Tensor<2> = table
+            .forward(indices)
+            .sum_dim(1)
+            .reshape([batch, width])
+            .mul_scalar(WIDE_SCALE);
+        let plan = self
+            .plan
+            .is_some()
+            .then(|| sums.clone().narrow(1, 1, self.products));
+        Some((sums.narrow(1, 0, 1), plan))
     }
 
     /// Embeds the offer indices: `[batch]` -> `[batch, offer_dim]`.
@@ -520,7 +586,14 @@ impl Member {
             .and_then(|o| Some((o.clone(), self.embed_offer(o)?)));
         let plan = self.plan_logits(plan_user, offer.as_ref().map(|(_, e)| e.clone()));
         let conversion = self.convert(user, offer, inputs.context.clone());
-        Outputs { conversion, plan }
+        let Some((wide_conversion, wide_plan)) = self.wide(inputs) else {
+            return Outputs { conversion, plan };
+        };
+        let [batch, _] = wide_conversion.dims();
+        Outputs {
+            conversion: conversion + wide_conversion.reshape([batch]),
+            plan: plan.zip(wide_plan).map(|(p, w)| p + w),
+        }
     }
 
     /// Logits for every product as the offer, in each row's context.
@@ -536,9 +609,22 @@ impl Member {
         let products = self.products;
         let row_offer = inputs.offer.clone().and_then(|o| self.embed_offer(o));
         let plan = self.plan_logits(plan_user, row_offer);
+        let (wide_conversion, wide_plan) = match self.wide(inputs) {
+            Some((conversion, plan)) => (Some(conversion), plan),
+            None => (None, None),
+        };
+        let plan = match (plan, wide_plan) {
+            (Some(p), Some(w)) => Some(p + w),
+            (plan, _) => plan,
+        };
+        // [batch, products or 1] + [batch, 1], broadcast.
+        let with_wide = |logits: Tensor<2>| match &wide_conversion {
+            Some(wide) => logits + wide.clone(),
+            None => logits,
+        };
         if self.offer_embedding.is_none() {
             let logits = self.convert(user, None, inputs.context.clone());
-            return (logits.reshape([batch, 1]), plan);
+            return (with_wide(logits.reshape([batch, 1])), plan);
         }
         // Each user repeated once per product: rows [u0p0, u0p1, ..., u1p0, ...].
         let users = user
@@ -559,7 +645,7 @@ impl Member {
             .embed_offer(offers.clone())
             .map(|embedded| (offers, embedded));
         let logits = self.convert(users, offers, context);
-        (logits.reshape([batch, products]), plan)
+        (with_wide(logits.reshape([batch, products])), plan)
     }
 }
 
@@ -714,6 +800,10 @@ impl Member {
             tower: blocks(&self.tower),
             conversion: dense(&self.conversion, None, false),
             plan: self.plan.as_ref().map(|p| dense(p, None, false)),
+            wide_table: self
+                .wide
+                .as_ref()
+                .map(|e| values(e.weight.val().mul_scalar(WIDE_SCALE))),
             products: self.products,
             plan_uses_offer: self.plan_uses_offer,
         }

@@ -164,6 +164,9 @@ pub struct PlainMember {
     pub tower: Vec<Dense>,
     pub conversion: Dense,
     pub plan: Option<Dense>,
+    /// The wide part, `[rows, 1 + plan logits]`: a conversion bias shared
+    /// by every product, then one per plan logit.
+    pub wide_table: Option<Vec<f32>>,
     pub products: usize,
     pub plan_uses_offer: bool,
 }
@@ -198,6 +201,25 @@ impl PlainMember {
         (mix(conversion_gate), mix(plan_gate))
     }
 
+    /// The wide part's sum over row `row`'s columns (empty without it).
+    fn wide(&self, features: &Features, row: usize) -> Vec<f32> {
+        let Some(table) = &self.wide_table else {
+            return Vec::new();
+        };
+        let width = 1 + if self.plan.is_some() {
+            self.products
+        } else {
+            0
+        };
+        let mut sums = vec![0.0; width];
+        let columns = self.embedded_offsets.len();
+        for (j, &offset) in self.embedded_offsets.iter().enumerate() {
+            let index = offset + features.embedded[row * columns + j] as usize;
+            add(&mut sums, &table[index * width..(index + 1) * width]);
+        }
+        sums
+    }
+
     fn offer(&self, product: usize) -> Option<&[f32]> {
         let dim = self.offer_dim;
         self.offer_table
@@ -216,6 +238,11 @@ impl PlainMember {
         plan: &mut Vec<f32>,
     ) {
         let (user, plan_user) = self.encode(features, row);
+        let wide = self.wide(features, row);
+        let (wide_conversion, wide_plan) = match wide.split_first() {
+            Some((conversion, plan)) => (*conversion, plan),
+            None => (0.0, &[][..]),
+        };
         if let Some(head) = &self.plan {
             let mut input = plan_user;
             if self.plan_uses_offer
@@ -226,7 +253,9 @@ impl PlainMember {
             {
                 input.extend_from_slice(offer);
             }
+            let start = plan.len();
             plan.extend(head.forward(&input));
+            add(&mut plan[start..], wide_plan);
         }
         let columns = self.context_offsets.len();
         let mut context = Vec::with_capacity(columns * self.offer_dim);
@@ -265,10 +294,11 @@ impl PlainMember {
             // With one output per product, the product's own.
             let last = output.unwrap_or(first);
             let column = if last.output > 1 { product } else { 0 };
-            conversion.push(match output {
+            let logit = match output {
                 Some(layer) => layer.forward(&h)[column],
                 None => h[column],
-            });
+            };
+            conversion.push(logit + wide_conversion);
         }
     }
 }

@@ -130,6 +130,7 @@ pub fn network_config(config: &Config, pre: &Preprocessor) -> NetworkConfig {
         },
         task_uncertainty: config.train.task_weighting == TaskWeighting::Uncertainty,
         product_heads: model.product_heads,
+        wide: model.wide,
         members: model.members,
     }
 }
@@ -522,6 +523,7 @@ impl<'a> Run<'a> {
                 TrainData::Stream(stream) => stream.ipw_scale(),
             },
             embedding_prior: cfg.embedding_prior / rows.max(1) as f64,
+            wide_prior: cfg.wide_prior / rows.max(1) as f64,
             step: 0,
             total_steps: steps_per_epoch * cfg.epochs,
             lr: cfg.lr,
@@ -775,6 +777,8 @@ struct Stepper<'r> {
     ipw_scale: Option<f64>,
     /// `train.embedding_prior` over the training rows.
     embedding_prior: f64,
+    /// `train.wide_prior` over the training rows.
+    wide_prior: f64,
     step: usize,
     total_steps: usize,
     lr: f64,
@@ -879,6 +883,7 @@ impl Stepper<'_> {
         let norms = Normalisers {
             rows: n,
             embedding_prior: self.embedding_prior,
+            wide_prior: self.wide_prior,
             conversion: total(conversion_weights.as_deref().unwrap_or(weights)).max(1e-12),
             plan: match cfg.objective {
                 Objective::Joint => total(weights),
@@ -996,6 +1001,8 @@ struct Normalisers {
     /// The user embeddings' Gaussian prior per step: `train.embedding_prior`
     /// over the training rows.
     embedding_prior: f64,
+    /// The wide part's prior per step, likewise.
+    wide_prior: f64,
 }
 
 /// One replica's rows of a batch.
@@ -1074,6 +1081,12 @@ fn replica_step(
         let loss = match member.user_embedding_square_sum() {
             Some(square_sum) if norms.embedding_prior > 0.0 => {
                 loss + square_sum * (norms.embedding_prior * part.share)
+            }
+            _ => loss,
+        };
+        let loss = match member.wide_square_sum() {
+            Some(square_sum) if norms.wide_prior > 0.0 => {
+                loss + square_sum * (norms.wide_prior * part.share)
             }
             _ => loss,
         };

@@ -5,6 +5,16 @@ use std::path::{Path, PathBuf};
 use assert_cmd::Command;
 
 /// The `upsell` binary under test.
+/// The built-in world's products, in index (name) order.
+pub const PRODUCTS: [&str; 6] = [
+    "audiobooks",
+    "duo",
+    "family",
+    "podcast_plus",
+    "premium_individual",
+    "student",
+];
+
 pub fn upsell() -> Command {
     Command::cargo_bin("upsell").expect("the upsell binary is built with the tests")
 }

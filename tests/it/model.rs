@@ -137,46 +137,116 @@ fn training_through_the_cli_learns_and_exports_a_checkpoint() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("already exists"));
 }
 
+/// A small trained checkpoint of the built-in world (one epoch, 5,000
+/// rows, no calibration, so scores are the network's own), with `extra`
+/// settings; the temporary directory holds it.
+fn small_checkpoint(extra: &[&str]) -> (tempfile::TempDir, std::path::PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    let mut settings = vec![
+        "train.epochs=1",
+        "train.synthetic_rows=5000",
+        "train.calibration=\"none\"",
+    ];
+    settings.extend_from_slice(extra);
+    train_cli(&run, &settings);
+    (tmp, run.join("checkpoint"))
+}
+
+/// Twelve records of the built-in world, each offered one of the six
+/// products in turn.
+fn sample_records() -> Vec<std::collections::HashMap<String, upsell::preprocess::Value<'static>>> {
+    use upsell::preprocess::Value;
+    (0..12)
+        .map(|i| {
+            let i = i as usize;
+            std::collections::HashMap::from([
+                ("tenure_months".into(), Value::Number(i as f64 * 5.0)),
+                ("country".into(), Value::Text(["SE", "US", "BR"][i % 3])),
+                (
+                    "region_id".into(),
+                    Value::Text(["SE-0001", "US-0002"][i % 2]),
+                ),
+                ("offer".into(), Value::Text(crate::common::PRODUCTS[i % 6])),
+                ("surface".into(), Value::Text("push")),
+            ])
+        })
+        .collect()
+}
+
+/// The few-row path scores each record as the batched path does, and the
+/// batched conversion scores are sigmoid(`logits`).
+fn assert_scoring_paths_agree(
+    scorer: &upsell::Scorer,
+    records: &[std::collections::HashMap<String, upsell::preprocess::Value<'_>>],
+    logits: &[f32],
+) {
+    let close = |a: &f32, b: &f32| (a - b).abs() < 1e-5;
+    let batched = scorer.score_records(records).unwrap();
+    assert_eq!(batched.p_convert.len(), logits.len());
+    for (p, logit) in batched.p_convert.iter().zip(logits) {
+        assert!(close(p, &(1.0 / (1.0 + (-logit).exp()))), "{p} vs {logit}");
+    }
+    for (row, record) in records.iter().enumerate() {
+        let one = scorer.score_records(std::slice::from_ref(record)).unwrap();
+        let rows = row * 6..(row + 1) * 6;
+        assert!(
+            one.p_convert
+                .iter()
+                .zip(&batched.p_convert[rows.clone()])
+                .all(|(a, b)| close(a, b))
+        );
+        assert!(
+            one.p_plan
+                .iter()
+                .zip(&batched.p_plan[rows])
+                .all(|(a, b)| close(a, b))
+        );
+    }
+}
+
+/// The wide part learns per-value biases, and every scoring path adds
+/// them the same way: each row's own offer (training's forward pass), every
+/// product as the offer (batched scoring) and the few-row path.
+#[test]
+fn the_wide_part_learns_and_every_scoring_path_adds_it() {
+    let (_tmp, dir) = small_checkpoint(&["model.members=2", "model.wide=true"]);
+    let device = cpu();
+    let (manifest, network) = upsell::checkpoint::load(&dir, &device).unwrap();
+    assert!(manifest.network.wide);
+    for member in network.members() {
+        let learned = scalar(member.wide_square_sum().expect("a wide part"));
+        assert!(learned > 1e-6, "the wide biases stayed at 0: {learned}");
+    }
+    let scorer = upsell::Scorer::load(&dir).unwrap();
+    let records = sample_records();
+    let features = scorer.transform_records(&records).unwrap();
+    let layout = upsell::batch::Layout::new(&manifest.network);
+    let inputs = layout.inputs(&features, 0..records.len(), &device);
+    let own = upsell::batch::to_vec(network.forward(&inputs).conversion);
+    let all = upsell::batch::to_vec(network.score_all_logits(&inputs).0);
+    for (row, logit) in own.iter().enumerate() {
+        let at_offer = all[row * 6 + row % 6];
+        assert!(
+            (logit - at_offer).abs() < 1e-5,
+            "row {row}: {logit} vs {at_offer}"
+        );
+    }
+    assert_scoring_paths_agree(&scorer, &records, &all);
+}
+
 /// A seed ensemble lives in one checkpoint, its members differ, and the
 /// scorer gives the mean of their logits on the few-row path and on the
 /// batched one.
 #[test]
 fn an_ensemble_checkpoint_scores_the_mean_of_its_members() {
-    use std::collections::HashMap;
-    use upsell::preprocess::Value;
-    let tmp = tempfile::tempdir().unwrap();
-    let run = tmp.path().join("run");
-    train_cli(
-        &run,
-        &[
-            "train.epochs=1",
-            "train.synthetic_rows=5000",
-            "model.members=3",
-            "train.calibration=\"none\"",
-        ],
-    );
-    let dir = run.join("checkpoint");
+    let (_tmp, dir) = small_checkpoint(&["model.members=3"]);
     let device = cpu();
     let (manifest, network) = upsell::checkpoint::load(&dir, &device).unwrap();
     assert_eq!(manifest.network.members, 3);
     assert_eq!(network.members().len(), 3);
     let scorer = upsell::Scorer::load(&dir).unwrap();
-    let records: Vec<HashMap<String, Value<'_>>> = (0..12)
-        .map(|i| {
-            let mut record = HashMap::new();
-            record.insert("tenure_months".into(), Value::Number(f64::from(i) * 5.0));
-            record.insert(
-                "country".into(),
-                Value::Text(["SE", "US", "BR"][i as usize % 3]),
-            );
-            record.insert(
-                "offer".into(),
-                Value::Text(["family", "duo"][i as usize % 2]),
-            );
-            record.insert("surface".into(), Value::Text("push"));
-            record
-        })
-        .collect();
+    let records = sample_records();
     let features = scorer.transform_records(&records).unwrap();
     let layout = upsell::batch::Layout::new(&manifest.network);
     let inputs = layout.inputs(&features, 0..records.len(), &device);
@@ -189,26 +259,10 @@ fn an_ensemble_checkpoint_scores_the_mean_of_its_members() {
         members[0] != members[1],
         "the members start from the same weights"
     );
-    let expected: Vec<f32> = (0..members[0].len())
-        .map(|i| {
-            let mean = members.iter().map(|m| m[i]).sum::<f32>() / 3.0;
-            1.0 / (1.0 + (-mean).exp())
-        })
+    let mean: Vec<f32> = (0..members[0].len())
+        .map(|i| members.iter().map(|m| m[i]).sum::<f32>() / 3.0)
         .collect();
-    let close = |got: &[f32], want: &[f32]| {
-        got.len() == want.len() && got.iter().zip(want).all(|(g, w)| (g - w).abs() < 1e-5)
-    };
-    let batched = scorer.score_records(&records).unwrap();
-    assert!(close(&batched.p_convert, &expected));
-    let width = batched.convert_width();
-    for (row, record) in records.iter().enumerate() {
-        let one = scorer.score_records(std::slice::from_ref(record)).unwrap();
-        assert!(close(
-            &one.p_convert,
-            &expected[row * width..(row + 1) * width]
-        ));
-        assert!(close(&one.p_plan, &batched.p_plan[row * 6..(row + 1) * 6]));
-    }
+    assert_scoring_paths_agree(&scorer, &records, &mean);
 }
 
 #[test]

@@ -153,14 +153,7 @@ async fn infer_matches_the_score_command() {
     let rows: Vec<Vec<f64>> = lines
         .map(|l| l.split(',').skip(1).map(|v| v.parse().unwrap()).collect())
         .collect();
-    let products = [
-        "audiobooks",
-        "duo",
-        "family",
-        "podcast_plus",
-        "premium_individual",
-        "student",
-    ];
+    let products = crate::common::PRODUCTS;
     for (output, prefix) in [(0, "p_convert__"), (1, "p_plan__")] {
         let data = response["outputs"][output]["data"].as_array().unwrap();
         assert_eq!(response["outputs"][output]["shape"], json!([8, 6]));
