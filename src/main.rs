@@ -370,6 +370,10 @@ struct SynthArgs {
     /// Rows per Parquet file (shard).
     #[arg(long, default_value_t = 1_000_000)]
     rows_per_file: u64,
+    /// Write the ground truth of the first N files only (default: every
+    /// file); the truth is about ten times the size of the log.
+    #[arg(long, value_name = "N")]
+    truth_files: Option<usize>,
     /// The world: default, weak_interactions, noisy, switchers, rare,
     /// regional, price_sensitive or holdout (README, "Synthetic data").
     #[arg(long, default_value = "default")]
@@ -492,6 +496,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let options = synth::SynthOptions {
                 rows_per_file: args.rows_per_file,
                 world: (args.world, params),
+                truth_files: args.truth_files,
                 ..synth::SynthOptions::new(args.rows, args.seed, args.out)
             };
             let summary = synth::write(&options)?;

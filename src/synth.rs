@@ -380,6 +380,10 @@ pub struct SynthOptions {
     /// The world's name (for the record) and parameters. Default
     /// `default`.
     pub world: (String, WorldParams),
+    /// Write the truth of the first this many files only (`None`: every
+    /// file). The truth is about ten times the size of the exposures, so a
+    /// large training log needs it only for the files that are scored.
+    pub truth_files: Option<usize>,
 }
 
 impl SynthOptions {
@@ -392,6 +396,7 @@ impl SynthOptions {
             rows_per_file: DEFAULT_ROWS_PER_FILE,
             chunk_rows: DEFAULT_CHUNK_ROWS,
             world: ("default".into(), WorldParams::default()),
+            truth_files: None,
         }
     }
 }
@@ -580,6 +585,9 @@ pub fn command(opts: &SynthOptions) -> String {
     if opts.rows_per_file != DEFAULT_ROWS_PER_FILE {
         command.push_str(&format!(" --rows-per-file {}", opts.rows_per_file));
     }
+    if let Some(files) = opts.truth_files {
+        command.push_str(&format!(" --truth-files {files}"));
+    }
     let (name, params) = &opts.world;
     if name != "default" {
         command.push_str(&format!(" --world {name}"));
@@ -683,7 +691,8 @@ struct Task {
 /// The open Parquet files of one part.
 struct Part {
     exposures: (PathBuf, BatchedWriter<File>),
-    truth: (PathBuf, BatchedWriter<File>),
+    /// Absent past `truth_files`.
+    truth: Option<(PathBuf, BatchedWriter<File>)>,
 }
 
 /// Writes everything into `dir`; returns the number of files per table and
@@ -757,13 +766,17 @@ fn write_into(dir: &Path, opts: &SynthOptions) -> Result<(usize, u64)> {
                     task.file,
                     Part {
                         exposures: open_parquet(&exposures_dir.join(&name), &exposures)?,
-                        truth: open_parquet(&truth_dir.join(&name), &truth)?,
+                        truth: match opts.truth_files {
+                            Some(files) if task.file >= files => None,
+                            _ => Some(open_parquet(&truth_dir.join(&name), &truth)?),
+                        },
                     },
                 ));
             }
             let (_, open) = part.as_mut().expect("a part was just opened");
+            let truth = open.truth.as_mut().map(|t| (t, &truth));
             for ((path, writer), df) in
-                [(&mut open.exposures, &exposures), (&mut open.truth, &truth)]
+                std::iter::once((&mut open.exposures, &exposures)).chain(truth)
             {
                 writer
                     .write_batch(df)
@@ -828,7 +841,7 @@ fn open_parquet(path: &Path, like: &DataFrame) -> Result<(PathBuf, BatchedWriter
 }
 
 fn finish_part(part: Part) -> Result<()> {
-    for (path, writer) in [part.exposures, part.truth] {
+    for (path, writer) in std::iter::once(part.exposures).chain(part.truth) {
         writer
             .finish()
             .map_err(|source| polars_error(&path, source))?;
@@ -850,7 +863,7 @@ fn readme(opts: &SynthOptions, files: usize) -> String {
          - `exposures/`: one row per exposure of a distinct user: features, the offer, its\n  \
            context (`surface`, `message`), `propensity` (the logging policy's probability of\n  \
            the logged offer, surface and message), `converted`, the `plan` bought and its `value`.\n\
-         - `truth/`: the same rows in the same order (join on `user_id`), in the truth format of\n  \
+         - `truth/`: the same rows in the same order{truth_scope} (join on `user_id`), in the truth format of\n  \
            upsell's README (\"Ground truth\"): for the logged context, `p_convert__<product>`,\n  \
            `bayes_p_convert__<product>` (the best any model of the observed features can know),\n  \
            `p_plan__<product>` (plan bought given a conversion under the logged offer) and\n  \
@@ -864,6 +877,10 @@ fn readme(opts: &SynthOptions, files: usize) -> String {
         seed = opts.seed,
         command = command(opts),
         config = opts.out_dir.join("config.toml").display(),
+        truth_scope = match opts.truth_files {
+            Some(n) => format!(" of the first {n} file(s) only"),
+            None => String::new(),
+        },
     )
 }
 

@@ -730,6 +730,34 @@ fn write_creates_the_dataset_atomically() {
     assert_eq!(entries(tmp.path()), BTreeSet::from(["synth".to_string()]));
 }
 
+/// `truth_files` keeps the truth of the first files only, the same rows as
+/// a full write's, and the recorded command repeats it.
+#[test]
+fn truth_can_be_limited_to_the_first_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("synth");
+    let opts = SynthOptions {
+        rows_per_file: 2_000,
+        truth_files: Some(1),
+        ..SynthOptions::new(5_000, 11, out.clone())
+    };
+    synth::write(&opts).unwrap();
+    let parts: BTreeSet<String> = (0..3).map(|i| format!("part-{i:05}.parquet")).collect();
+    assert_eq!(entries(&out.join("exposures")), parts);
+    assert_eq!(
+        entries(&out.join("truth")),
+        BTreeSet::from(["part-00000.parquet".to_string()])
+    );
+    let truth = read_parquet_dir(&out.join("truth"));
+    let (_, expected_truth) = generate(11, 0, 2_000).unwrap();
+    assert!(
+        truth.equals_missing(&expected_truth),
+        "written truth differs"
+    );
+    let text = std::fs::read_to_string(out.join("config.toml")).unwrap();
+    assert!(text.contains("--truth-files 1"), "{text}");
+}
+
 #[test]
 fn write_refuses_non_empty_targets_and_accepts_empty_ones() {
     let tmp = tempfile::tempdir().unwrap();
