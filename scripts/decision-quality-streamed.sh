@@ -7,10 +7,11 @@
 #
 #   scripts/decision-quality-streamed.sh [MILLIONS] [WORLD] [WORLD_SEED]   # 20 default 21
 #
-# The log is `upsell synth` in files of a million rows: part-00000 is held
-# out, part-00001 is the validation file, the rest is training data. It is
-# kept in $UPSELL_SCALE_DIR (default /var/tmp/upsell-scale, about 150 MB per
-# million rows) and reused. Prints a Markdown table with the machine it ran
+# The log is `upsell synth` in files of a million rows, with truth for the
+# first only: part-00000 is held out, part-00001 is the validation file, the
+# rest is training data. It is kept in $UPSELL_SCALE_DIR (default
+# /var/tmp/upsell-scale; about 150 MB per million rows, 1.5 GB for the truth
+# file) and reused. Prints a Markdown table with the machine it ran
 # on, to UPSELL_DQ_OUT when set. Set UPSELL to use another binary.
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -27,7 +28,7 @@ machine="$(cpu_cores), $(mem_gib) GiB; $(date -u +%Y-%m-%d)"
 world=$dir/$world_kind-$world_seed-$((millions + 2))m
 if [[ ! -d $world ]]; then
     mkdir -p "$dir"
-    "$upsell" synth --rows $(((millions + 2) * 1000000)) --rows-per-file 1000000 \
+    "$upsell" synth --rows $(((millions + 2) * 1000000)) --rows-per-file 1000000 --truth-files 1 \
         --seed "$world_seed" --world "$world_kind" --out "$world.tmp" >/dev/null
     mv "$world.tmp" "$world"
 fi
