@@ -1078,18 +1078,15 @@ fn replica_step(
         };
         // The prior's term of the objective is a whole-data one: each
         // replica adds its share, as with the task log-variances.
-        let loss = match member.user_embedding_square_sum() {
-            Some(square_sum) if norms.embedding_prior > 0.0 => {
-                loss + square_sum * (norms.embedding_prior * part.share)
+        let mut loss = loss;
+        for (square_sum, precision) in [
+            (member.user_embedding_square_sum(), norms.embedding_prior),
+            (member.wide_square_sum(), norms.wide_prior),
+        ] {
+            if let Some(square_sum) = square_sum.filter(|_| precision > 0.0) {
+                loss = loss + square_sum * (precision * part.share);
             }
-            _ => loss,
-        };
-        let loss = match member.wide_square_sum() {
-            Some(square_sum) if norms.wide_prior > 0.0 => {
-                loss + square_sum * (norms.wide_prior * part.share)
-            }
-            _ => loss,
-        };
+        }
         total = Some(add(total, loss));
         conversion_sum = Some(add(conversion_sum, conv_loss.detach()));
         plan_sum = plan_loss.map(|loss| add(plan_sum.take(), loss.detach()));
