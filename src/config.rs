@@ -5,31 +5,13 @@
 //! are resolved against the file's directory; paths given on the command line
 //! are resolved against the working directory, as a shell user expects.
 
+pub use crate::error::ConfigError;
 use std::collections::BTreeMap;
+use std::fmt;
 use std::path::{Path, PathBuf};
+use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
-
-/// A config that cannot be read, parsed or used.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("{}: cannot read config: {source}", path.display())]
-    Read {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{origin}: {message}")]
-    Parse { origin: String, message: String },
-    #[error("--set {spec:?}: {reason}")]
-    Override { spec: String, reason: String },
-    #[error("{origin}: {field}: {reason}")]
-    Invalid {
-        origin: String,
-        field: String,
-        reason: String,
-    },
-}
 
 /// One experiment: where the data is, what its columns mean, what each product
 /// is worth, and how to model and train.
@@ -335,7 +317,7 @@ pub struct ModelConfig {
     pub tower: Vec<usize>,
     /// `relu` or `gelu`. Default `relu`.
     #[serde(default)]
-    pub activation: crate::model::ActivationKind,
+    pub activation: ActivationKind,
     /// Dropout after each hidden layer while training. Default 0.1.
     #[serde(default = "default_dropout")]
     pub dropout: f64,
@@ -570,7 +552,7 @@ pub struct TrainConfig {
     /// applied to every score: `temperature`, `product_temperature`,
     /// `isotonic` or `none`. Default `temperature`.
     #[serde(default)]
-    pub calibration: crate::calibrate::CalibrationMethod,
+    pub calibration: CalibrationMethod,
     /// Steps between resumable states (`RUN_DIR/resume.bin`, for `upsell
     /// train --resume`); 0 writes none. Default 500.
     #[serde(default = "default_checkpoint_every_steps")]
@@ -746,7 +728,7 @@ pub struct PolicyConfig {
     /// `softmax:T` (sample by expected value at temperature T). Default
     /// `greedy`.
     #[serde(default)]
-    pub exploration: crate::policy::Exploration,
+    pub exploration: Exploration,
     /// The cost of contacting a user, in value units. When above 0, "no
     /// offer" is a candidate worth 0. Default 0.
     #[serde(default)]
@@ -1188,5 +1170,95 @@ fn parse_value(raw: &str) -> toml::Value {
     match toml::from_str::<toml::Table>(&wrapped) {
         Ok(mut table) => table.remove("value").expect("the key was just parsed"),
         Err(_) => toml::Value::String(raw.to_string()),
+    }
+}
+
+/// The non-linearity between layers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ActivationKind {
+    #[default]
+    Relu,
+    Gelu,
+}
+
+/// How the conversion head is calibrated (`train.calibration`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CalibrationMethod {
+    /// No calibration: the raw network outputs.
+    None,
+    /// One temperature per head.
+    #[default]
+    Temperature,
+    /// One conversion temperature per offered product.
+    ProductTemperature,
+    /// Isotonic regression of the conversion probability.
+    Isotonic,
+}
+
+/// How a decision is drawn from the candidates' expected values.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub enum Exploration {
+    /// The best candidate, with probability 1.
+    #[default]
+    Greedy,
+    /// A uniformly random candidate with probability `epsilon`, else the best.
+    Epsilon(f64),
+    /// A candidate with probability proportional to `exp(ev / temperature)`.
+    Softmax(f64),
+}
+
+impl FromStr for Exploration {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let parse = |v: &str, what: &str| -> Result<f64, String> {
+            v.parse::<f64>()
+                .map_err(|_| format!("{s:?}: {what} {v:?} is not a number"))
+        };
+        match s.split_once(':') {
+            None if s == "greedy" => Ok(Exploration::Greedy),
+            Some(("epsilon", v)) => {
+                let e = parse(v, "epsilon")?;
+                if (0.0..=1.0).contains(&e) {
+                    Ok(Exploration::Epsilon(e))
+                } else {
+                    Err(format!("{s:?}: epsilon must be in [0, 1]"))
+                }
+            }
+            Some(("softmax", v)) => {
+                let t = parse(v, "temperature")?;
+                if t > 0.0 && t.is_finite() {
+                    Ok(Exploration::Softmax(t))
+                } else {
+                    Err(format!("{s:?}: the temperature must be > 0"))
+                }
+            }
+            _ => Err(format!("{s:?}: expected greedy, epsilon:E or softmax:T")),
+        }
+    }
+}
+
+impl TryFrom<String> for Exploration {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        s.parse()
+    }
+}
+
+impl From<Exploration> for String {
+    fn from(e: Exploration) -> String {
+        e.to_string()
+    }
+}
+
+impl fmt::Display for Exploration {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Exploration::Greedy => write!(f, "greedy"),
+            Exploration::Epsilon(e) => write!(f, "epsilon:{e}"),
+            Exploration::Softmax(t) => write!(f, "softmax:{t}"),
+        }
     }
 }

@@ -1,46 +1,42 @@
 //! `upsell` decides which paid product to offer each user of a subscription
 //! service, and how likely they are to buy it.
 //!
-//! The modules follow the data: [`config`] says what the columns mean;
-//! `data` reads tables and turns columns into arrays; [`preprocess`] holds the
-//! fitted transformation a checkpoint carries; [`batch`] turns arrays into
-//! tensors; [`model`] is the network; `train` fits it; [`checkpoint`] saves
-//! it; [`scorer`] loads it and turns rows into probabilities, calibrated by
-//! [`calibrate`].
+//! The modules are layers; each uses only those above it in this list
+//! (`tests/layout.rs` checks it):
+//!
+//! - [`error`], [`atomic`]: the error type and atomic writes;
+//! - [`config`]: what the columns mean and how to train and decide;
+//! - [`preprocess`]: the fitted transformation of raw columns a checkpoint
+//!   carries, applied row by row; [`policy`]: probabilities to offers;
+//! - [`model`]: the network, in burn alone;
+//! - [`scoring`]: a checkpoint read back and turned into calibrated scores
+//!   (with the four above, this is the lean build, `default-features = false`);
+//! - `data`: tables and streams with polars, and the synthetic worlds;
+//! - `evaluation`: metrics and reports;
+//! - `offline`: score, recommend, evaluate and estimate policies over files;
+//! - `train`: fitting the network and exporting a checkpoint;
+//! - `experiment`: sweeps, tracking and benchmarks; `serve`: the HTTP server.
 
 pub mod atomic;
-pub mod batch;
-#[cfg(feature = "train")]
-pub mod bench;
-pub mod calibrate;
-pub mod checkpoint;
 pub mod config;
 #[cfg(feature = "data")]
 pub mod data;
-pub mod device;
 pub mod error;
-pub mod loss;
-pub mod metrics;
+#[cfg(feature = "data")]
+pub mod evaluation;
+#[cfg(feature = "data")]
+pub mod experiment;
 pub mod model;
-pub mod plain;
+#[cfg(feature = "data")]
+pub mod offline;
 pub mod policy;
 pub mod preprocess;
-#[cfg(feature = "data")]
-pub mod report;
-#[cfg(feature = "train")]
-pub mod resume;
-pub mod scorer;
+pub mod scoring;
 #[cfg(feature = "serve")]
 pub mod serve;
-#[cfg(feature = "cli")]
-pub mod sweep;
-#[cfg(feature = "data")]
-pub mod synth;
-#[cfg(feature = "train")]
-pub mod tracking;
 #[cfg(feature = "train")]
 pub mod train;
 
 pub use config::Config;
 pub use error::{Error, Result};
-pub use scorer::{Scorer, Scores};
+pub use scoring::{Scorer, Scores};

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Args, Parser, Subcommand};
-use upsell::{Config, synth};
+use upsell::Config;
+use upsell::data::synth;
 
 #[derive(Parser)]
 #[command(
@@ -53,7 +54,7 @@ struct BenchArgs {
     backend: Vec<upsell::config::BackendKind>,
     /// Model sizes to measure (comma-separated): small, default, large.
     #[arg(long, value_delimiter = ',', default_value = "small,default,large")]
-    size: Vec<upsell::bench::ModelSize>,
+    size: Vec<upsell::experiment::bench::ModelSize>,
     /// Synthetic training rows per epoch (three epochs run; the last one's rate is reported).
     #[arg(long, default_value_t = 100_000)]
     train_rows: u64,
@@ -103,7 +104,7 @@ struct SweepArgs {
     metric: String,
     /// min or max (default: min for losses, errors and seconds, else max).
     #[arg(long)]
-    goal: Option<upsell::sweep::Goal>,
+    goal: Option<upsell::experiment::sweep::Goal>,
     /// The compute backend of every trial, instead of `train.backend`.
     #[arg(long, value_name = "flex|ndarray|wgpu")]
     backend: Option<upsell::config::BackendKind>,
@@ -145,7 +146,7 @@ struct OpeArgs {
     /// The policy to evaluate: greedy, epsilon:E or softmax:T (default: the
     /// checkpoint's policy.exploration).
     #[arg(long, value_name = "POLICY")]
-    policy: Option<upsell::policy::Exploration>,
+    policy: Option<upsell::config::Exploration>,
     /// Cap the importance weights at this value.
     #[arg(long, value_name = "W")]
     clip: Option<f64>,
@@ -315,19 +316,19 @@ struct ShardArgs {
     /// Process one of N disjoint parts of the input (default: from
     /// JOB_COMPLETION_INDEX/JOB_COMPLETIONS when set, else everything).
     #[arg(long, value_name = "I/N")]
-    shard: Option<upsell::data::recommend::Shard>,
+    shard: Option<upsell::data::shard::Shard>,
     /// Rows per shard unit (and, for recommend, per decision batch: caps hold per batch).
-    #[arg(long, default_value_t = upsell::data::recommend::UNIT_ROWS)]
+    #[arg(long, default_value_t = upsell::data::shard::UNIT_ROWS)]
     unit_rows: usize,
 }
 
 impl ShardArgs {
-    fn shard(&self) -> upsell::Result<upsell::data::recommend::Shard> {
+    fn shard(&self) -> upsell::Result<upsell::data::shard::Shard> {
         Ok(match self.shard {
             Some(shard) => shard,
-            None => upsell::data::recommend::Shard::from_env()
+            None => upsell::data::shard::Shard::from_env()
                 .transpose()?
-                .unwrap_or(upsell::data::recommend::Shard::ALL),
+                .unwrap_or(upsell::data::shard::Shard::ALL),
         })
     }
 }
@@ -338,7 +339,7 @@ struct RecommendArgs {
     batch: BatchArgs,
     /// Exploration, instead of `policy.exploration`: greedy, epsilon:E or softmax:T.
     #[arg(long, value_name = "POLICY")]
-    policy: Option<upsell::policy::Exploration>,
+    policy: Option<upsell::config::Exploration>,
     #[command(flatten)]
     shard: ShardArgs,
     /// Override the checkpoint's saved config, e.g. `--set policy.contact_cost=0.05`.
@@ -421,7 +422,7 @@ fn tracked(
         &mut dyn FnMut(&upsell::train::EpochMetrics),
     ) -> upsell::Result<upsell::train::TrainSummary>,
 ) -> anyhow::Result<upsell::train::TrainSummary> {
-    use upsell::tracking::{RunStatus, Tracker, flatten_params};
+    use upsell::experiment::tracking::{RunStatus, Tracker, flatten_params};
     let params = flatten_params(&serde_json::to_value(config)?);
     let name = run_dir.file_name().map_or_else(
         || "upsell".to_string(),
@@ -429,7 +430,7 @@ fn tracked(
     );
     let tracker = Tracker::start(uri, experiment, &name, &params).map_err(upsell::Error::from)?;
     let mut failures = 0usize;
-    let mut warn = |what: &str, e: upsell::tracking::TrackingError| {
+    let mut warn = |what: &str, e: upsell::experiment::tracking::TrackingError| {
         failures += 1;
         eprintln!("warning: MLflow {what}: {e}");
     };
@@ -523,7 +524,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     // default device (wgpu when built in) before moving it to
                     // the training device; on a CPU run that would start a
                     // GPU driver for nothing.
-                    if upsell::device::is_cpu(&upsell::device::replicas(&config.train)?[0])
+                    if upsell::model::device::is_cpu(&upsell::train::replicas(&config.train)?[0])
                         && std::env::var_os("BURN_DEVICE").is_none()
                     {
                         // SAFETY: no other thread exists yet (the rayon pool
@@ -550,10 +551,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     (config, run_dir)
                 }
             };
-            upsell::device::set_threads(config.train.threads);
+            upsell::model::device::set_threads(config.train.threads);
             // Data-parallel replicas, when configured, are started by the
             // training loop; the weights live on the first device.
-            let device = upsell::device::replicas(&config.train)?.remove(0);
+            let device = upsell::train::replicas(&config.train)?.remove(0);
             let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
             let train = |on_epoch: &mut dyn FnMut(&upsell::train::EpochMetrics)| match &args.resume
             {
@@ -570,7 +571,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Score(args) => {
             let scorer = args.batch.scorer()?;
-            let report = upsell::data::score::score_shard(
+            let report = upsell::offline::score::score_shard(
                 &scorer,
                 &args.batch.input,
                 &args.batch.output,
@@ -581,7 +582,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Eval(args) => {
             let scorer = upsell::Scorer::load(&args.checkpoint)?;
-            let mut evaluation = upsell::data::eval::evaluate(
+            let mut evaluation = upsell::offline::eval::evaluate(
                 &scorer,
                 &args.checkpoint,
                 &args.data,
@@ -592,7 +593,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     .manifest()
                     .saved_config(&args.overrides)
                     .map_err(upsell::Error::from)?;
-                evaluation.summary.decisions = Some(upsell::data::truth::decision_quality(
+                evaluation.summary.decisions = Some(upsell::offline::truth::decision_quality(
                     &scorer,
                     config.policy,
                     config.seed,
@@ -615,7 +616,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 ];
                 let mut input = evaluation.report_input(about);
                 input.title = format!("upsell evaluation: {}", args.checkpoint.display());
-                upsell::data::eval::write_report(dir, &input, json.as_bytes())?;
+                upsell::offline::eval::write_report(dir, &input, json.as_bytes())?;
             }
             println!("{json}");
         }
@@ -625,14 +626,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .manifest()
                 .saved_config(&args.overrides)
                 .map_err(upsell::Error::from)?;
-            let options = upsell::data::ope::OpeOptions {
+            let options = upsell::offline::ope::OpeOptions {
                 exploration: args.policy.unwrap_or(config.policy.exploration),
                 seed: config.seed,
                 clip: args.clip,
                 bootstrap: args.bootstrap,
                 bootstrap_seed: args.seed,
             };
-            let summary = upsell::data::ope::evaluate(
+            let summary = upsell::offline::ope::evaluate(
                 &scorer,
                 &args.checkpoint,
                 config.policy.clone(),
@@ -642,8 +643,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string(&summary)?);
         }
         Command::Bench(args) => {
-            upsell::device::set_threads(args.threads);
-            let options = upsell::bench::BenchOptions {
+            upsell::model::device::set_threads(args.threads);
+            let options = upsell::experiment::bench::BenchOptions {
                 backends: args.backend,
                 sizes: args.size,
                 train_rows: args.train_rows,
@@ -651,7 +652,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 latency_calls: args.latency_calls.max(1),
                 min_time: std::time::Duration::from_secs_f64(args.min_seconds),
             };
-            upsell::bench::run(&options, &args.work)?;
+            upsell::experiment::bench::run(&options, &args.work)?;
         }
         Command::Sweep(args) => {
             // Validate the config and every override once, before any trial.
@@ -675,22 +676,24 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let grid = args
                 .grid
                 .iter()
-                .map(|g| upsell::sweep::parse_grid(g))
+                .map(|g| upsell::experiment::sweep::parse_grid(g))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(upsell::Error::from)?;
-            let trials = upsell::sweep::trials(&grid, args.random.map(|n| (n, args.seed)))
-                .map_err(upsell::Error::from)?;
-            let options = upsell::sweep::SweepOptions {
+            let trials =
+                upsell::experiment::sweep::trials(&grid, args.random.map(|n| (n, args.seed)))
+                    .map_err(upsell::Error::from)?;
+            let options = upsell::experiment::sweep::SweepOptions {
                 program: std::env::current_exe()?,
                 base_args,
                 out: args.out,
                 parallel: args.parallel,
                 goal: args
                     .goal
-                    .unwrap_or_else(|| upsell::sweep::Goal::for_metric(&args.metric)),
+                    .unwrap_or_else(|| upsell::experiment::sweep::Goal::for_metric(&args.metric)),
                 metric: args.metric,
             };
-            let report = upsell::sweep::run(&options, &trials).map_err(upsell::Error::from)?;
+            let report =
+                upsell::experiment::sweep::run(&options, &trials).map_err(upsell::Error::from)?;
             println!("{}", report.summary());
             if !report.failed().is_empty() {
                 return Ok(ExitCode::from(1));
@@ -703,13 +706,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .saved_config(&args.overrides)
                 .map_err(upsell::Error::from)?;
             let shard = args.shard.shard()?;
-            let options = upsell::data::recommend::RecommendOptions {
+            let options = upsell::offline::recommend::RecommendOptions {
                 exploration: args.policy.unwrap_or(config.policy.exploration),
                 seed: config.seed,
                 shard,
                 unit_rows: args.shard.unit_rows,
             };
-            let report = upsell::data::recommend::recommend_files(
+            let report = upsell::offline::recommend::recommend_files(
                 &scorer,
                 config.policy.clone(),
                 &options,
@@ -743,12 +746,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             runtime.block_on(upsell::serve::serve(state, args.addr))?;
         }
         Command::Inspect(args) => {
-            let manifest =
-                upsell::checkpoint::read_manifest(&args.checkpoint).map_err(upsell::Error::from)?;
+            let manifest = upsell::scoring::checkpoint::read_manifest(&args.checkpoint)
+                .map_err(upsell::Error::from)?;
             if args.json {
                 println!("{}", serde_json::to_string_pretty(&manifest)?);
             } else {
-                print!("{}", upsell::checkpoint::describe(&manifest));
+                print!("{}", upsell::scoring::checkpoint::describe(&manifest));
             }
         }
     }

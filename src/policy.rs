@@ -7,79 +7,10 @@
 //! "no offer" is a candidate worth 0 when contacting has a cost. Plans are
 //! thereby weighed against add-ons by value, not by conversion rate.
 
-use std::fmt;
-use std::str::FromStr;
-
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
-use crate::config::{EligibilityRule, PolicyConfig};
-
-/// How a decision is drawn from the candidates' expected values.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
-#[serde(try_from = "String", into = "String")]
-pub enum Exploration {
-    /// The best candidate, with probability 1.
-    #[default]
-    Greedy,
-    /// A uniformly random candidate with probability `epsilon`, else the best.
-    Epsilon(f64),
-    /// A candidate with probability proportional to `exp(ev / temperature)`.
-    Softmax(f64),
-}
-
-impl FromStr for Exploration {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let parse = |v: &str, what: &str| -> Result<f64, String> {
-            v.parse::<f64>()
-                .map_err(|_| format!("{s:?}: {what} {v:?} is not a number"))
-        };
-        match s.split_once(':') {
-            None if s == "greedy" => Ok(Exploration::Greedy),
-            Some(("epsilon", v)) => {
-                let e = parse(v, "epsilon")?;
-                if (0.0..=1.0).contains(&e) {
-                    Ok(Exploration::Epsilon(e))
-                } else {
-                    Err(format!("{s:?}: epsilon must be in [0, 1]"))
-                }
-            }
-            Some(("softmax", v)) => {
-                let t = parse(v, "temperature")?;
-                if t > 0.0 && t.is_finite() {
-                    Ok(Exploration::Softmax(t))
-                } else {
-                    Err(format!("{s:?}: the temperature must be > 0"))
-                }
-            }
-            _ => Err(format!("{s:?}: expected greedy, epsilon:E or softmax:T")),
-        }
-    }
-}
-
-impl TryFrom<String> for Exploration {
-    type Error = String;
-    fn try_from(s: String) -> Result<Self, String> {
-        s.parse()
-    }
-}
-
-impl From<Exploration> for String {
-    fn from(e: Exploration) -> String {
-        e.to_string()
-    }
-}
-
-impl fmt::Display for Exploration {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Exploration::Greedy => write!(f, "greedy"),
-            Exploration::Epsilon(e) => write!(f, "epsilon:{e}"),
-            Exploration::Softmax(t) => write!(f, "softmax:{t}"),
-        }
-    }
-}
+use crate::config::{EligibilityRule, Exploration, PolicyConfig};
 
 /// One thing the policy may do for a user: an offer in a context, or
 /// nothing.

@@ -6,6 +6,7 @@
 //! scoring. This module depends on serde only: serving crates use it without
 //! polars.
 
+pub use crate::error::FieldError;
 use std::collections::HashMap;
 
 use serde::{Deserialize, Serialize};
@@ -282,16 +283,6 @@ pub enum Value<'a> {
     Number(f64),
     Bool(bool),
     Text(&'a str),
-}
-
-/// A value that the preprocessing cannot use, by row and column.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("row {row}, field {column:?}: {reason}")]
-pub struct FieldError {
-    /// 0-based row within the request or batch.
-    pub row: usize,
-    pub column: String,
-    pub reason: String,
 }
 
 impl Preprocessor {

@@ -24,10 +24,10 @@ use prometheus::{
 };
 use serde_json::{Map, Value as Json, json};
 
+use crate::config::Exploration;
 use crate::config::{Config, PolicyConfig};
-use crate::policy::Exploration;
 use crate::preprocess::Value;
-use crate::scorer::Scorer;
+use crate::scoring::Scorer;
 use crate::{Error, Result};
 
 /// Request limits.

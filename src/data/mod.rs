@@ -1,21 +1,18 @@
 //! Tables in, features out: reading Parquet and CSV with polars, checking them
 //! against the config, splitting, fitting the preprocessing and transforming
-//! rows into dense batches.
+//! rows into dense batches, in memory or streamed; and the synthetic worlds
+//! that `upsell synth` writes. Nothing here knows the model.
 
-mod error;
-pub mod eval;
 mod fit;
-pub mod ope;
-pub mod recommend;
-pub mod score;
+pub mod shard;
 pub mod source;
 mod split;
 pub mod stream;
+pub mod synth;
 pub(crate) mod table;
 mod transform;
-pub mod truth;
 
-pub use error::DataError;
+pub use crate::error::DataError;
 pub use fit::{Fitter, fit};
 pub use split::split;
 pub use table::{LoadReport, Table, check_schema, from_frame, load};
@@ -70,7 +67,7 @@ impl Dataset {
     /// columns must be those of `configs/default.toml`.
     pub fn synthetic(config: &Config) -> Result<Dataset, crate::Error> {
         let rows = usize::try_from(config.train.synthetic_rows).unwrap_or(usize::MAX);
-        let (exposures, _truth) = crate::synth::generate(BUILTIN_DATA_SEED, 0, rows)?;
+        let (exposures, _truth) = synth::generate(BUILTIN_DATA_SEED, 0, rows)?;
         let source = std::path::Path::new("<built-in synthetic data>");
         let table = from_frame(source, exposures, config)?;
         let (train, valid) = match &config.data.valid {

@@ -15,14 +15,11 @@ use polars::prelude::*;
 use rand::seq::SliceRandom;
 use rand::{RngExt, SeedableRng};
 
-use super::score::for_each_batch;
+use super::shard::{BATCH_ROWS, for_each_batch};
 use super::{Batch, DataError, Fitter, LoadReport, Table, source};
 use crate::config::{ColumnRole, Config};
 use crate::preprocess::Preprocessor;
 use crate::{Error, Result};
-
-/// Rows per batch read from a shard.
-pub const READ_CHUNK: usize = 65_536;
 
 /// Batches queued between the reader thread and the training loop: enough
 /// to absorb a slow read, few enough to keep memory flat.
@@ -65,7 +62,7 @@ pub fn fit(config: &Config, source: &Path, files: &[PathBuf]) -> Result<Fitted> 
     'files: for file in &order {
         report.files += 1;
         let mut first_row = 0;
-        for_each_batch(file, &names, READ_CHUNK, |raw| {
+        for_each_batch(file, &names, BATCH_ROWS, |raw| {
             if sample > 0 && report.rows_used as u64 >= sample {
                 return Ok(());
             }
@@ -119,7 +116,7 @@ pub fn fit(config: &Config, source: &Path, files: &[PathBuf]) -> Result<Fitted> 
         // Unread shards are assumed to drop rows at the sample's rate.
         let mut total = 0;
         for file in files {
-            total += super::recommend::row_count(file)?;
+            total += super::shard::row_count(file)?;
         }
         let kept = report.rows_used as f64 / report.rows_read.max(1) as f64;
         (total as f64 * kept).round() as usize
@@ -218,7 +215,7 @@ impl<'a> Stream<'a> {
         let mut report = LoadReport::default();
         for file in &files {
             let mut first_row = 0;
-            for_each_batch(file, &names, READ_CHUNK, |raw| {
+            for_each_batch(file, &names, BATCH_ROWS, |raw| {
                 let (frame, dropped) =
                     super::table::canonical_chunk(file, &raw, first_row, config)?;
                 first_row += raw.height();

@@ -69,7 +69,7 @@ fn the_golden_checkpoint_still_scores_its_stored_rows() {
 #[test]
 fn a_format_1_checkpoint_still_scores_its_stored_rows() {
     let dir = repo().join("tests/data/checkpoint-format-1");
-    let manifest = upsell::checkpoint::read_manifest(&dir).unwrap();
+    let manifest = upsell::scoring::checkpoint::read_manifest(&dir).unwrap();
     assert_eq!(manifest.format_version, 1);
     scores_its_stored_rows(&dir);
 }
@@ -134,8 +134,12 @@ fn inspect_prints_the_manifest() {
         .arg(demo())
         .output()
         .unwrap();
-    let manifest: upsell::checkpoint::Manifest = serde_json::from_slice(&output.stdout).unwrap();
-    assert_eq!(manifest.format_version, upsell::checkpoint::FORMAT_VERSION);
+    let manifest: upsell::scoring::checkpoint::Manifest =
+        serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        manifest.format_version,
+        upsell::scoring::checkpoint::FORMAT_VERSION
+    );
 }
 
 #[test]

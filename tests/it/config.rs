@@ -241,6 +241,6 @@ fn the_default_config_shows_the_real_defaults() {
     assert_eq!(config.preprocess.min_count, defaults.min_count);
     assert_eq!(config.preprocess.max_vocab, defaults.max_vocab);
     // It describes the built-in synthetic world column for column.
-    assert_eq!(config.columns, upsell::synth::config().columns);
-    assert_eq!(config.products, upsell::synth::config().products);
+    assert_eq!(config.columns, upsell::data::synth::config().columns);
+    assert_eq!(config.products, upsell::data::synth::config().products);
 }

@@ -197,14 +197,20 @@ fn calibration_is_stored_and_applied_to_scores() {
     let (uncalibrated, network) = {
         let mut m = manifest.clone();
         m.calibration = None;
-        let (_, network) =
-            upsell::checkpoint::load(&run.join("checkpoint"), &upsell::device::Device::flex())
-                .unwrap();
+        let (_, network) = upsell::scoring::checkpoint::load(
+            &run.join("checkpoint"),
+            &upsell::model::device::Device::flex(),
+        )
+        .unwrap();
         (m, network)
     };
-    let raw = upsell::Scorer::from_parts(uncalibrated, network, &upsell::device::Device::flex());
+    let raw = upsell::Scorer::from_parts(
+        uncalibrated,
+        network,
+        &upsell::model::device::Device::flex(),
+    );
     let frame = read_parquet(&data.join("exposures/part-00000.parquet"));
-    let features = upsell::data::score::input_features(
+    let features = upsell::offline::score::input_features(
         Path::new("rows"),
         &manifest.preprocessor,
         &frame.head(Some(50)),
@@ -271,16 +277,16 @@ fn greedy_truth(dir: &Path, checkpoint: &Path, logs: &Path, seed: u64) -> (f64, 
             .arg("--output")
             .arg(&decisions),
     );
-    let oracle = upsell::synth::Oracle::new(seed);
+    let oracle = upsell::data::synth::Oracle::new(seed);
     let position =
         |names: &[(&str, f64)], name: &str| names.iter().position(|(n, _)| *n == name).unwrap();
     let (mut conversion, mut value, mut n) = (0.0, 0.0, 0.0);
     for (index, offer, surface, message) in greedy_decisions(&decisions) {
         let (s, m) = (
-            position(&upsell::synth::SURFACES, &surface),
-            position(&upsell::synth::MESSAGES, &message),
+            position(&upsell::data::synth::SURFACES, &surface),
+            position(&upsell::data::synth::MESSAGES, &message),
         );
-        let p = position(&upsell::synth::PRODUCTS, &offer);
+        let p = position(&upsell::data::synth::PRODUCTS, &offer);
         conversion += oracle.p_convert(index, s, m)[p];
         value += oracle.expected_value(index, s, m)[p];
         n += 1.0;
@@ -438,7 +444,8 @@ fn mmoe_uncertainty_weighting_and_ipw_train() {
     let scorer = upsell::Scorer::load(dir.path().join("run/checkpoint")).unwrap();
     let frame = read_parquet(&data.join("exposures/part-00000.parquet")).head(Some(20));
     let pre = &scorer.manifest().preprocessor;
-    let features = upsell::data::score::input_features(Path::new("rows"), pre, &frame, 0).unwrap();
+    let features =
+        upsell::offline::score::input_features(Path::new("rows"), pre, &frame, 0).unwrap();
     let all = scorer.score_features(&features);
     let width = all.convert_width();
     for row in 0..20 {

@@ -2,7 +2,7 @@
 
 use burn::prelude::*;
 use upsell::config::Config;
-use upsell::loss::{binary_cross_entropy, masked_cross_entropy};
+use upsell::train::loss::{binary_cross_entropy, masked_cross_entropy};
 
 use crate::common::{run_ok, upsell};
 
@@ -212,7 +212,7 @@ fn assert_scoring_paths_agree(
 fn the_wide_part_learns_and_every_scoring_path_adds_it() {
     let (_tmp, dir) = small_checkpoint(&["model.members=2", "model.wide=true"]);
     let device = cpu();
-    let (manifest, network) = upsell::checkpoint::load(&dir, &device).unwrap();
+    let (manifest, network) = upsell::scoring::checkpoint::load(&dir, &device).unwrap();
     assert!(manifest.network.wide);
     for member in network.members() {
         let learned = scalar(member.wide_square_sum().expect("a wide part"));
@@ -221,10 +221,10 @@ fn the_wide_part_learns_and_every_scoring_path_adds_it() {
     let scorer = upsell::Scorer::load(&dir).unwrap();
     let records = sample_records();
     let features = scorer.transform_records(&records).unwrap();
-    let layout = upsell::batch::Layout::new(&manifest.network);
+    let layout = upsell::model::inputs::Layout::new(&manifest.network);
     let inputs = layout.inputs(&features, 0..records.len(), &device);
-    let own = upsell::batch::to_vec(network.forward(&inputs).conversion);
-    let all = upsell::batch::to_vec(network.score_all_logits(&inputs).0);
+    let own = upsell::model::inputs::to_vec(network.forward(&inputs).conversion);
+    let all = upsell::model::inputs::to_vec(network.score_all_logits(&inputs).0);
     for (row, logit) in own.iter().enumerate() {
         let at_offer = all[row * 6 + row % 6];
         assert!(
@@ -242,18 +242,18 @@ fn the_wide_part_learns_and_every_scoring_path_adds_it() {
 fn an_ensemble_checkpoint_scores_the_mean_of_its_members() {
     let (_tmp, dir) = small_checkpoint(&["model.members=3"]);
     let device = cpu();
-    let (manifest, network) = upsell::checkpoint::load(&dir, &device).unwrap();
+    let (manifest, network) = upsell::scoring::checkpoint::load(&dir, &device).unwrap();
     assert_eq!(manifest.network.members, 3);
     assert_eq!(network.members().len(), 3);
     let scorer = upsell::Scorer::load(&dir).unwrap();
     let records = sample_records();
     let features = scorer.transform_records(&records).unwrap();
-    let layout = upsell::batch::Layout::new(&manifest.network);
+    let layout = upsell::model::inputs::Layout::new(&manifest.network);
     let inputs = layout.inputs(&features, 0..records.len(), &device);
     let members: Vec<Vec<f32>> = network
         .members()
         .iter()
-        .map(|m| upsell::batch::to_vec(m.score_all_logits(&inputs).0))
+        .map(|m| upsell::model::inputs::to_vec(m.score_all_logits(&inputs).0))
         .collect();
     assert!(
         members[0] != members[1],
@@ -344,7 +344,7 @@ fn a_model_trained_on_wgpu_scores_on_the_cpu_and_ndarray_trains_too() {
     }
     let checkpoint = tmp.path().join("wgpu/checkpoint");
     let on_cpu = upsell::Scorer::load(&checkpoint).unwrap();
-    let wgpu = upsell::device::device(upsell::config::BackendKind::Wgpu).unwrap();
+    let wgpu = upsell::model::device::device(upsell::config::BackendKind::Wgpu).unwrap();
     let on_gpu = upsell::Scorer::load_on(&checkpoint, &wgpu).unwrap();
     let rows = crate::common::repo().join("checkpoints/demo/rows.csv");
     let config = Config::from_toml(

@@ -56,10 +56,10 @@ fn train_on(
         .iter()
         .flat_map(|e| [e.train_loss, e.valid_loss])
         .collect();
-    let layout = upsell::batch::Layout::new(&net);
+    let layout = upsell::model::inputs::Layout::new(&net);
     let inputs = layout.inputs(&prepared.valid.features, 0..64, device);
     let (p, _) = outcome.network.score_all(&inputs);
-    let probabilities = upsell::batch::to_vec(p);
+    let probabilities = upsell::model::inputs::to_vec(p);
     Trained {
         losses,
         probabilities,
@@ -91,13 +91,13 @@ fn flex_ndarray_and_wgpu_train_alike() {
     let initial = net.init(&flex).load_record(initial.into_record());
 
     let reference = train_on(&flex, &initial, &prepared, &config);
-    let ndarray = upsell::device::device(upsell::config::BackendKind::Ndarray).unwrap();
+    let ndarray = upsell::model::device::device(upsell::config::BackendKind::Ndarray).unwrap();
     assert_close(
         "ndarray",
         &reference,
         &train_on(&ndarray, &initial, &prepared, &config),
     );
-    let wgpu = upsell::device::device(upsell::config::BackendKind::Wgpu).unwrap();
+    let wgpu = upsell::model::device::device(upsell::config::BackendKind::Wgpu).unwrap();
     assert_close(
         "wgpu",
         &reference,

@@ -270,7 +270,7 @@ fn a_directory_of_shards_and_a_glob_load_every_file() {
 /// preprocessing that one pass over the whole table gives.
 #[test]
 fn fitting_in_batches_equals_fitting_the_whole_table() {
-    let mut config = upsell::synth::config();
+    let mut config = upsell::data::synth::config();
     config.train.synthetic_rows = 20_000;
     let table = Dataset::synthetic(&config).unwrap().train;
     let whole = data::fit(&table, &config).unwrap();

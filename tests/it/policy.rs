@@ -3,8 +3,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use upsell::config::Exploration;
 use upsell::config::{EligibilityRule, PolicyConfig};
-use upsell::policy::{Exploration, Policy, UserScores};
+use upsell::policy::{Policy, UserScores};
 
 use crate::common::{repo, run_ok, upsell};
 

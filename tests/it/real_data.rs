@@ -60,7 +60,7 @@ fn churn_auc(overrides: &[&str]) -> f64 {
     let overrides: Vec<String> = overrides.iter().map(|s| s.to_string()).collect();
     let config = Config::load(&repo().join("configs/mlc_churn.toml"), &overrides).unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let device = upsell::device::device(config.train.backend).unwrap();
+    let device = upsell::model::device::device(config.train.backend).unwrap();
     let summary = upsell::train::train(&config, dir.path(), &device, false).unwrap();
     summary.best.valid_conversion_auc.unwrap()
 }

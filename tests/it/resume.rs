@@ -87,7 +87,7 @@ fn killed_run_resumes_identically(dir: &Path, args: &[String]) {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let state = killed.join(upsell::resume::RESUME_FILE);
+    let state = killed.join(upsell::train::resume::RESUME_FILE);
     let started = Instant::now();
     while !state.exists() {
         assert!(
@@ -103,7 +103,7 @@ fn killed_run_resumes_identically(dir: &Path, args: &[String]) {
     assert!(!killed.join("checkpoint").exists(), "killed before the end");
 
     // What the crash left on disk loads and verifies.
-    let saved = upsell::resume::ResumeState::read(&killed).unwrap();
+    let saved = upsell::train::resume::ResumeState::read(&killed).unwrap();
     assert!(saved.position.step >= 10 && saved.position.step.is_multiple_of(10));
     assert!(saved.position.epoch <= 3);
 
@@ -143,7 +143,7 @@ fn resume_refuses_a_corrupt_state() {
     )
     .unwrap();
     std::fs::write(
-        dir.path().join(upsell::resume::RESUME_FILE),
+        dir.path().join(upsell::train::resume::RESUME_FILE),
         b"UPSELLR1\x10\0\0\0",
     )
     .unwrap();

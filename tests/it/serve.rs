@@ -93,7 +93,7 @@ fn infer_request(model: &Model) -> Json {
 
 fn users() -> Json {
     let (header, rows) = demo_rows();
-    let numeric: Vec<&str> = upsell::synth::NUMERIC_COLUMNS.to_vec();
+    let numeric: Vec<&str> = upsell::data::synth::NUMERIC_COLUMNS.to_vec();
     let users: Vec<Json> = rows
         .iter()
         .map(|r| {

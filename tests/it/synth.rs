@@ -1,5 +1,5 @@
 //! The synthetic exposure log: its marginals, its truth, determinism and the
-//! on-disk layout written by `upsell::synth::write`.
+//! on-disk layout written by `upsell::data::synth::write`.
 #![cfg(feature = "data")]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -8,7 +8,7 @@ use std::path::Path;
 use std::sync::OnceLock;
 
 use polars::prelude::{DataFrame, DataType, ParquetReader, SerReader, TimeUnit};
-use upsell::synth::{
+use upsell::data::synth::{
     self, MESSAGES, PRODUCTS, SPAN_MS, START_MS, SURFACES, SynthOptions, generate, generate_part,
 };
 use upsell::{Config, Error};
@@ -808,7 +808,7 @@ fn write_refuses_non_empty_targets_and_accepts_empty_ones() {
 /// by key, and unknown names and keys are refused with the valid ones.
 #[test]
 fn worlds_are_named_presets_with_overrides() {
-    use upsell::synth::{WORLDS, WorldParams, generate_in};
+    use upsell::data::synth::{WORLDS, WorldParams, generate_in};
     for name in WORLDS {
         WorldParams::preset(name).unwrap();
     }

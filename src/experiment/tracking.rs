@@ -4,8 +4,8 @@
 //! with one blocking `ureq` agent; no MLflow client library is involved.
 //!
 //! ```no_run
-//! # use upsell::tracking::{RunStatus, Tracker};
-//! # fn main() -> Result<(), upsell::tracking::TrackingError> {
+//! # use upsell::experiment::tracking::{RunStatus, Tracker};
+//! # fn main() -> Result<(), upsell::experiment::tracking::TrackingError> {
 //! let params = vec![("train.lr".to_string(), "0.002".to_string())];
 //! let tracker = Tracker::start("http://127.0.0.1:5000", "upsell", "run-001", &params)?;
 //! tracker.log_metrics(1, &[("valid_loss".to_string(), 0.41)])?;
@@ -38,6 +38,7 @@
 //! - A run is left `RUNNING` until [`Tracker::finish`] is called; call it
 //!   with [`RunStatus::Failed`] on error paths too.
 
+pub use crate::error::TrackingError;
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -62,100 +63,6 @@ const MAX_PARAM_VALUE_CHARS: usize = 6000;
 
 /// Recorded as the run's `mlflow.source.name` tag.
 const SOURCE_NAME: &str = "upsell";
-
-/// What went wrong talking to the tracking server.
-#[derive(Debug, thiserror::Error)]
-pub enum TrackingError {
-    /// The tracking URI is not one this client can talk to.
-    #[error("tracking URI {uri:?} is not supported: {reason}")]
-    InvalidUri {
-        /// The URI as given.
-        uri: String,
-        /// Why it was refused.
-        reason: &'static str,
-    },
-    /// The request did not complete: connection refused, timeout, broken
-    /// connection, unreadable response.
-    #[error("MLflow request {method} {url} failed: {source}")]
-    Transport {
-        /// HTTP method.
-        method: &'static str,
-        /// The URL requested (without its query string).
-        url: String,
-        /// What ureq reported (boxed to keep this enum small).
-        #[source]
-        source: Box<ureq::Error>,
-    },
-    /// MLflow answered with an error status.
-    #[error(
-        "MLflow request {method} {url} failed with HTTP {status}: {}{message}",
-        .error_code.as_deref().map(|code| format!("{code}: ")).unwrap_or_default()
-    )]
-    Api {
-        /// HTTP method.
-        method: &'static str,
-        /// The URL requested (without its query string).
-        url: String,
-        /// HTTP status code.
-        status: u16,
-        /// MLflow's `error_code` (e.g. `RESOURCE_DOES_NOT_EXIST`); `None`
-        /// when the body was not MLflow's JSON error (e.g. a proxy's page).
-        error_code: Option<String>,
-        /// MLflow's `message`, or the start of the body when it was not JSON.
-        message: String,
-    },
-    /// MLflow answered with success but a body this client cannot read.
-    #[error("MLflow request {method} {url} returned an unexpected response: {reason}")]
-    Response {
-        /// HTTP method.
-        method: &'static str,
-        /// The URL requested (without its query string).
-        url: String,
-        /// What was wrong with the body.
-        reason: String,
-    },
-    /// The experiment exists but is deleted, so no run can be created in it
-    /// (and its name cannot be reused until it is purged).
-    #[error(
-        "MLflow experiment {name:?} (id {id}) is deleted; restore it \
-         (mlflow experiments restore --experiment-id {id}) or choose another name"
-    )]
-    ExperimentDeleted {
-        /// Experiment name.
-        name: String,
-        /// Experiment id.
-        id: String,
-    },
-    /// The run's artifact root uses a scheme this client cannot write.
-    #[error(
-        "run {run_id} stores artifacts at {uri:?}, which this client cannot write: \
-         only mlflow-artifacts: (start `mlflow server` with artifact serving, the default), \
-         http: and local file roots are supported"
-    )]
-    UnsupportedArtifactUri {
-        /// The run id.
-        run_id: String,
-        /// The run's `artifact_uri`.
-        uri: String,
-    },
-    /// An artifact path MLflow would refuse or that could escape the run's root.
-    #[error("invalid artifact path {path:?}: {reason}")]
-    InvalidArtifactPath {
-        /// The path as given (or as derived from a local file name).
-        path: String,
-        /// Why it was refused.
-        reason: &'static str,
-    },
-    /// Reading a local file or directory, or copying to a local artifact root, failed.
-    #[error("{}: {source}", .path.display())]
-    Io {
-        /// The file or directory involved.
-        path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: std::io::Error,
-    },
-}
 
 /// Shorthand for this module's results.
 pub type Result<T, E = TrackingError> = std::result::Result<T, E>;

@@ -3,8 +3,36 @@
 
 use burn::prelude::*;
 
-use crate::model::{Inputs, NetworkConfig};
+use super::NetworkConfig;
 use crate::preprocess::{Features, Targets};
+
+/// Inputs of a batch, on the model's device.
+///
+/// # Shapes
+/// - `numeric`: `[batch, numeric_width]`
+/// - `embedded`: `[batch, embedded columns]`, indices already offset into the
+///   shared user table
+/// - `offer`: `[batch]`
+/// - `context`: `[batch, context columns]`, offset into the context table
+#[derive(Debug, Clone)]
+pub struct Inputs {
+    pub numeric: Tensor<2>,
+    pub embedded: Option<Tensor<2, Int>>,
+    pub offer: Option<Tensor<1, Int>>,
+    pub context: Option<Tensor<2, Int>>,
+}
+
+/// What the network says about a batch.
+///
+/// # Shapes
+/// - `conversion`: `[batch]`, logit of P(convert | user, offer, context)
+/// - `plan`: `[batch, products]`, logits of the plan choice (absent without
+///   products)
+#[derive(Debug, Clone)]
+pub struct Outputs {
+    pub conversion: Tensor<1>,
+    pub plan: Option<Tensor<2>>,
+}
 
 /// Offsets that place each column's indices in the network's shared tables.
 #[derive(Debug, Clone, PartialEq)]

@@ -67,7 +67,7 @@ use rand_distr::{Beta, Distribution, Gamma, StandardNormal};
 use serde::{Deserialize, Serialize};
 
 use crate::config::{ColumnsConfig, Config, EligibilityRule, SplitRule};
-use crate::data::DataError;
+use crate::error::DataError;
 use crate::{Error, Result};
 
 /// Every product that can be offered or bought, with its value (monthly

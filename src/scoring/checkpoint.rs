@@ -3,6 +3,7 @@
 //! and `model.safetensors`. Written atomically: a directory is complete or it
 //! does not exist under its final name.
 
+pub use crate::error::CheckpointError;
 use std::path::{Path, PathBuf};
 
 use burn::prelude::*;
@@ -22,37 +23,6 @@ pub const FORMAT_VERSION: u32 = 3;
 pub const BURN_VERSION: &str = "0.22.1";
 pub const MANIFEST: &str = "manifest.json";
 pub const WEIGHTS: &str = "model.safetensors";
-
-/// A checkpoint that cannot be loaded.
-#[derive(Debug, thiserror::Error)]
-pub enum CheckpointError {
-    #[error("{}: not a checkpoint: {MANIFEST} is missing", dir.display())]
-    MissingManifest { dir: PathBuf },
-    #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{}: invalid manifest: {message}", path.display())]
-    BadManifest { path: PathBuf, message: String },
-    #[error(
-        "{}: format version {found} is newer than this upsell reads ({FORMAT_VERSION}); upgrade upsell",
-        path.display()
-    )]
-    NewerFormat { path: PathBuf, found: u32 },
-    #[error(
-        "{}: checksum mismatch: the manifest says sha256 {expected}, the file has {found}; the weights were changed or truncated",
-        path.display()
-    )]
-    Checksum {
-        path: PathBuf,
-        expected: String,
-        found: String,
-    },
-    #[error("{}: cannot load weights: {message}", path.display())]
-    Weights { path: PathBuf, message: String },
-}
 
 /// The weights file and its checksum.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -82,7 +52,7 @@ pub struct Manifest {
     /// The calibration applied to every score; absent in checkpoints written
     /// before calibration existed (they score uncalibrated).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub calibration: Option<crate::calibrate::Calibration>,
+    pub calibration: Option<crate::scoring::calibration::Calibration>,
 }
 
 impl Manifest {
@@ -277,6 +247,7 @@ pub fn read_manifest(dir: &Path) -> Result<Manifest, CheckpointError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(CheckpointError::MissingManifest {
                 dir: dir.to_path_buf(),
+                file: MANIFEST,
             });
         }
         Err(source) => return Err(CheckpointError::Io { path, source }),
@@ -296,6 +267,7 @@ pub fn read_manifest(dir: &Path) -> Result<Manifest, CheckpointError> {
         return Err(CheckpointError::NewerFormat {
             path,
             found: version.format_version,
+            supported: FORMAT_VERSION,
         });
     }
     let manifest: Manifest = serde_json::from_slice(&text).map_err(bad)?;

@@ -22,6 +22,7 @@
 //!   to the previous one are dropped, so a 65,536-point ROC curve costs a few
 //!   kilobytes of SVG rather than megabytes.
 
+pub use crate::error::ReportError;
 use std::error::Error as StdError;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -33,9 +34,9 @@ use plotters::style::text_anchor::{HPos, Pos, VPos};
 use serde::Serialize;
 
 /// One bin of a reliability diagram: the bins
-/// [`BinaryMetrics::reliability`](crate::metrics::BinaryMetrics::reliability)
+/// [`BinaryMetrics::reliability`](crate::evaluation::metrics::BinaryMetrics::reliability)
 /// gives. Bins with weight 0 (or non-finite fields) are skipped.
-pub use crate::metrics::CalibrationBin as ReliabilityBin;
+pub use crate::evaluation::metrics::CalibrationBin as ReliabilityBin;
 
 /// A named curve of (x, y) points, e.g. one product's ROC curve. `label` is
 /// shown in the legend (e.g. "Premium Individual (AUC 0.812)").
@@ -93,27 +94,6 @@ pub struct ReportInput {
     pub confusion: Option<Confusion>,
     /// Further tables (per-product, per-segment), in order.
     pub tables: Vec<Table>,
-}
-
-/// Why a report could not be written.
-#[derive(Debug, thiserror::Error)]
-pub enum ReportError {
-    /// A file could not be written.
-    #[error("cannot write {path}: {source}")]
-    Io {
-        /// The file being written.
-        path: PathBuf,
-        /// The underlying error.
-        source: std::io::Error,
-    },
-    /// plotters failed to draw a plot.
-    #[error("cannot draw {plot}: {message}")]
-    Plot {
-        /// The plot's name: "reliability", "roc", "gains" or "confusion".
-        plot: &'static str,
-        /// plotters' error, as text.
-        message: String,
-    },
 }
 
 /// Writes report.md, report.html and the SVG plots into `dir` (existing,

@@ -6,7 +6,7 @@ pub use burn::prelude::Device;
 #[cfg(not(all(feature = "ndarray", feature = "wgpu")))]
 use crate::Error;
 use crate::Result;
-use crate::config::BackendKind;
+use crate::config::{BackendKind, DeviceSpec};
 
 /// The device of a backend, for inference (call `.autodiff()` to train).
 /// A backend this build leaves out is a usage error naming the feature.
@@ -18,26 +18,15 @@ pub fn device(kind: BackendKind) -> Result<Device> {
     }
 }
 
-/// The training replicas' devices (for inference; the first holds the
-/// weights): one per `train.devices` entry, or `backend`'s device.
-pub fn replicas(train: &crate::config::TrainConfig) -> Result<Vec<Device>> {
-    use crate::config::DeviceSpec;
-    if train.devices.is_empty() {
-        return Ok(vec![device(train.backend)?]);
+/// The device a `train.devices` entry names.
+pub fn from_spec(spec: DeviceSpec) -> Result<Device> {
+    match spec {
+        DeviceSpec::Flex => Ok(Device::flex()),
+        DeviceSpec::Ndarray => ndarray(),
+        DeviceSpec::Wgpu(None) => wgpu(),
+        DeviceSpec::Wgpu(Some(n)) => wgpu_kind(burn::tensor::DeviceKind::DiscreteGpu(n)),
+        DeviceSpec::WgpuCpu => wgpu_kind(burn::tensor::DeviceKind::Cpu),
     }
-    train
-        .devices
-        .iter()
-        .map(
-            |spec| match spec.parse::<DeviceSpec>().map_err(crate::Error::Usage)? {
-                DeviceSpec::Flex => Ok(Device::flex()),
-                DeviceSpec::Ndarray => ndarray(),
-                DeviceSpec::Wgpu(None) => wgpu(),
-                DeviceSpec::Wgpu(Some(n)) => wgpu_kind(burn::tensor::DeviceKind::DiscreteGpu(n)),
-                DeviceSpec::WgpuCpu => wgpu_kind(burn::tensor::DeviceKind::Cpu),
-            },
-        )
-        .collect()
 }
 
 #[cfg(feature = "ndarray")]

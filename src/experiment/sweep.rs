@@ -16,6 +16,7 @@
 //! the same command skips finished trials and reruns the rest, and adding grid
 //! values (or raising `--random N`) reuses every trial that already finished.
 
+pub use crate::error::SweepError;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::ffi::OsString;
 use std::fmt;
@@ -39,124 +40,6 @@ pub const MAX_FULL_GRID: u64 = 100_000;
 
 /// Lines of a failed trial's stderr kept in its [`TrialStatus::Failed`].
 const STDERR_TAIL_LINES: usize = 20;
-
-/// Everything that can stop a sweep. A failed trial is not an error: it is
-/// reported in [`SweepReport`].
-#[derive(Debug, thiserror::Error)]
-pub enum SweepError {
-    /// A `--grid` argument is malformed.
-    #[error("--grid {arg}: {reason}")]
-    Grid { arg: String, reason: String },
-
-    /// Two `--grid` arguments vary the same key.
-    #[error("--grid {key}=...: the key is given twice; list all its values in one --grid")]
-    DuplicateKey { key: String },
-
-    /// No `--grid` argument at all.
-    #[error("no --grid given: a sweep needs at least one KEY=V1,V2,... to vary")]
-    NoGrid,
-
-    /// `--random 0`.
-    #[error("--random 0: a sweep needs at least one trial")]
-    NoTrials,
-
-    /// The grid is too large to run in full (or to count).
-    #[error(
-        "the grid has {} combinations, too many to run them all; sample some with --random N --seed S",
-        count_words(*.combinations)
-    )]
-    GridTooLarge { combinations: Option<u64> },
-
-    /// Two trials would share a run directory.
-    #[error("trials {first} and {second} are both named {name}")]
-    DuplicateTrial {
-        name: String,
-        first: String,
-        second: String,
-    },
-
-    /// A trial name that is not a plain file name.
-    #[error("trial name {name:?}: use letters, digits, '.', '_' and '-' only")]
-    BadTrialName { name: String },
-
-    /// `--parallel 0`.
-    #[error("--parallel 0: at least one trial must run at a time")]
-    Parallel,
-
-    /// `--metric` is not a dotted path.
-    #[error(
-        "--metric {metric:?}: expected a dotted path into the summary, such as best.valid_loss"
-    )]
-    BadMetric { metric: String },
-
-    /// The metric is in no finished trial's summary: most likely a typo.
-    #[error(
-        "--metric {metric}: no finished trial's summary has it; numeric values in {}: {}",
-        .path.display(),
-        .available.join(", ")
-    )]
-    MetricNotFound {
-        metric: String,
-        /// The result file whose paths are listed.
-        path: PathBuf,
-        available: Vec<String>,
-    },
-
-    /// Another sweep, or a trial of a killed one, is running in the directory.
-    #[error("{}: another sweep, or a trial of one, is running in this directory", .out.display())]
-    Busy { out: PathBuf },
-
-    /// The sweep directory was started with other train arguments, so its
-    /// finished trials would not be comparable with new ones.
-    #[error(
-        "{}: this sweep was started with other train arguments\n  then: {}\n  now:  {}\nuse a new --out, or delete that file to mix the two",
-        .path.display(),
-        .before.join(" "),
-        .now.join(" ")
-    )]
-    ArgsChanged {
-        path: PathBuf,
-        before: Vec<String>,
-        now: Vec<String>,
-    },
-
-    /// A sweep file (result or `sweep.json`) exists but cannot be used.
-    #[error("{}: {reason}", .path.display())]
-    Corrupt { path: PathBuf, reason: String },
-
-    /// A file or directory could not be read or written.
-    #[error("{}: {source}", .path.display())]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: io::Error,
-    },
-}
-
-impl SweepError {
-    /// The process exit code for this error, as `upsell` uses them: 2 for bad
-    /// arguments (fix them and rerun), 1 for everything else.
-    pub fn exit_code(&self) -> u8 {
-        match self {
-            SweepError::Io { .. } | SweepError::Busy { .. } => 1,
-            _ => 2,
-        }
-    }
-
-    fn io(path: impl Into<PathBuf>, source: io::Error) -> Self {
-        SweepError::Io {
-            path: path.into(),
-            source,
-        }
-    }
-}
-
-fn count_words(combinations: Option<u64>) -> String {
-    match combinations {
-        Some(n) => n.to_string(),
-        None => "more than 2^64".to_string(),
-    }
-}
 
 /// Parses one `--grid KEY=V1,V2,...` argument into its key and values.
 ///

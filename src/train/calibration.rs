@@ -1,24 +1,9 @@
-//! Post-hoc calibration of both heads, fitted on the validation split at the
-//! end of training and stored in the checkpoint's manifest, so that every
-//! probability that leaves the model (the [`Scorer`](crate::Scorer), `upsell
-//! score`, `recommend`, the server) is calibrated the same way.
-//!
-//! - **Temperature scaling** (Guo et al., 2017): logits are divided by one
-//!   temperature per head, fitted by minimising the weighted log loss. It
-//!   keeps the ranking (so AUC) unchanged.
-//! - **Per-product temperature**: the conversion head gets one temperature
-//!   per offered product, for a model that is over-confident on some
-//!   products only.
-//! - **Isotonic regression** of the conversion probability (pool adjacent
-//!   violators), interpolated linearly between its steps as scikit-learn's
-//!   `IsotonicRegression` does. More flexible; needs more validation rows.
-//!
-//! The plan head always uses temperature scaling (unless the method is
-//! `none`). Depends on std and serde only.
+//! Fitting the calibration that [`crate::scoring::calibration`] applies, on
+//! the validation outputs at the end of training.
 
-use serde::{Deserialize, Serialize};
-
-use crate::metrics::{BinaryMetrics, PROB_EPS, PlanMetrics};
+use crate::config::CalibrationMethod;
+use crate::evaluation::metrics::{BinaryMetrics, PROB_EPS, PlanMetrics};
+use crate::scoring::calibration::{Calibration, CalibrationReport, Isotonic, sigmoid};
 
 /// Temperatures are searched in `[1 / MAX_SCALE, 1 / MIN_SCALE]`.
 const MIN_SCALE: f64 = 0.05;
@@ -27,116 +12,6 @@ const MAX_SCALE: f64 = 20.0;
 const MIN_ROWS_PER_PRODUCT: usize = 200;
 /// Isotonic outputs stay this far from 0 and 1, so no score is certain.
 const ISOTONIC_EPS: f64 = 1e-6;
-
-/// How the conversion head is calibrated (`train.calibration`).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum CalibrationMethod {
-    /// No calibration: the raw network outputs.
-    None,
-    /// One temperature per head.
-    #[default]
-    Temperature,
-    /// One conversion temperature per offered product.
-    ProductTemperature,
-    /// Isotonic regression of the conversion probability.
-    Isotonic,
-}
-
-/// A monotone piecewise-linear map of probabilities: `x` increasing, `y`
-/// non-decreasing, flat outside `[x[0], x[last]]`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Isotonic {
-    pub x: Vec<f64>,
-    pub y: Vec<f64>,
-}
-
-impl Isotonic {
-    /// Fits by pool adjacent violators on `(prediction, label, weight)`.
-    /// `None` without positive weight.
-    pub fn fit(rows: &mut [(f64, f64, f64)]) -> Option<Isotonic> {
-        rows.sort_by(|a, b| a.0.total_cmp(&b.0));
-        // Blocks of (Σ w·y, Σ w, min x, max x), merged while they decrease.
-        let mut blocks: Vec<(f64, f64, f64, f64)> = Vec::new();
-        for &(x, y, w) in rows.iter().filter(|r| r.2 > 0.0) {
-            match blocks.last_mut() {
-                // Equal predictions share one block, as in scikit-learn.
-                Some(last) if last.3 == x => {
-                    last.0 += w * y;
-                    last.1 += w;
-                }
-                _ => blocks.push((w * y, w, x, x)),
-            }
-            while blocks.len() > 1 {
-                let n = blocks.len();
-                let (a, b) = (blocks[n - 2], blocks[n - 1]);
-                if a.0 / a.1 < b.0 / b.1 {
-                    break;
-                }
-                blocks[n - 2] = (a.0 + b.0, a.1 + b.1, a.2, b.3);
-                blocks.pop();
-            }
-        }
-        if blocks.is_empty() {
-            return None;
-        }
-        let (mut x, mut y) = (Vec::new(), Vec::new());
-        for (sum, weight, lo, hi) in blocks {
-            let value = (sum / weight).clamp(ISOTONIC_EPS, 1.0 - ISOTONIC_EPS);
-            x.push(lo);
-            y.push(value);
-            if hi > lo {
-                x.push(hi);
-                y.push(value);
-            }
-        }
-        Some(Isotonic { x, y })
-    }
-
-    /// The calibrated probability of a raw one.
-    pub fn apply(&self, p: f64) -> f64 {
-        let i = self.x.partition_point(|&x| x <= p);
-        if i == 0 {
-            return self.y[0];
-        }
-        if i == self.x.len() {
-            return self.y[i - 1];
-        }
-        let (x0, x1, y0, y1) = (self.x[i - 1], self.x[i], self.y[i - 1], self.y[i]);
-        y0 + (y1 - y0) * (p - x0) / (x1 - x0)
-    }
-}
-
-/// Validation metrics before and after calibration (on the rows it was
-/// fitted on; `upsell eval` gives out-of-sample numbers).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct CalibrationReport {
-    pub rows: usize,
-    pub ece_before: Option<f64>,
-    pub ece_after: Option<f64>,
-    pub ece_equal_count_before: Option<f64>,
-    pub ece_equal_count_after: Option<f64>,
-    pub log_loss_before: Option<f64>,
-    pub log_loss_after: Option<f64>,
-    pub plan_log_loss_before: Option<f64>,
-    pub plan_log_loss_after: Option<f64>,
-}
-
-/// A fitted calibration, as stored in the manifest.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct Calibration {
-    pub method: CalibrationMethod,
-    /// Conversion logits are divided by this: one value, or one per product
-    /// with `product_temperature`.
-    pub conversion_temperature: Vec<f64>,
-    /// The isotonic map of the conversion probability (`isotonic` only).
-    pub isotonic: Option<Isotonic>,
-    /// Plan-choice logits are divided by this.
-    pub plan_temperature: f64,
-    pub report: Option<CalibrationReport>,
-}
 
 /// The validation outputs calibration is fitted on.
 pub struct Validation<'a> {
@@ -150,10 +25,6 @@ pub struct Validation<'a> {
     pub plan_logits: &'a [f32],
     pub classes: usize,
     pub plan_targets: &'a [i32],
-}
-
-fn sigmoid(z: f64) -> f64 {
-    1.0 / (1.0 + (-z).exp())
 }
 
 /// Minimises a convex function of `ln scale` over `[MIN_SCALE, MAX_SCALE]`
@@ -207,18 +78,50 @@ fn plan_loss(v: &Validation<'_>, scale: f64) -> f64 {
     total
 }
 
-impl Calibration {
-    /// Leaves every output as the network gives it.
-    pub fn identity() -> Calibration {
-        Calibration {
-            method: CalibrationMethod::None,
-            conversion_temperature: vec![1.0],
-            isotonic: None,
-            plan_temperature: 1.0,
-            report: None,
+impl Isotonic {
+    /// Fits by pool adjacent violators on `(prediction, label, weight)`.
+    /// `None` without positive weight.
+    pub fn fit(rows: &mut [(f64, f64, f64)]) -> Option<Isotonic> {
+        rows.sort_by(|a, b| a.0.total_cmp(&b.0));
+        // Blocks of (Σ w·y, Σ w, min x, max x), merged while they decrease.
+        let mut blocks: Vec<(f64, f64, f64, f64)> = Vec::new();
+        for &(x, y, w) in rows.iter().filter(|r| r.2 > 0.0) {
+            match blocks.last_mut() {
+                // Equal predictions share one block, as in scikit-learn.
+                Some(last) if last.3 == x => {
+                    last.0 += w * y;
+                    last.1 += w;
+                }
+                _ => blocks.push((w * y, w, x, x)),
+            }
+            while blocks.len() > 1 {
+                let n = blocks.len();
+                let (a, b) = (blocks[n - 2], blocks[n - 1]);
+                if a.0 / a.1 < b.0 / b.1 {
+                    break;
+                }
+                blocks[n - 2] = (a.0 + b.0, a.1 + b.1, a.2, b.3);
+                blocks.pop();
+            }
         }
+        if blocks.is_empty() {
+            return None;
+        }
+        let (mut x, mut y) = (Vec::new(), Vec::new());
+        for (sum, weight, lo, hi) in blocks {
+            let value = (sum / weight).clamp(ISOTONIC_EPS, 1.0 - ISOTONIC_EPS);
+            x.push(lo);
+            y.push(value);
+            if hi > lo {
+                x.push(hi);
+                y.push(value);
+            }
+        }
+        Some(Isotonic { x, y })
     }
+}
 
+impl Calibration {
     /// Fits `method` on validation outputs and reports the metrics before
     /// and after.
     pub fn fit(method: CalibrationMethod, v: &Validation<'_>, products: usize) -> Calibration {
@@ -301,36 +204,6 @@ impl Calibration {
             log_loss_after: after.log_loss,
             plan_log_loss_before: plan_before,
             plan_log_loss_after: plan_after,
-        }
-    }
-
-    /// The calibrated conversion probability of a logit, for `product` when
-    /// the model has offers.
-    pub fn conversion(&self, logit: f32, product: Option<usize>) -> f32 {
-        let temperature = match (self.conversion_temperature.as_slice(), product) {
-            ([t], _) => *t,
-            (ts, Some(p)) if p < ts.len() => ts[p],
-            _ => 1.0,
-        };
-        let p = sigmoid(f64::from(logit) / temperature);
-        match &self.isotonic {
-            Some(map) => map.apply(p) as f32,
-            None => p as f32,
-        }
-    }
-
-    /// Turns one row of plan logits into calibrated probabilities, in place.
-    pub fn plan(&self, logits: &mut [f32]) {
-        let scale = 1.0 / self.plan_temperature;
-        let top = logits.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-        let mut total = 0.0f64;
-        for z in logits.iter_mut() {
-            let e = (scale * f64::from(*z - top)).exp();
-            *z = e as f32;
-            total += e;
-        }
-        for z in logits.iter_mut() {
-            *z = (f64::from(*z) / total) as f32;
         }
     }
 }

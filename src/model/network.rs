@@ -1,6 +1,5 @@
-//! The network: a shared user encoder with a conversion head and a
-//! plan-choice head. Depends on burn only; the tensors come from
-//! [`crate::batch`], and training lives in `train`.
+//! The layers: a shared user encoder (or a mixture of experts), a
+//! conversion tower and a plan-choice head, in one or more members.
 
 use burn::module::Param;
 use burn::nn::activation::{Activation, ActivationConfig};
@@ -10,23 +9,15 @@ use burn::nn::{
 };
 use burn::prelude::*;
 use burn::tensor::activation::sigmoid;
-use serde::{Deserialize, Serialize};
 
-/// The non-linearity between layers.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum ActivationKind {
-    #[default]
-    Relu,
-    Gelu,
-}
+use super::{Inputs, NetworkConfig, Outputs};
+use crate::config::ActivationKind;
 
-impl ActivationKind {
-    fn config(self) -> ActivationConfig {
-        match self {
-            ActivationKind::Relu => ActivationConfig::Relu,
-            ActivationKind::Gelu => ActivationConfig::Gelu,
-        }
+/// burn's layer for a configured non-linearity.
+fn activation(kind: ActivationKind) -> ActivationConfig {
+    match kind {
+        ActivationKind::Relu => ActivationConfig::Relu,
+        ActivationKind::Gelu => ActivationConfig::Gelu,
     }
 }
 
@@ -53,59 +44,6 @@ const CONTEXT_EMBEDDING_STD: f64 = 0.05;
 /// panels: accuracy 0.821 -> 0.824 at 1, 0.852 at 10; benches/decision-quality.md).
 const WIDE_SCALE: f32 = 10.0;
 
-/// The network's shape: sizes that come from the fitted preprocessing and
-/// widths that come from the `[model]` config (see [`crate::config::ModelConfig`]
-/// for what each width means). Saved in the checkpoint's manifest.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct NetworkConfig {
-    /// Width of the numeric input (values and missing flags).
-    pub numeric_width: usize,
-    /// Embedding table size of each categorical or hashed column.
-    pub embedding_sizes: Vec<usize>,
-    /// Embedding table size of each context column.
-    pub context_sizes: Vec<usize>,
-    /// Number of products (offers and plans).
-    pub products: usize,
-    /// Whether rows carry an offer (and so the conversion head sees it).
-    pub has_offer: bool,
-    pub embedding_dim: usize,
-    pub offer_dim: usize,
-    /// Encoder widths; the last is the user embedding's width.
-    pub hidden: Vec<usize>,
-    /// Conversion tower widths, before its output logit.
-    pub tower: Vec<usize>,
-    pub activation: ActivationKind,
-    pub dropout: f64,
-    pub layer_norm: bool,
-    /// Whether the plan head also sees the offer embedding.
-    pub plan_uses_offer: bool,
-    /// Experts of a multi-gate mixture of experts (MMoE, Ma et al., 2018);
-    /// 0 for the shared-bottom encoder.
-    #[serde(default)]
-    pub experts: usize,
-    /// Whether the network carries learned task log-variances (homoscedastic
-    /// uncertainty weighting, Kendall et al., 2018). Used by training only.
-    #[serde(default)]
-    pub task_uncertainty: bool,
-    /// Whether the conversion tower ends in one output per product (a row's
-    /// logit is its offer's) rather than one shared output.
-    #[serde(default)]
-    pub product_heads: bool,
-    /// Networks of the same shape trained side by side from different
-    /// initial weights (a seed ensemble); scores average their logits.
-    #[serde(default = "one_member")]
-    pub members: usize,
-    /// Whether each categorical and hashed value adds its own bias to the
-    /// conversion logit and every plan logit (a wide part, Cheng et al., 2016).
-    #[serde(default)]
-    pub wide: bool,
-}
-
-fn one_member() -> usize {
-    1
-}
-
 /// Linear -> optional LayerNorm -> activation -> dropout.
 #[derive(Module, Debug)]
 pub struct Block {
@@ -122,7 +60,7 @@ impl Block {
             norm: config
                 .layer_norm
                 .then(|| LayerNormConfig::new(output).init(device)),
-            activation: config.activation.config().init(device),
+            activation: activation(config.activation).init(device),
             dropout: DropoutConfig::new(config.dropout).init(),
         }
     }
@@ -170,7 +108,7 @@ fn dropout(module: &Dropout, x: Tensor<2>) -> Tensor<2> {
     if !module.training.is_enabled() || !device.is_autodiff() || module.prob == 0.0 {
         return x;
     }
-    if !crate::device::is_cpu(&device) {
+    if !super::device::is_cpu(&device) {
         return module.forward(x);
     }
     let [rows, columns] = x.dims();
@@ -258,130 +196,7 @@ pub struct Network {
     members: Vec<Member>,
 }
 
-/// Inputs of a batch, on the model's device.
-///
-/// # Shapes
-/// - `numeric`: `[batch, numeric_width]`
-/// - `embedded`: `[batch, embedded columns]`, indices already offset into the
-///   shared user table
-/// - `offer`: `[batch]`
-/// - `context`: `[batch, context columns]`, offset into the context table
-#[derive(Debug, Clone)]
-pub struct Inputs {
-    pub numeric: Tensor<2>,
-    pub embedded: Option<Tensor<2, Int>>,
-    pub offer: Option<Tensor<1, Int>>,
-    pub context: Option<Tensor<2, Int>>,
-}
-
-/// What the network says about a batch.
-///
-/// # Shapes
-/// - `conversion`: `[batch]`, logit of P(convert | user, offer, context)
-/// - `plan`: `[batch, products]`, logits of the plan choice (absent without
-///   products)
-#[derive(Debug, Clone)]
-pub struct Outputs {
-    pub conversion: Tensor<1>,
-    pub plan: Option<Tensor<2>>,
-}
-
 impl NetworkConfig {
-    /// Width of the user embedding (the encoder's output).
-    pub fn user_width(&self) -> usize {
-        self.hidden
-            .last()
-            .copied()
-            .unwrap_or_else(|| self.encoder_input())
-    }
-
-    /// The number of weights [`init`](Self::init) creates, computed without
-    /// creating them (saturating, so absurd sizes cannot overflow): a
-    /// checkpoint's loader compares it with the weights file before it
-    /// allocates anything.
-    pub fn parameter_count(&self) -> u64 {
-        let n = |x: usize| x as u64;
-        let linear = |input: usize, output: usize| {
-            n(input).saturating_mul(n(output)).saturating_add(n(output))
-        };
-        let blocks = |input: usize, widths: &[usize]| {
-            let mut total = 0u64;
-            let mut width = input;
-            for &w in widths {
-                total = total.saturating_add(linear(width, w));
-                if self.layer_norm {
-                    total = total.saturating_add(2 * n(w));
-                }
-                width = w;
-            }
-            total
-        };
-        let sum = |sizes: &[usize]| sizes.iter().fold(0usize, |a, &b| a.saturating_add(b));
-        let input = self.encoder_input();
-        let mut total = n(sum(&self.embedding_sizes)).saturating_mul(n(self.embedding_dim));
-        let encoder = blocks(input, &self.hidden);
-        total = total.saturating_add(if self.experts > 0 {
-            encoder
-                .saturating_mul(n(self.experts))
-                .saturating_add(2 * linear(input, self.experts))
-        } else {
-            encoder
-        });
-        let user = self.user_width();
-        let offer = if self.has_offer { self.offer_dim } else { 0 };
-        if self.has_offer && self.products > 0 {
-            total = total.saturating_add(n(self.products).saturating_mul(n(self.offer_dim)));
-        }
-        total = total.saturating_add(n(sum(&self.context_sizes)).saturating_mul(n(self.offer_dim)));
-        let tower_input = user
-            .saturating_add(offer)
-            .saturating_add(self.context_sizes.len().saturating_mul(self.offer_dim));
-        total = total.saturating_add(blocks(tower_input, &self.tower));
-        let last = self.tower.last().copied().unwrap_or(tower_input);
-        total = total.saturating_add(linear(last, self.conversion_outputs()));
-        if self.products > 0 {
-            let plan_input = user
-                + if self.plan_uses_offer && self.has_offer {
-                    self.offer_dim
-                } else {
-                    0
-                };
-            total = total.saturating_add(linear(plan_input, self.products));
-        }
-        if self.task_uncertainty {
-            total = total.saturating_add(2);
-        }
-        total = total
-            .saturating_add(n(sum(&self.embedding_sizes)).saturating_mul(n(self.wide_width())));
-        total.saturating_mul(n(self.members.max(1)))
-    }
-
-    /// Outputs of the conversion layer: one per product with
-    /// `product_heads` (and offers), else one.
-    pub fn conversion_outputs(&self) -> usize {
-        if self.product_heads && self.has_offer && self.products > 0 {
-            self.products
-        } else {
-            1
-        }
-    }
-
-    /// Width of the wide table: one conversion bias shared by every
-    /// product, then the plan logits; 0 without the wide part or without
-    /// columns to read. (A bias per product and value made the offers'
-    /// ranking noisier: 0.737 against 0.758 over the tuning worlds at
-    /// 20,000 rows.)
-    pub fn wide_width(&self) -> usize {
-        if !self.wide || self.embedding_sizes.is_empty() {
-            return 0;
-        }
-        1 + self.products
-    }
-
-    fn encoder_input(&self) -> usize {
-        self.numeric_width + self.embedding_sizes.len() * self.embedding_dim
-    }
-
     /// A network of `members` members, each with its own initial weights
     /// drawn from the device's random stream.
     pub fn init(&self, device: &Device) -> Network {
@@ -714,8 +529,8 @@ impl Network {
 
     /// The weights as plain arrays for the few-row scoring path, or `None`
     /// where that path does not apply (GELU, which it does not implement).
-    pub fn plain(&self, config: &NetworkConfig) -> Option<crate::plain::PlainNetwork> {
-        (config.activation == ActivationKind::Relu).then(|| crate::plain::PlainNetwork {
+    pub fn plain(&self, config: &NetworkConfig) -> Option<super::plain::PlainNetwork> {
+        (config.activation == ActivationKind::Relu).then(|| super::plain::PlainNetwork {
             members: self.members.iter().map(|m| m.plain(config)).collect(),
         })
     }
@@ -738,10 +553,10 @@ fn mean<const D: usize>(tensors: impl Iterator<Item = Tensor<D>>) -> Tensor<D> {
 
 impl Member {
     /// The weights as plain arrays for the few-row scoring path.
-    fn plain(&self, config: &NetworkConfig) -> crate::plain::PlainMember {
-        use crate::plain::{Dense, PlainMember};
-        let values = |t: Tensor<2>| crate::batch::to_vec(t);
-        let vector = |t: Tensor<1>| crate::batch::to_vec(t);
+    fn plain(&self, config: &NetworkConfig) -> super::plain::PlainMember {
+        use super::plain::{Dense, PlainMember};
+        let values = |t: Tensor<2>| super::inputs::to_vec(t);
+        let vector = |t: Tensor<1>| super::inputs::to_vec(t);
         let dense = |linear: &Linear, norm: Option<&LayerNorm>, relu: bool| {
             let [input, output] = linear.weight.dims();
             Dense {
@@ -770,7 +585,7 @@ impl Member {
                 .collect()
         };
         let table = |e: &Option<Embedding>| e.as_ref().map(|e| values(e.weight.val()));
-        let layout = crate::batch::Layout::new(config);
+        let layout = super::inputs::Layout::new(config);
         let (embedded_offsets, context_offsets) = layout.offsets();
         PlainMember {
             numeric_width: config.numeric_width,

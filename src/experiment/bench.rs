@@ -24,7 +24,7 @@ use serde::Serialize;
 use crate::config::{BackendKind, Config};
 use crate::model::NetworkConfig;
 use crate::preprocess::Value;
-use crate::scorer::Scorer;
+use crate::scoring::Scorer;
 use crate::{Error, Result};
 
 /// Three model sizes around the default.
@@ -196,7 +196,7 @@ pub fn run(options: &BenchOptions, work: &Path) -> Result<()> {
     // the GPU has its own.
     let mut peaks: HashMap<bool, f64> = HashMap::new();
     for &kind in &options.backends {
-        let device = crate::device::device(kind)?;
+        let device = crate::model::device::device(kind)?;
         for (m, k, n) in [(2048, 2048, 2048), (1024, 256, 256)] {
             let rate = matmul_rate(&device, m, k, n, options.min_time);
             let peak = peaks.entry(kind == BackendKind::Wgpu).or_default();
@@ -220,7 +220,7 @@ pub fn run(options: &BenchOptions, work: &Path) -> Result<()> {
         BackendKind::Flex,
     )?)?;
     for &kind in &options.backends {
-        let device = crate::device::device(kind)?;
+        let device = crate::model::device::device(kind)?;
         let peak = peaks[&(kind == BackendKind::Wgpu)];
         for &size in &options.sizes {
             bench_model(options, kind, &device, size, peak, &prepared, work)?;
@@ -272,8 +272,8 @@ fn bench_model(
         }),
     });
 
-    let weights = crate::checkpoint::weights_bytes(&outcome.network)?;
-    let manifest = crate::checkpoint::manifest(
+    let weights = crate::scoring::checkpoint::weights_bytes(&outcome.network)?;
+    let manifest = crate::scoring::checkpoint::manifest(
         net.clone(),
         prepared.preprocessor.clone(),
         None,
@@ -384,7 +384,7 @@ fn latency(options: &BenchOptions, scorer: &Scorer, backend: &str) -> Result<()>
 fn files(options: &BenchOptions, scorer: &Scorer, batch_rate: f64, work: &Path) -> Result<()> {
     let dir = tempfile::tempdir_in(work).map_err(|e| Error::io(work, e))?;
     let synth_dir = dir.path().join("synth");
-    crate::synth::write(&crate::synth::SynthOptions::new(
+    crate::data::synth::write(&crate::data::synth::SynthOptions::new(
         options.file_rows,
         7,
         &synth_dir,
@@ -412,7 +412,7 @@ fn files(options: &BenchOptions, scorer: &Scorer, batch_rate: f64, work: &Path) 
     });
     drop(prepared);
     let output = dir.path().join("scores.parquet");
-    let scored = crate::data::score::score_files(scorer, &synth_dir.join("exposures"), &output)?;
+    let scored = crate::offline::score::score_files(scorer, &synth_dir.join("exposures"), &output)?;
     let model_seconds = scored.rows as f64 / batch_rate;
     emit(&Measurement {
         bench: "score_file",

@@ -14,11 +14,13 @@ use std::path::{Path, PathBuf};
 use polars::prelude::*;
 use serde::Serialize;
 
-use super::{DataError, score, source};
 use crate::config::Config;
-use crate::metrics::{BinaryMetrics, BinarySummary, Binning, ECE_BINS, PlanMetrics, PlanSummary};
-use crate::report::{Confusion, Curve, ReliabilityBin, ReportInput, Table};
-use crate::scorer::Scorer;
+use crate::data::{DataError, shard, source};
+use crate::evaluation::metrics::{
+    BinaryMetrics, BinarySummary, Binning, ECE_BINS, PlanMetrics, PlanSummary,
+};
+use crate::evaluation::report::{Confusion, Curve, ReliabilityBin, ReportInput, Table};
+use crate::scoring::Scorer;
 use crate::{Error, Result};
 
 /// Distinct values of the `--by` column tracked one by one; rows with
@@ -120,7 +122,7 @@ pub fn evaluate(
     let files = source::resolve(data)?;
     for file in &files {
         let schema = source::schema(file)?;
-        super::check_schema(file, &schema, &config).map_err(|e| match e {
+        crate::data::check_schema(file, &schema, &config).map_err(|e| match e {
             DataError::MissingColumn {
                 path,
                 column,
@@ -139,10 +141,10 @@ pub fn evaluate(
     let names: Vec<&str> = config.columns.roles().iter().map(|(c, _)| *c).collect();
     let (mut rows_read, mut rows_used) = (0, 0);
     for file in &files {
-        score::for_each_batch(file, &names, score::SCORE_CHUNK, |frame| {
+        shard::for_each_batch(file, &names, shard::BATCH_ROWS, |frame| {
             rows_read += frame.height();
-            let table = super::from_frame(file, frame, &config)?;
-            let batch = super::transform(pre, &config.columns, &table)?;
+            let table = crate::data::from_frame(file, frame, &config)?;
+            let batch = crate::data::transform(pre, &config.columns, &table)?;
             rows_used += batch.features.rows;
             let segment_values = match by {
                 None => None,
@@ -189,7 +191,7 @@ pub fn evaluate_batch(
     scorer: &Scorer,
     checkpoint: &Path,
     data: &Path,
-    batch: &super::Batch,
+    batch: &crate::data::Batch,
 ) -> Evaluation {
     let started = std::time::Instant::now();
     let products = scorer.product_names();
@@ -218,7 +220,7 @@ impl Accumulators {
         }
     }
 
-    fn update(&mut self, scorer: &Scorer, batch: &super::Batch, segments: Option<&[String]>) {
+    fn update(&mut self, scorer: &Scorer, batch: &crate::data::Batch, segments: Option<&[String]>) {
         let (p_offer, p_plan) = scorer.score_offered(&batch.features);
         let targets = &batch.targets;
         let weights = Some(targets.weight.as_slice());
@@ -494,7 +496,7 @@ pub fn write_report(dir: &Path, input: &ReportInput, metrics_json: &[u8]) -> Res
     };
     let io = |path: &Path, source| Error::io(path, source);
     let written = crate::atomic::write_dir(dir, ".upsell-report-", io, exists, |staging| {
-        let mut written = crate::report::write_report(staging, input)?;
+        let mut written = crate::evaluation::report::write_report(staging, input)?;
         let metrics = staging.join("metrics.json");
         std::fs::write(&metrics, metrics_json).map_err(|e| Error::io(&metrics, e))?;
         written.push(metrics);

@@ -2,20 +2,16 @@
 //! streaming engine, score each batch, and write the scores in input order
 //! to Parquet or CSV, atomically.
 
-use std::num::NonZeroUsize;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::sync_channel;
 
 use polars::prelude::*;
 use serde::Serialize;
 
-use super::{DataError, source};
+use crate::data::shard::{BATCH_ROWS, for_each_batch};
+use crate::data::{DataError, source};
 use crate::preprocess::{Features, Preprocessor};
-use crate::scorer::{Scorer, Scores};
+use crate::scoring::{Scorer, Scores};
 use crate::{Error, Result};
-
-/// Rows per streamed batch.
-pub const SCORE_CHUNK: usize = 65_536;
 
 /// What [`score_files`] did.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -25,51 +21,6 @@ pub struct ScoreReport {
     pub seconds: f64,
     pub rows_per_sec: f64,
     pub output: PathBuf,
-}
-
-/// Streams the named columns of a file in batches of about `chunk` rows, in
-/// file order, calling `f` on each. Memory stays bounded by a few batches.
-pub fn for_each_batch(
-    path: &Path,
-    columns: &[&str],
-    chunk: usize,
-    mut f: impl FnMut(DataFrame) -> Result<()>,
-) -> Result<()> {
-    let polars = |source: PolarsError| {
-        Error::from(DataError::Polars {
-            path: path.to_path_buf(),
-            source,
-        })
-    };
-    let selection: Vec<Expr> = columns.iter().map(|c| col(*c)).collect();
-    let (send, receive) = sync_channel::<DataFrame>(2);
-    let frame = source::scan(path)?
-        .select(selection)
-        .sink_batches(
-            // Returning true stops the query: the consumer has gone away.
-            PlanCallback::new(move |df: DataFrame| Ok(send.send(df).is_err())),
-            true,
-            NonZeroUsize::new(chunk),
-        )
-        .map_err(polars)?;
-    let runner =
-        std::thread::spawn(move || frame.collect_with_engine(Engine::Streaming).map(|_| ()));
-    let mut outcome = Ok(());
-    for batch in receive.iter() {
-        if batch.height() == 0 {
-            continue;
-        }
-        if let Err(e) = f(batch) {
-            outcome = Err(e);
-            break;
-        }
-    }
-    drop(receive);
-    let ran = runner
-        .join()
-        .expect("the polars query thread does not panic");
-    outcome?;
-    ran.map_err(polars)
 }
 
 /// Brings a scoring batch's columns to canonical types and transforms them.
@@ -157,7 +108,7 @@ pub fn input_features(
     if !with_offer {
         pre_view.offer = None;
     }
-    let mut features = super::features(&pre_view, &canonical).map_err(polars)?;
+    let mut features = crate::data::features(&pre_view, &canonical).map_err(polars)?;
     if !with_offer && pre.offer.is_some() {
         // Scored for every product; the offer index is unused.
         features.offer = vec![0; features.rows];
@@ -296,8 +247,8 @@ pub fn score_files(scorer: &Scorer, input: &Path, output: &Path) -> Result<Score
         scorer,
         input,
         output,
-        super::recommend::Shard::ALL,
-        super::recommend::UNIT_ROWS,
+        crate::data::shard::Shard::ALL,
+        crate::data::shard::UNIT_ROWS,
     )
 }
 
@@ -308,7 +259,7 @@ pub fn score_shard(
     scorer: &Scorer,
     input: &Path,
     output: &Path,
-    shard: super::recommend::Shard,
+    shard: crate::data::shard::Shard,
     unit_rows: usize,
 ) -> Result<ScoreReport> {
     let started = std::time::Instant::now();
@@ -396,25 +347,25 @@ pub fn score_shard(
         writer.write(&staging, &frame, output)?;
         Ok(batch.height())
     };
-    if shard == super::recommend::Shard::ALL {
+    if shard == crate::data::shard::Shard::ALL {
         for file in &files {
             let mut file_rows = 0usize;
-            for_each_batch(file, &read, SCORE_CHUNK, |batch| {
+            for_each_batch(file, &read, BATCH_ROWS, |batch| {
                 file_rows += score_batch(file, batch, file_rows)?;
                 Ok(())
             })?;
             rows += file_rows;
         }
     } else {
-        for unit in super::recommend::shard_units(&files, unit_rows, shard)? {
-            let batch = super::recommend::read_unit(&unit, &read)?;
+        for unit in crate::data::shard::shard_units(&files, unit_rows, shard)? {
+            let batch = crate::data::shard::read_unit(&unit, &read)?;
             rows += score_batch(&unit.0, batch, unit.1)?;
         }
         if rows == 0 {
             // More shards than units: this shard's output is empty, with
             // the same columns as the others.
             let first = files.first().expect("resolve returns a file");
-            let batch = super::recommend::read_unit(&(first.clone(), 0, 0), &read)?;
+            let batch = crate::data::shard::read_unit(&(first.clone(), 0, 0), &read)?;
             score_batch(first, batch, 0)?;
         }
     }

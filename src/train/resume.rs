@@ -14,8 +14,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::checkpoint::sha256_hex;
-use crate::train::EpochMetrics;
+use super::record::EpochMetrics;
+use crate::scoring::checkpoint::sha256_hex;
 use crate::{Error, Result};
 
 /// The file name inside a run directory.

@@ -18,7 +18,7 @@
 //! computed in the same single streaming pass: memory grows with the number
 //! of replicates, not rows. A row's draws depend on the seed and its
 //! position only. Caps (`policy.caps`) act per batch of
-//! [`score::SCORE_CHUNK`] rows, as in `upsell recommend`.
+//! [`BATCH_ROWS`](crate::data::shard::BATCH_ROWS) rows, as in `upsell recommend`.
 
 use std::path::{Path, PathBuf};
 
@@ -26,10 +26,10 @@ use polars::prelude::*;
 use serde::Serialize;
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
-use super::{DataError, score, source};
+use crate::config::Exploration;
 use crate::config::{Config, PolicyConfig};
-use crate::policy::Exploration;
-use crate::scorer::Scorer;
+use crate::data::{DataError, shard, source};
+use crate::scoring::Scorer;
 use crate::{Error, Result};
 
 /// Sums per bootstrap replicate, in this order.
@@ -222,7 +222,7 @@ fn logs_config(scorer: &Scorer, policy: &PolicyConfig) -> Result<Config> {
         ));
     }
     if manifest.preprocessor.offer.is_none() {
-        return Err(crate::scorer::ScoreError::NoOffers.into());
+        return Err(crate::scoring::ScoreError::NoOffers.into());
     }
     config.columns.time = None;
     config.columns.id = None;
@@ -265,7 +265,7 @@ pub fn evaluate(
             }
             .into());
         }
-        super::check_schema(file, &schema, &config)?;
+        crate::data::check_schema(file, &schema, &config)?;
     }
     let product_values: Vec<f64> = pre.products.iter().map(|p| p.value).collect();
     let has_value = config.columns.value.is_some();
@@ -280,9 +280,9 @@ pub fn evaluate(
     let names: Vec<&str> = config.columns.roles().iter().map(|(c, _)| *c).collect();
     for file in &files {
         let mut offset = 0usize;
-        score::for_each_batch(file, &names, score::SCORE_CHUNK, |frame| {
-            let table = super::from_frame(file, frame, &config)?;
-            let batch = super::transform(pre, &config.columns, &table)?;
+        shard::for_each_batch(file, &names, shard::BATCH_ROWS, |frame| {
+            let table = crate::data::from_frame(file, frame, &config)?;
+            let batch = crate::data::transform(pre, &config.columns, &table)?;
             let rows = batch.features.rows;
             let polars = |source: PolarsError| {
                 Error::from(DataError::Polars {

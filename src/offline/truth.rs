@@ -23,12 +23,14 @@ use std::path::{Path, PathBuf};
 use polars::prelude::*;
 use serde::Serialize;
 
-use super::recommend::{self, Decider, Shard};
-use super::{DataError, source};
+use super::recommend::Decider;
+use crate::config::Exploration;
 use crate::config::PolicyConfig;
-use crate::metrics::BinaryMetrics;
-use crate::policy::{Decision, Exploration};
-use crate::scorer::Scorer;
+use crate::data::shard::Shard;
+use crate::data::{DataError, shard, source};
+use crate::evaluation::metrics::BinaryMetrics;
+use crate::policy::Decision;
+use crate::scoring::Scorer;
 use crate::{Error, Result};
 
 /// The decision metrics of one policy against the truth.
@@ -111,10 +113,7 @@ pub fn decision_quality(
         )));
     }
     for (file, truth_file) in files.iter().zip(&truth_files) {
-        let (rows, truth_rows) = (
-            recommend::row_count(file)?,
-            recommend::row_count(truth_file)?,
-        );
+        let (rows, truth_rows) = (shard::row_count(file)?, shard::row_count(truth_file)?);
         if rows != truth_rows {
             return Err(Error::Usage(format!(
                 "{}: {truth_rows} rows, but its data file {} has {rows}",
@@ -153,11 +152,11 @@ pub fn decision_quality(
 
     let mut sums = Sums::default();
     let (mut best_auc, mut true_auc) = (BinaryMetrics::new(), BinaryMetrics::new());
-    let data_units = recommend::shard_units(&files, recommend::UNIT_ROWS, Shard::ALL)?;
-    let truth_units = recommend::shard_units(&truth_files, recommend::UNIT_ROWS, Shard::ALL)?;
+    let data_units = shard::shard_units(&files, shard::UNIT_ROWS, Shard::ALL)?;
+    let truth_units = shard::shard_units(&truth_files, shard::UNIT_ROWS, Shard::ALL)?;
     for (unit, truth_unit) in data_units.iter().zip(&truth_units) {
         let (_, decisions) = decider.decide(unit)?;
-        let frame = recommend::read_unit(truth_unit, &columns.names())?;
+        let frame = shard::read_unit(truth_unit, &columns.names())?;
         let read = |name: &str| -> Result<Vec<f64>> { floats(&truth_unit.0, &frame, name) };
         let table = |names: &Vec<Vec<String>>| -> Result<Vec<Vec<Vec<f64>>>> {
             names
@@ -199,7 +198,7 @@ pub fn decision_quality(
             sums.add(&truth, &allowed, decision, &products, &contexts)?;
         }
         if let Some((offer_column, converted_column)) = &logged {
-            let data = recommend::read_unit(unit, &[offer_column, converted_column])?;
+            let data = shard::read_unit(unit, &[offer_column, converted_column])?;
             let offers = strings(&unit.0, &data, offer_column)?;
             let converted = floats(&unit.0, &data, converted_column)?;
             for (metrics, names) in [

@@ -2,16 +2,17 @@
 //! polars, clap, wgpu nor training code, so serving crates depend on it with
 //! `default-features = false`.
 
+pub use crate::error::ScoreError;
 use std::collections::HashMap;
 use std::path::Path;
 
 use burn::prelude::*;
 
-use crate::batch::Layout;
-use crate::calibrate::Calibration;
-use crate::checkpoint::{self, CheckpointError, Manifest};
 use crate::model::Network;
+use crate::model::inputs::Layout;
 use crate::preprocess::{Features, FieldError, Value};
+use crate::scoring::calibration::Calibration;
+use crate::scoring::checkpoint::{self, Manifest};
 
 /// Rows scored at once inside [`Scorer::score_features`] on a CPU: small
 /// enough that a chunk's activations (every product's tower) stay in cache,
@@ -22,23 +23,6 @@ const GPU_CHUNK: usize = 16_384;
 /// Batches up to this many rows take the plain path on a GPU machine: below
 /// it, the dispatch latency of a GPU pass costs more than the CPU's work.
 const GPU_PLAIN_MAX_ROWS: usize = 128;
-
-/// Why scoring failed.
-#[derive(Debug, thiserror::Error)]
-pub enum ScoreError {
-    #[error(transparent)]
-    Checkpoint(#[from] CheckpointError),
-    #[error(transparent)]
-    Field(#[from] FieldError),
-    #[error("this checkpoint has no offers (columns.offer) to decide between")]
-    NoOffers,
-    #[error("column {column:?} has {found} values; expected {expected}")]
-    Length {
-        column: String,
-        found: usize,
-        expected: usize,
-    },
-}
 
 /// Scores of a batch of rows, row-major.
 #[derive(Debug, Clone, PartialEq)]
@@ -71,7 +55,7 @@ pub struct Scorer {
     /// The manifest's calibration, or the identity for older checkpoints.
     calibration: Calibration,
     /// The weights as plain arrays, for batches of a few rows.
-    plain: Option<crate::plain::PlainNetwork>,
+    plain: Option<crate::model::plain::PlainNetwork>,
     /// Batches up to this many rows take the plain path.
     plain_max_rows: usize,
     /// Rows per pass through burn.
@@ -99,11 +83,11 @@ impl Scorer {
     pub fn from_parts(manifest: Manifest, network: Network, device: &Device) -> Scorer {
         let layout = Layout::new(&manifest.network);
         let network = network.valid();
-        let cpu = crate::device::is_cpu(device);
+        let cpu = crate::model::device::is_cpu(device);
         Scorer {
             plain: network.plain(&manifest.network),
             plain_max_rows: if cpu {
-                crate::plain::PLAIN_MAX_ROWS
+                crate::model::plain::PLAIN_MAX_ROWS
             } else {
                 GPU_PLAIN_MAX_ROWS
             },
@@ -179,7 +163,7 @@ impl Scorer {
             let (conversion, plan) = self.network.score_all_logits(&inputs);
             let [_, width] = conversion.dims();
             let per_product = self.manifest.network.has_offer;
-            let logits = crate::batch::to_vec(conversion);
+            let logits = crate::model::inputs::to_vec(conversion);
             scores
                 .p_convert
                 .extend(logits.iter().enumerate().map(|(i, &z)| {
@@ -188,7 +172,7 @@ impl Scorer {
                 }));
             if let Some(plan) = plan {
                 let [_, classes] = plan.dims();
-                let mut probs = crate::batch::to_vec(plan);
+                let mut probs = crate::model::inputs::to_vec(plan);
                 for row in probs.chunks_exact_mut(classes) {
                     self.calibration.plan(row);
                 }
@@ -216,7 +200,7 @@ impl Scorer {
     /// [`score_features`](Self::score_features) through the plain path.
     fn score_plain(
         &self,
-        plain: &crate::plain::PlainNetwork,
+        plain: &crate::model::plain::PlainNetwork,
         features: &Features,
         scores: &mut Scores,
     ) {
@@ -254,14 +238,14 @@ impl Scorer {
             let out = self
                 .network
                 .forward(&self.layout.inputs(features, start..end, &self.device));
-            let logits = crate::batch::to_vec(out.conversion);
+            let logits = crate::model::inputs::to_vec(out.conversion);
             p_offer.extend(logits.iter().enumerate().map(|(i, &z)| {
                 let product = per_product.then(|| features.offer[start + i] as usize);
                 self.calibration.conversion(z, product)
             }));
             if let Some(plan) = out.plan {
                 let [_, classes] = plan.dims();
-                let mut probs = crate::batch::to_vec(plan);
+                let mut probs = crate::model::inputs::to_vec(plan);
                 for row in probs.chunks_exact_mut(classes) {
                     self.calibration.plan(row);
                 }
@@ -509,7 +493,7 @@ mod tests {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("checkpoints/demo");
         let scorer = Scorer::load(&dir).unwrap();
         assert!(scorer.plain.is_some());
-        let rows: Vec<HashMap<String, Value<'_>>> = (0..crate::plain::PLAIN_MAX_ROWS + 1)
+        let rows: Vec<HashMap<String, Value<'_>>> = (0..crate::model::plain::PLAIN_MAX_ROWS + 1)
             .map(|i| {
                 let mut record = HashMap::new();
                 record.insert("tenure_months".into(), Value::Number(i as f64 * 3.0));
