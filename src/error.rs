@@ -45,9 +45,16 @@ pub enum Error {
     #[error("{}: already exists; refusing to overwrite it", path.display())]
     AlreadyExists { path: PathBuf },
 
-    /// A command-line argument or an input is malformed.
-    #[error("{0}")]
-    Usage(String),
+    /// A command-line argument is malformed or out of range.
+    #[error("{argument}: {message}")]
+    Argument {
+        argument: &'static str,
+        message: String,
+    },
+
+    /// The config asks for a backend this build leaves out.
+    #[error("this build has no {backend} backend: rebuild with --features {backend}")]
+    MissingBackend { backend: &'static str },
 
     /// A run's saved state (`resume.bin`) cannot be resumed from: damaged,
     /// or not upsell's (like a corrupt checkpoint, the input is at fault).
@@ -97,7 +104,8 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Config(_)
-            | Error::Usage(_)
+            | Error::Argument { .. }
+            | Error::MissingBackend { .. }
             | Error::Resume { .. }
             | Error::AlreadyExists { .. }
             | Error::Checkpoint(_)
@@ -439,6 +447,13 @@ pub enum DataError {
     },
     #[error("{}: {reason}", path.display())]
     BadPath { path: PathBuf, reason: String },
+    /// A file's contents do not fit the other inputs (a truth file and its
+    /// data, files of one input with different columns).
+    #[error("{}: {reason}", path.display())]
+    Mismatch { path: PathBuf, reason: String },
+    /// A truth file does not describe the model's decisions.
+    #[error("the truth does not match the model: {reason}")]
+    Truth { reason: String },
     #[error("{}: the {rule} leaves no {part} rows", path.display())]
     EmptySplit {
         path: PathBuf,

@@ -64,7 +64,10 @@ impl Shard {
 impl std::str::FromStr for Shard {
     type Err = Error;
     fn from_str(s: &str) -> Result<Shard> {
-        let bad = || Error::Usage(format!("shard {s:?}: expected I/N with 0 <= I < N"));
+        let bad = || Error::Argument {
+            argument: "--shard",
+            message: format!("{s:?}: expected I/N with 0 <= I < N"),
+        };
         let (i, n) = s.split_once('/').ok_or_else(bad)?;
         let (index, count): (usize, usize) = (
             i.trim().parse().map_err(|_| bad())?,

@@ -230,6 +230,14 @@ impl Default for WorldParams {
     }
 }
 
+/// A bad `--world-set` value.
+fn setting(message: String) -> Error {
+    Error::Argument {
+        argument: "--world-set",
+        message,
+    }
+}
+
 /// World parameters as a TOML table, key by key.
 fn params_table(params: &WorldParams) -> toml::Table {
     match toml::Value::try_from(params) {
@@ -297,10 +305,13 @@ impl WorldParams {
                 base_logit: -3.1,
             },
             _ => {
-                return Err(Error::Usage(format!(
-                    "synth: unknown world {name:?}; the worlds are {}",
-                    WORLDS.join(", ")
-                )));
+                return Err(Error::Argument {
+                    argument: "--world",
+                    message: format!(
+                        "unknown world {name:?}; the worlds are {}",
+                        WORLDS.join(", ")
+                    ),
+                });
             }
         })
     }
@@ -309,16 +320,16 @@ impl WorldParams {
     pub fn with_overrides(self, overrides: &[String]) -> Result<WorldParams> {
         let mut table = params_table(&self);
         for o in overrides {
-            let (key, value) = o.split_once('=').ok_or_else(|| {
-                Error::Usage(format!("synth: world setting {o:?} is not key=value"))
-            })?;
+            let (key, value) = o
+                .split_once('=')
+                .ok_or_else(|| setting(format!("{o:?} is not key=value")))?;
             let value: toml::Value = toml::from_str::<toml::Table>(&format!("v = {value}"))
                 .ok()
                 .and_then(|mut t| t.remove("v"))
-                .ok_or_else(|| Error::Usage(format!("synth: world setting {o:?}: not a number")))?;
+                .ok_or_else(|| setting(format!("{o:?}: not a number")))?;
             if !table.contains_key(key.trim()) {
-                return Err(Error::Usage(format!(
-                    "synth: unknown world setting {:?}; the settings are {}",
+                return Err(setting(format!(
+                    "unknown setting {:?}; the settings are {}",
                     key.trim(),
                     table.keys().cloned().collect::<Vec<_>>().join(", ")
                 )));
@@ -327,7 +338,7 @@ impl WorldParams {
         }
         let params: WorldParams = toml::Value::Table(table)
             .try_into()
-            .map_err(|e| Error::Usage(format!("synth: world settings: {e}")))?;
+            .map_err(|e| setting(e.to_string()))?;
         params.check()?;
         Ok(params)
     }
@@ -349,9 +360,9 @@ impl WorldParams {
             || self.region_sd < 0.0
             || !(0.0..=1.0).contains(&self.stickiness)
         {
-            return Err(Error::Usage(format!(
-                "synth: world settings out of range (finite numbers; hidden_sd and region_sd >= 0; \
-                 stickiness in [0, 1]): {self:?}"
+            return Err(setting(format!(
+                "out of range (finite numbers; hidden_sd and region_sd >= 0; stickiness in \
+                 [0, 1]): {self:?}"
             )));
         }
         Ok(())
@@ -423,7 +434,10 @@ pub struct SynthSummary {
 pub fn generate(seed: u64, start: u64, rows: usize) -> Result<(DataFrame, DataFrame)> {
     let total = start
         .checked_add(rows as u64)
-        .ok_or_else(|| Error::Usage(format!("synth: rows {start}+{rows} overflow")))?;
+        .ok_or_else(|| Error::Argument {
+            argument: "--rows",
+            message: format!("{start}+{rows} overflows"),
+        })?;
     generate_part(seed, total, start, rows)
 }
 
@@ -464,9 +478,10 @@ pub fn generate_in(
 fn check_range(total: u64, start: u64, rows: usize) -> Result<()> {
     match start.checked_add(rows as u64) {
         Some(end) if end <= total && total < u64::MAX => Ok(()),
-        _ => Err(Error::Usage(format!(
-            "synth: rows {start}..{start}+{rows} lie outside a log of {total} rows"
-        ))),
+        _ => Err(Error::Argument {
+            argument: "--rows",
+            message: format!("rows {start}..{start}+{rows} lie outside a log of {total} rows"),
+        }),
     }
 }
 
@@ -614,12 +629,16 @@ pub fn command(opts: &SynthOptions) -> String {
 pub fn write(opts: &SynthOptions) -> Result<SynthSummary> {
     let started = Instant::now();
     if opts.rows == 0 {
-        return Err(Error::Usage("synth: rows must be at least 1".into()));
+        return Err(Error::Argument {
+            argument: "--rows",
+            message: "must be at least 1".into(),
+        });
     }
     if opts.rows_per_file == 0 || opts.chunk_rows == 0 {
-        return Err(Error::Usage(
-            "synth: rows_per_file and chunk_rows must be at least 1".into(),
-        ));
+        return Err(Error::Argument {
+            argument: "--rows-per-file",
+            message: "rows per file and per chunk must be at least 1".into(),
+        });
     }
     check_range(opts.rows, 0, 0)?;
     let out = opts.out_dir.as_path();

@@ -38,9 +38,7 @@ fn ndarray() -> Result<Device> {
 
 #[cfg(not(feature = "ndarray"))]
 fn ndarray() -> Result<Device> {
-    Err(Error::Usage(
-        "this build has no ndarray backend: rebuild with --features ndarray".into(),
-    ))
+    Err(Error::MissingBackend { backend: "ndarray" })
 }
 
 fn wgpu() -> Result<Device> {
@@ -54,9 +52,7 @@ fn wgpu_kind(kind: burn::tensor::DeviceKind) -> Result<Device> {
 
 #[cfg(not(feature = "wgpu"))]
 fn wgpu_kind(_kind: burn::tensor::DeviceKind) -> Result<Device> {
-    Err(Error::Usage(
-        "this build has no wgpu backend: rebuild with --features wgpu".into(),
-    ))
+    Err(Error::MissingBackend { backend: "wgpu" })
 }
 
 /// Whether a device computes on the CPU (flex or ndarray), with or without

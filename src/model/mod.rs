@@ -7,10 +7,14 @@
 
 pub mod config;
 pub mod device;
+#[cfg(feature = "train")]
+mod dropout;
 pub mod inputs;
 pub mod network;
 pub mod plain;
 
 pub use config::NetworkConfig;
+#[cfg(feature = "train")]
+pub use dropout::{dropout_position, seed_dropout, set_dropout_position};
 pub use inputs::{Inputs, Outputs};
-pub use network::{Member, Network, dropout_position, seed_dropout, set_dropout_position};
+pub use network::{Member, Network};

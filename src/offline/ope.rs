@@ -217,9 +217,12 @@ fn logs_config(scorer: &Scorer, policy: &PolicyConfig) -> Result<Config> {
     let manifest = scorer.manifest();
     let mut config = manifest.saved_config(&[])?;
     if config.columns.propensity.is_none() {
-        return Err(Error::Usage(
-            "off-policy evaluation needs the logging propensities, but the checkpoint's config names no columns.propensity".into(),
-        ));
+        return Err(crate::config::ConfigError::Invalid {
+            origin: "the checkpoint's config".into(),
+            field: "columns.propensity".into(),
+            reason: "off-policy evaluation needs the logging propensities; it names none".into(),
+        }
+        .into());
     }
     if manifest.preprocessor.offer.is_none() {
         return Err(crate::scoring::ScoreError::NoOffers.into());

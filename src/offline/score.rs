@@ -298,10 +298,11 @@ pub fn score_shard(
             .as_deref()
             .is_some_and(|o| schema.get(o).is_some());
         if *with_offer.get_or_insert(has_offer) != has_offer {
-            return Err(Error::Usage(format!(
-                "{}: some input files have the offer column and some do not",
-                file.display()
-            )));
+            return Err(DataError::Mismatch {
+                path: file.clone(),
+                reason: "some input files have the offer column and some do not".into(),
+            }
+            .into());
         }
     }
     let with_offer = with_offer.unwrap_or(false);

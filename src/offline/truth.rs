@@ -104,22 +104,28 @@ pub fn decision_quality(
     let files = source::resolve(data)?;
     let truth_files = source::resolve(truth)?;
     if files.len() != truth_files.len() {
-        return Err(Error::Usage(format!(
-            "{}: {} truth file(s) for {} data file(s); the truth has the data's rows in the \
-             same order, file by file",
-            truth.display(),
-            truth_files.len(),
-            files.len()
-        )));
+        return Err(DataError::Mismatch {
+            path: truth.to_path_buf(),
+            reason: format!(
+                "{} truth file(s) for {} data file(s); the truth has the data's rows in the \
+                 same order, file by file",
+                truth_files.len(),
+                files.len()
+            ),
+        }
+        .into());
     }
     for (file, truth_file) in files.iter().zip(&truth_files) {
         let (rows, truth_rows) = (shard::row_count(file)?, shard::row_count(truth_file)?);
         if rows != truth_rows {
-            return Err(Error::Usage(format!(
-                "{}: {truth_rows} rows, but its data file {} has {rows}",
-                truth_file.display(),
-                file.display()
-            )));
+            return Err(DataError::Mismatch {
+                path: truth_file.clone(),
+                reason: format!(
+                    "{truth_rows} rows, but its data file {} has {rows}",
+                    file.display()
+                ),
+            }
+            .into());
         }
     }
     let contact_cost = policy_config.contact_cost;
@@ -288,9 +294,9 @@ impl Sums {
                     .map(|(_, v)| format!("__{v}"))
                     .collect();
                 let c = contexts.iter().position(|c| *c == key).ok_or_else(|| {
-                    Error::Usage(format!(
-                        "the truth has no context {key:?} of decision {offer}"
-                    ))
+                    Error::from(DataError::Truth {
+                        reason: format!("it has no context {key:?} of decision {offer}"),
+                    })
                 })?;
                 net(c, p)
             }
@@ -428,11 +434,14 @@ fn floats(file: &Path, frame: &DataFrame, name: &str) -> Result<Vec<f64>> {
     let column = cast(file, frame, name, &DataType::Float64)?;
     let values = column.f64().map_err(|e| polars_error(file, e))?;
     if values.null_count() > 0 {
-        return Err(Error::Usage(format!(
-            "{}: column {name:?} has {} null value(s); the truth needs a number in every row",
-            file.display(),
-            values.null_count()
-        )));
+        return Err(DataError::Mismatch {
+            path: file.to_path_buf(),
+            reason: format!(
+                "column {name:?} has {} null value(s); the truth needs a number in every row",
+                values.null_count()
+            ),
+        }
+        .into());
     }
     Ok(values.into_no_null_iter().collect())
 }

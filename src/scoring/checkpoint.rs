@@ -4,7 +4,7 @@
 //! does not exist under its final name.
 
 pub use crate::error::CheckpointError;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use burn::prelude::*;
 use burn::store::{ModuleSnapshot, SafetensorsStore};
@@ -79,13 +79,14 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
+#[cfg(feature = "train")]
 /// The safetensors bytes of a network's weights. A one-member network's
 /// tensors are named as the member's (`encoder.0.linear.weight`), as
 /// before ensembles existed; an ensemble's carry the member's index
 /// (`members.1.encoder.0.linear.weight`).
 pub fn weights_bytes(network: &Network) -> Result<Vec<u8>, CheckpointError> {
     let fail = |e: burn::store::SafetensorsStoreError| CheckpointError::Weights {
-        path: PathBuf::from(WEIGHTS),
+        path: std::path::PathBuf::from(WEIGHTS),
         message: e.to_string(),
     };
     let mut store = SafetensorsStore::from_bytes(None);
@@ -96,7 +97,7 @@ pub fn weights_bytes(network: &Network) -> Result<Vec<u8>, CheckpointError> {
     .map_err(fail)?;
     let bytes = store.get_bytes().map_err(fail)?;
     canonical_safetensors(&bytes).ok_or_else(|| CheckpointError::Weights {
-        path: PathBuf::from(WEIGHTS),
+        path: std::path::PathBuf::from(WEIGHTS),
         message: "burn wrote a malformed safetensors buffer".into(),
     })
 }
@@ -142,6 +143,7 @@ fn stored_parameters(bytes: &[u8]) -> Option<u64> {
     Some(total)
 }
 
+#[cfg(feature = "train")]
 /// Rewrites a safetensors buffer with its tensors in name order. burn's
 /// writer orders the header by hash map iteration, so identical weights
 /// would otherwise give different bytes (and checksums) from run to run.
@@ -184,6 +186,7 @@ fn canonical_safetensors(bytes: &[u8]) -> Option<Vec<u8>> {
     Some(out)
 }
 
+#[cfg(feature = "train")]
 /// Writes a checkpoint directory at `dir` (which must not exist): into a
 /// hidden sibling first, renamed into place once every file is synced.
 pub fn write(dir: &Path, manifest: &Manifest, weights: &[u8]) -> Result<(), CheckpointError> {
@@ -212,6 +215,7 @@ pub fn write(dir: &Path, manifest: &Manifest, weights: &[u8]) -> Result<(), Chec
     })
 }
 
+#[cfg(feature = "train")]
 /// Builds the manifest for a trained network.
 pub fn manifest(
     network: NetworkConfig,

@@ -92,7 +92,16 @@ pub fn replicas(train: &TrainConfig) -> Result<Vec<Device>> {
     train
         .devices
         .iter()
-        .map(|spec| device::from_spec(spec.parse::<DeviceSpec>().map_err(Error::Usage)?))
+        .map(|spec| {
+            let spec = spec.parse::<DeviceSpec>().map_err(|reason| {
+                crate::config::ConfigError::Invalid {
+                    origin: "config".into(),
+                    field: "train.devices".into(),
+                    reason,
+                }
+            })?;
+            device::from_spec(spec)
+        })
         .collect()
 }
 

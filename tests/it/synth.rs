@@ -816,7 +816,14 @@ fn worlds_are_named_presets_with_overrides() {
     let tuned = noisy.with_overrides(&["stickiness=0.5".into()]).unwrap();
     assert_eq!(tuned.stickiness, 0.5);
     assert_eq!(tuned.hidden_sd, noisy.hidden_sd);
-    let error = WorldParams::preset("moon").unwrap_err().to_string();
+    let error = WorldParams::preset("moon").unwrap_err();
+    // A bad argument names the flag and is the user's to fix (exit 2).
+    assert!(
+        matches!(error, upsell::Error::Argument { argument: "--world", .. }),
+        "{error:?}"
+    );
+    assert_eq!(error.exit_code(), 2);
+    let error = error.to_string();
     assert!(
         error.contains("moon") && error.contains("holdout"),
         "{error}"
