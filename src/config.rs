@@ -59,41 +59,33 @@ fn default_out_dir() -> PathBuf {
 
 /// `[data]`: where to read, and how to hold out validation rows.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct DataConfig {
     /// Training data: a Parquet or CSV file, a directory of such files
     /// (shards), or a glob such as `logs/day=*/part-*.parquet`. Default: none
     /// (`upsell train` then uses built-in synthetic data).
-    #[serde(default)]
     pub train: Option<PathBuf>,
     /// Validation data, in the same forms. Default: none, so `split` carves
     /// the validation rows out of `train`.
-    #[serde(default)]
     pub valid: Option<PathBuf>,
     /// How to carve validation rows out of `train` when `valid` is not set.
     /// Default `random`.
-    #[serde(default)]
     pub split: SplitRule,
     /// The fraction of rows held out for validation. Default 0.1.
-    #[serde(default = "default_valid_fraction")]
     pub valid_fraction: f64,
     /// The largest fraction of rows that may be unusable (a null label, offer
     /// or propensity) before loading fails. Unusable rows under this fraction
     /// are dropped, counted and reported. Default 0: any unusable row fails.
-    #[serde(default)]
     pub max_invalid_fraction: f64,
     /// Stream `train` shard by shard during training instead of loading it:
     /// memory stays bounded by `shuffle_buffer` whatever the row count.
     /// Needs `valid`. Default false.
-    #[serde(default)]
     pub stream: bool,
     /// Rows held by the streaming shuffle buffer. Default 1,000,000.
-    #[serde(default = "default_shuffle_buffer")]
     pub shuffle_buffer: usize,
     /// When streaming, the preprocessing is fitted on every training row in
     /// one pass (0) or on the first `fit_rows` rows of the shards taken in a
     /// seeded random order. Default 0.
-    #[serde(default)]
     pub fit_rows: u64,
 }
 
@@ -103,21 +95,13 @@ impl Default for DataConfig {
             train: None,
             valid: None,
             split: SplitRule::default(),
-            valid_fraction: default_valid_fraction(),
+            valid_fraction: 0.1,
             max_invalid_fraction: 0.0,
             stream: false,
-            shuffle_buffer: default_shuffle_buffer(),
+            shuffle_buffer: 1_000_000,
             fit_rows: 0,
         }
     }
-}
-
-fn default_valid_fraction() -> f64 {
-    0.1
-}
-
-fn default_shuffle_buffer() -> usize {
-    1_000_000
 }
 
 /// How validation rows are chosen when no validation data is given.
@@ -256,107 +240,79 @@ impl ColumnRole {
 
 /// `[preprocess]`: how raw values become model inputs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct PreprocessConfig {
     /// A categorical or context value seen fewer times than this in the
     /// training data maps to the out-of-vocabulary index, like an unseen
     /// value does at serving time. Default 5.
-    #[serde(default = "default_min_count")]
     pub min_count: u64,
     /// The largest vocabulary per column (most frequent values first); 0
     /// means no limit. Default 0.
-    #[serde(default)]
     pub max_vocab: usize,
     /// Numeric columns with heavy tails, transformed with
     /// `sign(x) * ln(1 + |x|)` before normalisation. Default: none.
-    #[serde(default)]
     pub log1p: Vec<String>,
     /// Quantile bins of each numeric column's piecewise-linear encoding,
     /// given to the network beside the standardised value (fewer where the
     /// column has fewer distinct values); 0 gives the value alone.
     /// Default 8.
-    #[serde(default = "default_numeric_bins")]
     pub numeric_bins: usize,
 }
 
 impl Default for PreprocessConfig {
     fn default() -> Self {
         PreprocessConfig {
-            min_count: default_min_count(),
+            min_count: 5,
             max_vocab: 0,
             log1p: Vec::new(),
-            numeric_bins: default_numeric_bins(),
+            numeric_bins: 8,
         }
     }
 }
 
-fn default_min_count() -> u64 {
-    5
-}
-fn default_numeric_bins() -> usize {
-    8
-}
-
 /// `[model]`: the network's shape.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct ModelConfig {
     /// Embedding width of each categorical and hashed column. Default 8.
-    #[serde(default = "default_embedding_dim")]
     pub embedding_dim: usize,
     /// Embedding width of the offer and of each context column. Default 16.
-    #[serde(default = "default_offer_dim")]
     pub offer_dim: usize,
     /// Widths of the shared user encoder's layers; the last is the user
     /// embedding's width. Default [128, 64].
-    #[serde(default = "default_hidden")]
     pub hidden: Vec<usize>,
     /// Widths of the conversion tower (user embedding + offer + context ->
     /// logit). Default `[64]`.
-    #[serde(default = "default_tower")]
     pub tower: Vec<usize>,
     /// `relu` or `gelu`. Default `relu`.
-    #[serde(default)]
     pub activation: ActivationKind,
     /// Dropout after each hidden layer while training. Default 0.1.
-    #[serde(default = "default_dropout")]
     pub dropout: f64,
     /// Layer normalisation after each hidden layer. Default false.
-    #[serde(default)]
     pub layer_norm: bool,
     /// Whether the plan-choice head also sees the offer, so that what a
     /// buyer takes (and so an offer's value) depends on what was offered.
     /// Default true.
-    #[serde(default = "default_true")]
     pub plan_uses_offer: bool,
     /// Whether the conversion tower ends in one output per product (each
     /// product reads the shared tower its own way) rather than one shared
     /// output. Default true.
-    #[serde(default = "default_true")]
     pub product_heads: bool,
     /// A wide part beside the deep one (Cheng et al., 2016): each value of
     /// each categorical and hashed column adds its own learned bias to the
     /// conversion logit and to every plan logit, as a logistic regression
     /// on one-hot columns would. Default false.
-    #[serde(default)]
     pub wide: bool,
     /// How the tasks share the user encoder: `shared_bottom` (one encoder)
     /// or `mmoe` (a mixture of `experts` encoders, one gate per task).
     /// Default `shared_bottom`.
-    #[serde(default)]
     pub sharing: Sharing,
     /// Experts of `mmoe`, each an MLP of widths `hidden`. Default 4.
-    #[serde(default = "default_experts")]
     pub experts: usize,
     /// Networks trained side by side on the same batches from different
     /// initial weights, stored in one checkpoint; scores average their
     /// logits. Default 3.
-    #[serde(default = "default_members")]
     pub members: usize,
-}
-
-fn default_members() -> usize {
-    3
 }
 
 /// How the conversion and plan tasks share the user encoder.
@@ -368,47 +324,24 @@ pub enum Sharing {
     Mmoe,
 }
 
-fn default_experts() -> usize {
-    4
-}
-
 impl Default for ModelConfig {
     fn default() -> Self {
         ModelConfig {
-            embedding_dim: default_embedding_dim(),
-            offer_dim: default_offer_dim(),
-            hidden: default_hidden(),
-            tower: default_tower(),
+            embedding_dim: 8,
+            offer_dim: 16,
+            hidden: vec![128, 64],
+            tower: vec![64],
             activation: Default::default(),
-            dropout: default_dropout(),
+            dropout: 0.1,
             layer_norm: false,
             plan_uses_offer: true,
             product_heads: true,
             wide: false,
             sharing: Sharing::default(),
-            experts: default_experts(),
-            members: default_members(),
+            experts: 4,
+            members: 3,
         }
     }
-}
-
-fn default_embedding_dim() -> usize {
-    8
-}
-fn default_offer_dim() -> usize {
-    16
-}
-fn default_hidden() -> Vec<usize> {
-    vec![128, 64]
-}
-fn default_true() -> bool {
-    true
-}
-fn default_tower() -> Vec<usize> {
-    vec![64]
-}
-fn default_dropout() -> f64 {
-    0.1
 }
 
 /// The compute backend.
@@ -464,98 +397,75 @@ pub enum Decay {
 
 /// `[train]`: the optimisation.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(default, deny_unknown_fields)]
 pub struct TrainConfig {
     /// `flex`, `ndarray` or `wgpu`. Default `flex`.
-    #[serde(default)]
     pub backend: BackendKind,
     /// CPU threads for the CPU backends; 0 uses every core. Default 0.
-    #[serde(default)]
     pub threads: usize,
     /// Passes over the training rows. Default 10.
-    #[serde(default = "default_epochs")]
     pub epochs: usize,
     /// Rows per optimisation step, at most. Default 1024.
-    #[serde(default = "default_batch_size")]
     pub batch_size: usize,
     /// Small data gets smaller batches (not below 32 rows) so that an epoch
     /// takes at least this many optimisation steps; 0 keeps `batch_size`
     /// whatever the data. Default 50.
-    #[serde(default = "default_min_steps_per_epoch")]
     pub min_steps_per_epoch: usize,
     /// Peak learning rate of AdamW. Default 0.002.
-    #[serde(default = "default_lr")]
     pub lr: f64,
     /// AdamW's decoupled weight decay. Default 0.0001.
-    #[serde(default = "default_weight_decay")]
     pub weight_decay: f64,
     /// Steps of linear warm-up from 0 to `lr`, at most a tenth of all
     /// steps. Default 100.
-    #[serde(default = "default_warmup_steps")]
     pub warmup_steps: usize,
     /// `cosine`, `linear` or `none`. Default `cosine`.
-    #[serde(default)]
     pub decay: Decay,
     /// The final learning rate as a fraction of `lr`. Default 0.05.
-    #[serde(default = "default_min_lr_ratio")]
     pub min_lr_ratio: f64,
     /// Largest global L2 norm of the gradients; 0 turns clipping off.
     /// Default 1.0.
-    #[serde(default = "default_grad_clip")]
     pub grad_clip: f64,
     /// Epochs without a lower validation loss before training stops; 0
     /// turns early stopping off. Default 3.
-    #[serde(default = "default_patience")]
     pub patience: usize,
     /// How the task losses are averaged: `joint` or `mean` (see
     /// [`Objective`]). Early stopping watches the same objective on the
     /// validation rows. Default `joint`.
-    #[serde(default)]
     pub objective: Objective,
     /// Weight of the conversion loss (binary cross-entropy). Default 1.0.
-    #[serde(default = "default_task_weight")]
     pub conversion_weight: f64,
     /// Weight of the plan-choice loss (cross-entropy on rows with a plan).
     /// Default 1.0.
-    #[serde(default = "default_task_weight")]
     pub plan_weight: f64,
     /// Precision of a Gaussian prior on the user embeddings (categorical and
     /// hashed columns): the objective adds `embedding_prior * |E|^2 / rows`,
     /// MAP estimation with the prior counted once for the whole data. A
     /// value seen in few rows is pulled towards 0 (the network's view of an
     /// average value); a frequent one hardly. 0 disables it. Default 100.
-    #[serde(default = "default_embedding_prior")]
     pub embedding_prior: f64,
     /// Precision of a Gaussian prior on the wide part's biases
     /// (`model.wide`), counted like `embedding_prior`. Default 1.
-    #[serde(default = "default_wide_prior")]
     pub wide_prior: f64,
     /// Rows of built-in synthetic data when `data.train` is not set.
     /// Default 200000.
-    #[serde(default = "default_synthetic_rows")]
     pub synthetic_rows: u64,
     /// `fixed` (the weights above) or `uncertainty`: learned homoscedastic
     /// uncertainty weights, `exp(-s_i) L_i + s_i` (Kendall et al., 2018).
     /// Default `fixed`.
-    #[serde(default)]
     pub task_weighting: TaskWeighting,
     /// Weight each row's conversion loss by `1 / propensity` (capped at
     /// `ipw_clip`, then normalised to mean 1), so the model learns as if
     /// offers had been shown at random rather than by the logging policy.
     /// Needs `columns.propensity`. Default false.
-    #[serde(default)]
     pub ipw: bool,
     /// The largest inverse-propensity weight. Default 20.
-    #[serde(default = "default_ipw_clip")]
     pub ipw_clip: f64,
     /// Calibration fitted on the validation split after training and
     /// applied to every score: `temperature`, `product_temperature`,
     /// `isotonic` or `none`. Default `temperature`.
-    #[serde(default)]
     pub calibration: CalibrationMethod,
     /// Steps between resumable states (`RUN_DIR/resume.bin`, for `upsell
     /// train --resume`); 0 writes none. Default 500.
-    #[serde(default = "default_checkpoint_every_steps")]
     pub checkpoint_every_steps: usize,
     /// Data-parallel training: one model replica per entry, each computing
     /// the gradients of its share of every batch; they are summed on the
@@ -564,7 +474,6 @@ pub struct TrainConfig {
     /// (discrete GPU N), `wgpu:cpu`. An entry may repeat (replicas sharing
     /// a CPU use more of its cores). Default empty: one replica on
     /// `backend`'s device.
-    #[serde(default)]
     pub devices: Vec<String>,
 }
 
@@ -600,10 +509,6 @@ impl std::str::FromStr for DeviceSpec {
     }
 }
 
-fn default_checkpoint_every_steps() -> usize {
-    500
-}
-
 /// How the two task losses are averaged before they are weighted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -629,36 +534,32 @@ pub enum TaskWeighting {
     Uncertainty,
 }
 
-fn default_ipw_clip() -> f64 {
-    20.0
-}
-
 impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
             backend: BackendKind::default(),
             threads: 0,
-            epochs: default_epochs(),
-            batch_size: default_batch_size(),
-            min_steps_per_epoch: default_min_steps_per_epoch(),
-            lr: default_lr(),
-            weight_decay: default_weight_decay(),
-            warmup_steps: default_warmup_steps(),
+            epochs: 10,
+            batch_size: 1024,
+            min_steps_per_epoch: 50,
+            lr: 0.002,
+            weight_decay: 1e-4,
+            warmup_steps: 100,
             decay: Decay::default(),
-            min_lr_ratio: default_min_lr_ratio(),
-            grad_clip: default_grad_clip(),
-            patience: default_patience(),
+            min_lr_ratio: 0.05,
+            grad_clip: 1.0,
+            patience: 3,
             objective: Objective::default(),
-            conversion_weight: default_task_weight(),
-            plan_weight: default_task_weight(),
-            embedding_prior: default_embedding_prior(),
-            wide_prior: default_wide_prior(),
-            synthetic_rows: default_synthetic_rows(),
+            conversion_weight: 1.0,
+            plan_weight: 1.0,
+            embedding_prior: 100.0,
+            wide_prior: 1.0,
+            synthetic_rows: 200_000,
             task_weighting: TaskWeighting::default(),
             ipw: false,
-            ipw_clip: default_ipw_clip(),
+            ipw_clip: 20.0,
             calibration: Default::default(),
-            checkpoint_every_steps: default_checkpoint_every_steps(),
+            checkpoint_every_steps: 500,
             devices: Vec::new(),
         }
     }
@@ -677,46 +578,6 @@ impl TrainConfig {
         let fitted = rows.div_ceil(self.min_steps_per_epoch);
         fitted.max(SMALLEST).min(self.batch_size)
     }
-}
-
-fn default_epochs() -> usize {
-    10
-}
-fn default_batch_size() -> usize {
-    1024
-}
-fn default_min_steps_per_epoch() -> usize {
-    50
-}
-fn default_embedding_prior() -> f64 {
-    100.0
-}
-fn default_wide_prior() -> f64 {
-    1.0
-}
-fn default_lr() -> f64 {
-    0.002
-}
-fn default_weight_decay() -> f64 {
-    1e-4
-}
-fn default_warmup_steps() -> usize {
-    100
-}
-fn default_min_lr_ratio() -> f64 {
-    0.05
-}
-fn default_grad_clip() -> f64 {
-    1.0
-}
-fn default_patience() -> usize {
-    3
-}
-fn default_task_weight() -> f64 {
-    1.0
-}
-fn default_synthetic_rows() -> u64 {
-    200_000
 }
 
 /// `[policy]`: how probabilities become offers. Saved with the checkpoint

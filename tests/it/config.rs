@@ -244,3 +244,100 @@ fn the_default_config_shows_the_real_defaults() {
     assert_eq!(config.columns, upsell::data::synth::config().columns);
     assert_eq!(config.products, upsell::data::synth::config().products);
 }
+
+/// Every "Default X" in a field's doc comment in src/config.rs names the
+/// value `Default` gives it, so the docs cannot drift from the code (and,
+/// by the test above, from configs/default.toml).
+#[test]
+fn the_documented_defaults_are_the_real_ones() {
+    let source = std::fs::read_to_string(repo().join("src/config.rs")).unwrap();
+    use upsell::config::{DataConfig, ModelConfig, PolicyConfig, PreprocessConfig, TrainConfig};
+    let sections = [
+        (
+            "DataConfig",
+            toml::Table::try_from(DataConfig::default()).unwrap(),
+        ),
+        (
+            "PreprocessConfig",
+            toml::Table::try_from(PreprocessConfig::default()).unwrap(),
+        ),
+        (
+            "ModelConfig",
+            toml::Table::try_from(ModelConfig::default()).unwrap(),
+        ),
+        (
+            "TrainConfig",
+            toml::Table::try_from(TrainConfig::default()).unwrap(),
+        ),
+        (
+            "PolicyConfig",
+            toml::Table::try_from(PolicyConfig::default()).unwrap(),
+        ),
+    ];
+    let mut checked = 0;
+    for (name, table) in &sections {
+        let section = name;
+        let start = source.find(&format!("pub struct {name} {{")).unwrap();
+        let body = &source[start..start + source[start..].find("\n}\n").unwrap()];
+        let mut doc = String::new();
+        for line in body.lines().map(str::trim) {
+            if let Some(text) = line.strip_prefix("///") {
+                doc.push_str(text);
+                continue;
+            }
+            let Some(field) = line.strip_prefix("pub ").and_then(|l| l.split(':').next()) else {
+                continue;
+            };
+            let documented = std::mem::take(&mut doc);
+            let Some(at) = documented.rfind("Default") else {
+                continue;
+            };
+            let said = documented[at + "Default".len()..]
+                .trim_start_matches(':')
+                .trim();
+            let value = table.get(field);
+            let shown = |v: &toml::Value| v.to_string().trim_matches('"').to_string();
+            let ok = match said.chars().next() {
+                Some('`') => {
+                    let word = &said[1..1 + said[1..].find('`').unwrap()];
+                    value.is_some_and(|v| shown(v).replace(' ', "") == word.replace(' ', ""))
+                }
+                Some('[') => {
+                    let list = &said[..=said.find(']').unwrap()];
+                    value.is_some_and(|v| shown(v).replace(' ', "") == list.replace(' ', ""))
+                }
+                Some(c) if c.is_ascii_digit() => {
+                    let number: String = said
+                        .chars()
+                        .take_while(|c| c.is_ascii_digit() || *c == ',' || *c == '.')
+                        .filter(|c| *c != ',')
+                        .collect();
+                    let number: f64 = number.trim_end_matches('.').parse().unwrap();
+                    match value {
+                        Some(toml::Value::Integer(i)) => *i as f64 == number,
+                        Some(toml::Value::Float(f)) => *f == number,
+                        // "Default 1 for every product": an empty map of weights.
+                        Some(toml::Value::Table(t)) => t.is_empty(),
+                        _ => false,
+                    }
+                }
+                _ if said.starts_with("true") || said.starts_with("false") => {
+                    value.is_some_and(|v| said.starts_with(&v.to_string()))
+                }
+                // "none", "empty", "no caps": nothing set.
+                _ => match value {
+                    None => true,
+                    Some(toml::Value::Array(a)) => a.is_empty(),
+                    Some(toml::Value::Table(t)) => t.is_empty(),
+                    Some(_) => false,
+                },
+            };
+            assert!(
+                ok,
+                "src/config.rs: {section}.{field} is documented as \"Default {said}\" but defaults to {value:?}"
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 40, "only {checked} documented defaults found");
+}

@@ -819,7 +819,13 @@ fn worlds_are_named_presets_with_overrides() {
     let error = WorldParams::preset("moon").unwrap_err();
     // A bad argument names the flag and is the user's to fix (exit 2).
     assert!(
-        matches!(error, upsell::Error::Argument { argument: "--world", .. }),
+        matches!(
+            error,
+            upsell::Error::Argument {
+                argument: "--world",
+                ..
+            }
+        ),
         "{error:?}"
     );
     assert_eq!(error.exit_code(), 2);
