@@ -61,7 +61,7 @@ pub struct Confusion {
 /// A table shown in the report (per-product metrics, per-segment metrics).
 /// Cells are preformatted strings.
 #[derive(Serialize, Clone, Debug, PartialEq)]
-pub struct Table {
+pub struct ReportTable {
     /// Shown as the table's heading.
     pub title: String,
     /// Column headers.
@@ -93,7 +93,7 @@ pub struct ReportInput {
     /// head.
     pub confusion: Option<Confusion>,
     /// Further tables (per-product, per-segment), in order.
-    pub tables: Vec<Table>,
+    pub tables: Vec<ReportTable>,
 }
 
 /// Writes report.md, report.html and the SVG plots into `dir` (existing,
@@ -106,10 +106,10 @@ pub struct ReportInput {
 /// then: every plot is drawn in memory first), [`ReportError::Io`] if a
 /// file cannot be written (files before it may exist).
 pub fn write_report(dir: &Path, input: &ReportInput) -> Result<Vec<PathBuf>, ReportError> {
-    let blocks = blocks(input)?;
+    let blocks = elements(input)?;
     let mut written = Vec::new();
     for block in &blocks {
-        if let Block::Figure { file, svg, .. } = block {
+        if let Element::Figure { file, svg, .. } = block {
             written.push(write_file(dir, file, svg)?);
         }
     }
@@ -138,7 +138,7 @@ fn write_file(dir: &Path, name: &str, contents: &str) -> Result<PathBuf, ReportE
 // The document, shared by the Markdown and HTML renderers.
 
 /// One piece of the report, in reading order.
-enum Block<'a> {
+enum Element<'a> {
     /// A second-level heading.
     Heading(String),
     /// Key/value lines.
@@ -171,14 +171,14 @@ const CONFUSION_CAPTION: &str = "Rows are the plan actually bought and columns t
 predicted; each cell shows its share of the row, so a dark diagonal means the plan head \
 picks the right plan, and the table below gives the underlying counts.";
 
-fn blocks(input: &ReportInput) -> Result<Vec<Block<'_>>, ReportError> {
+fn elements(input: &ReportInput) -> Result<Vec<Element<'_>>, ReportError> {
     let mut blocks = Vec::new();
     if !input.about.is_empty() {
-        blocks.push(Block::About(&input.about));
+        blocks.push(Element::About(&input.about));
     }
     if !input.headline.is_empty() {
-        blocks.push(Block::Heading("Headline metrics".into()));
-        blocks.push(Block::Table {
+        blocks.push(Element::Heading("Headline metrics".into()));
+        blocks.push(Element::Table {
             columns: vec!["Metric".into(), "Value".into()],
             rows: input
                 .headline
@@ -188,8 +188,8 @@ fn blocks(input: &ReportInput) -> Result<Vec<Block<'_>>, ReportError> {
         });
     }
     if let Some(svg) = reliability_svg(&input.reliability)? {
-        blocks.push(Block::Heading("Calibration".into()));
-        blocks.push(Block::Figure {
+        blocks.push(Element::Heading("Calibration".into()));
+        blocks.push(Element::Figure {
             file: "reliability.svg",
             alt: "Reliability diagram",
             caption: RELIABILITY_CAPTION,
@@ -197,8 +197,8 @@ fn blocks(input: &ReportInput) -> Result<Vec<Block<'_>>, ReportError> {
         });
     }
     if let Some(svg) = curves_svg(&ROC, &input.roc)? {
-        blocks.push(Block::Heading("Ranking".into()));
-        blocks.push(Block::Figure {
+        blocks.push(Element::Heading("Ranking".into()));
+        blocks.push(Element::Figure {
             file: "roc.svg",
             alt: "ROC curves",
             caption: ROC_CAPTION,
@@ -206,8 +206,8 @@ fn blocks(input: &ReportInput) -> Result<Vec<Block<'_>>, ReportError> {
         });
     }
     if let Some(svg) = curves_svg(&GAINS, &input.gains)? {
-        blocks.push(Block::Heading("Cumulative gains".into()));
-        blocks.push(Block::Figure {
+        blocks.push(Element::Heading("Cumulative gains".into()));
+        blocks.push(Element::Figure {
             file: "gains.svg",
             alt: "Cumulative gains curves",
             caption: GAINS_CAPTION,
@@ -215,8 +215,8 @@ fn blocks(input: &ReportInput) -> Result<Vec<Block<'_>>, ReportError> {
         });
     }
     if let Some(confusion) = input.confusion.as_ref().filter(|c| !c.labels.is_empty()) {
-        blocks.push(Block::Heading("Plan choice".into()));
-        blocks.push(Block::Figure {
+        blocks.push(Element::Heading("Plan choice".into()));
+        blocks.push(Element::Figure {
             file: "confusion.svg",
             alt: "Plan-choice confusion matrix",
             caption: CONFUSION_CAPTION,
@@ -225,8 +225,8 @@ fn blocks(input: &ReportInput) -> Result<Vec<Block<'_>>, ReportError> {
         blocks.push(confusion_table(confusion));
     }
     for table in &input.tables {
-        blocks.push(Block::Heading(table.title.clone()));
-        blocks.push(Block::Table {
+        blocks.push(Element::Heading(table.title.clone()));
+        blocks.push(Element::Table {
             columns: table.columns.clone(),
             rows: table.rows.clone(),
         });
@@ -235,7 +235,7 @@ fn blocks(input: &ReportInput) -> Result<Vec<Block<'_>>, ReportError> {
 }
 
 /// The confusion matrix as counts, with row totals.
-fn confusion_table(confusion: &Confusion) -> Block<'static> {
+fn confusion_table(confusion: &Confusion) -> Element<'static> {
     let mut columns = vec!["actual \\ predicted".to_string()];
     columns.extend(confusion.labels.iter().cloned());
     columns.push("total".into());
@@ -253,7 +253,7 @@ fn confusion_table(confusion: &Confusion) -> Block<'static> {
             cells
         })
         .collect();
-    Block::Table { columns, rows }
+    Element::Table { columns, rows }
 }
 
 /// `counts[row][col]`, with anything missing or meaningless read as 0.
@@ -332,25 +332,25 @@ fn rectangular(columns: &[String], rows: &[Vec<String>]) -> (Vec<String>, Vec<Ve
 // ---------------------------------------------------------------------------
 // Markdown.
 
-fn markdown(title: &str, blocks: &[Block<'_>]) -> String {
+fn markdown(title: &str, blocks: &[Element<'_>]) -> String {
     let mut md = format!("# {}\n\n", md_escape(title));
     for block in blocks {
         match block {
-            Block::Heading(text) => {
+            Element::Heading(text) => {
                 let _ = writeln!(md, "## {}\n", md_escape(text));
             }
-            Block::About(lines) => {
+            Element::About(lines) => {
                 for (key, value) in lines.iter() {
                     let _ = writeln!(md, "- **{}**: {}", md_escape(key), md_escape(value));
                 }
                 md.push('\n');
             }
-            Block::Figure {
+            Element::Figure {
                 file, alt, caption, ..
             } => {
                 let _ = writeln!(md, "![{alt}]({file})\n\n*{caption}*\n");
             }
-            Block::Table { columns, rows } => {
+            Element::Table { columns, rows } => {
                 let (columns, rows) = rectangular(columns, rows);
                 if columns.is_empty() {
                     continue;
@@ -417,7 +417,7 @@ figure svg{max-width:100%;height:auto;display:block}
 figcaption{color:#444;font-size:.92rem;max-width:50rem;margin-top:.4rem}
 ";
 
-fn html(title: &str, blocks: &[Block<'_>]) -> String {
+fn html(title: &str, blocks: &[Element<'_>]) -> String {
     let title = html_escape(title);
     let mut out = format!(
         "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n\
@@ -427,10 +427,10 @@ fn html(title: &str, blocks: &[Block<'_>]) -> String {
     );
     for block in blocks {
         match block {
-            Block::Heading(text) => {
+            Element::Heading(text) => {
                 let _ = writeln!(out, "<h2>{}</h2>", html_escape(text));
             }
-            Block::About(lines) => {
+            Element::About(lines) => {
                 out.push_str("<dl class=\"about\">\n");
                 for (key, value) in lines.iter() {
                     let _ = writeln!(
@@ -442,7 +442,7 @@ fn html(title: &str, blocks: &[Block<'_>]) -> String {
                 }
                 out.push_str("</dl>\n");
             }
-            Block::Figure { caption, svg, .. } => {
+            Element::Figure { caption, svg, .. } => {
                 let _ = writeln!(
                     out,
                     "<figure>\n{}\n<figcaption>{}</figcaption>\n</figure>",
@@ -450,7 +450,7 @@ fn html(title: &str, blocks: &[Block<'_>]) -> String {
                     html_escape(caption)
                 );
             }
-            Block::Table { columns, rows } => {
+            Element::Table { columns, rows } => {
                 let (columns, rows) = rectangular(columns, rows);
                 if columns.is_empty() {
                     continue;
@@ -1338,7 +1338,7 @@ mod tests {
                     .collect()
             })
             .collect();
-        let per_product = Table {
+        let per_product = ReportTable {
             title: "Per product".into(),
             columns: ["Product", "Rows", "Base rate", "AUC", "Log loss", "ECE"]
                 .map(String::from)
@@ -1357,7 +1357,7 @@ mod tests {
                 })
                 .collect(),
         };
-        let per_segment = Table {
+        let per_segment = ReportTable {
             title: "Per segment".into(),
             columns: ["Segment", "Rows", "AUC", "Note"]
                 .map(String::from)

@@ -462,12 +462,12 @@ impl SweepReport {
 }
 
 /// The sweep directory, locked: its paths, and the lock its trials inherit.
-struct Layout<'a> {
+struct SweepDir<'a> {
     out: &'a Path,
     lock: &'a File,
 }
 
-impl Layout<'_> {
+impl SweepDir<'_> {
     fn run_dir(&self, name: &str) -> PathBuf {
         self.out.join("trials").join(name)
     }
@@ -523,7 +523,7 @@ pub fn run(options: &SweepOptions, trials: &[Trial]) -> Result<SweepReport, Swee
         fs::create_dir_all(&dir).map_err(|e| SweepError::io(&dir, e))?;
     }
     let lock = lock(out)?;
-    let layout = Layout { out, lock: &lock };
+    let layout = SweepDir { out, lock: &lock };
     record_sweep(options, trials)?;
 
     let mut results = Vec::with_capacity(trials.len());
@@ -682,7 +682,7 @@ fn read_result(path: &Path) -> Result<Option<Value>, SweepError> {
 /// child at a time; progress is printed here, in the calling thread.
 fn run_pending(
     options: &SweepOptions,
-    layout: &Layout<'_>,
+    layout: &SweepDir<'_>,
     pending: &[&Trial],
 ) -> Result<Vec<TrialResult>, SweepError> {
     let next = AtomicUsize::new(0);
@@ -765,7 +765,7 @@ fn format_metric(metric: Option<f64>) -> String {
 /// files; everything the child does wrong is a [`TrialStatus::Failed`].
 fn run_trial(
     options: &SweepOptions,
-    layout: &Layout<'_>,
+    layout: &SweepDir<'_>,
     trial: &Trial,
 ) -> Result<TrialResult, SweepError> {
     let run_dir = layout.run_dir(&trial.name);
@@ -945,7 +945,7 @@ fn metric_value(summary: &Value, metric: &str) -> Option<f64> {
 fn check_metric(
     metric: &str,
     results: &[TrialResult],
-    layout: &Layout<'_>,
+    layout: &SweepDir<'_>,
 ) -> Result<(), SweepError> {
     let mut finished = results
         .iter()

@@ -1,7 +1,7 @@
 //! The network: a shared user encoder with a conversion head and a
 //! plan-choice head, in burn alone. [`config`] is its shape (saved in the
 //! checkpoint), [`inputs`] turns feature arrays into its input tensors,
-//! [`network`] holds the layers, [`plain`] is the same forward pass on plain
+//! [`network`] holds the layers, [`few_rows`] is the same forward pass on plain
 //! arrays for a few rows, and [`device`] picks where tensors live. Training
 //! lives in `train`.
 
@@ -9,9 +9,9 @@ pub mod config;
 pub mod device;
 #[cfg(feature = "train")]
 mod dropout;
+pub mod few_rows;
 pub mod inputs;
 pub mod network;
-pub mod plain;
 
 pub use config::NetworkConfig;
 #[cfg(feature = "train")]

@@ -487,9 +487,9 @@ impl Network {
 
     /// The weights as plain arrays for the few-row scoring path, or `None`
     /// where that path does not apply (GELU, which it does not implement).
-    pub fn plain(&self, config: &NetworkConfig) -> Option<super::plain::PlainNetwork> {
-        (config.activation == ActivationKind::Relu).then(|| super::plain::PlainNetwork {
-            members: self.members.iter().map(|m| m.plain(config)).collect(),
+    pub fn few_rows(&self, config: &NetworkConfig) -> Option<super::few_rows::FewRowNetwork> {
+        (config.activation == ActivationKind::Relu).then(|| super::few_rows::FewRowNetwork {
+            members: self.members.iter().map(|m| m.few_rows(config)).collect(),
         })
     }
 }
@@ -511,8 +511,8 @@ fn mean<const D: usize>(tensors: impl Iterator<Item = Tensor<D>>) -> Tensor<D> {
 
 impl Member {
     /// The weights as plain arrays for the few-row scoring path.
-    fn plain(&self, config: &NetworkConfig) -> super::plain::PlainMember {
-        use super::plain::{Dense, PlainMember};
+    fn few_rows(&self, config: &NetworkConfig) -> super::few_rows::FewRowMember {
+        use super::few_rows::{Dense, FewRowMember};
         let values = |t: Tensor<2>| super::inputs::to_vec(t);
         let vector = |t: Tensor<1>| super::inputs::to_vec(t);
         let dense = |linear: &Linear, norm: Option<&LayerNorm>, relu: bool| {
@@ -545,7 +545,7 @@ impl Member {
         let table = |e: &Option<Embedding>| e.as_ref().map(|e| values(e.weight.val()));
         let layout = super::inputs::Layout::new(config);
         let (embedded_offsets, context_offsets) = layout.offsets();
-        PlainMember {
+        FewRowMember {
             numeric_width: config.numeric_width,
             embedding_dim: config.embedding_dim,
             offer_dim: config.offer_dim,

@@ -19,7 +19,7 @@ use crate::data::{DataError, shard, source};
 use crate::evaluation::metrics::{
     BinaryMetrics, BinarySummary, Binning, ECE_BINS, PlanMetrics, PlanSummary,
 };
-use crate::evaluation::report::{Confusion, Curve, ReliabilityBin, ReportInput, Table};
+use crate::evaluation::report::{Confusion, Curve, ReliabilityBin, ReportInput, ReportTable};
 use crate::scoring::Scorer;
 use crate::{Error, Result};
 
@@ -431,7 +431,7 @@ impl Evaluation {
                 fmt(m.ece_equal_count, 5),
             ]
         };
-        let mut tables = vec![Table {
+        let mut tables = vec![ReportTable {
             title: "Conversion by offered product".to_string(),
             columns: std::iter::once("product")
                 .chain(binary_columns)
@@ -456,7 +456,7 @@ impl Evaluation {
             if s.plan.is_some() {
                 columns.push("plan accuracy".to_string());
             }
-            tables.push(Table {
+            tables.push(ReportTable {
                 title: format!("Segments by {column}"),
                 columns,
                 rows: s

@@ -22,7 +22,7 @@ const CPU_CHUNK: usize = 512;
 const GPU_CHUNK: usize = 16_384;
 /// Batches up to this many rows take the plain path on a GPU machine: below
 /// it, the dispatch latency of a GPU pass costs more than the CPU's work.
-const GPU_PLAIN_MAX_ROWS: usize = 128;
+const GPU_FEW_ROWS_MAX: usize = 128;
 
 /// Scores of a batch of rows, row-major.
 #[derive(Debug, Clone, PartialEq)]
@@ -55,9 +55,9 @@ pub struct Scorer {
     /// The manifest's calibration, or the identity for older checkpoints.
     calibration: Calibration,
     /// The weights as plain arrays, for batches of a few rows.
-    plain: Option<crate::model::plain::PlainNetwork>,
+    few_rows: Option<crate::model::few_rows::FewRowNetwork>,
     /// Batches up to this many rows take the plain path.
-    plain_max_rows: usize,
+    few_rows_max: usize,
     /// Rows per pass through burn.
     chunk: usize,
     network: Network,
@@ -85,11 +85,11 @@ impl Scorer {
         let network = network.valid();
         let cpu = crate::model::device::is_cpu(device);
         Scorer {
-            plain: network.plain(&manifest.network),
-            plain_max_rows: if cpu {
-                crate::model::plain::PLAIN_MAX_ROWS
+            few_rows: network.few_rows(&manifest.network),
+            few_rows_max: if cpu {
+                crate::model::few_rows::FEW_ROWS_MAX
             } else {
-                GPU_PLAIN_MAX_ROWS
+                GPU_FEW_ROWS_MAX
             },
             chunk: if cpu { CPU_CHUNK } else { GPU_CHUNK },
             calibration: manifest
@@ -148,12 +148,12 @@ impl Scorer {
             p_convert: Vec::with_capacity(features.rows * self.manifest.network.products.max(1)),
             p_plan: Vec::new(),
         };
-        if let Some(plain) = self
-            .plain
+        if let Some(few_rows) = self
+            .few_rows
             .as_ref()
-            .filter(|_| features.rows <= self.plain_max_rows)
+            .filter(|_| features.rows <= self.few_rows_max)
         {
-            self.score_plain(plain, features, &mut scores);
+            self.score_few_rows(few_rows, features, &mut scores);
             return scores;
         }
         let mut start = 0;
@@ -198,9 +198,9 @@ impl Scorer {
     }
 
     /// [`score_features`](Self::score_features) through the plain path.
-    fn score_plain(
+    fn score_few_rows(
         &self,
-        plain: &crate::model::plain::PlainNetwork,
+        few_rows: &crate::model::few_rows::FewRowNetwork,
         features: &Features,
         scores: &mut Scores,
     ) {
@@ -208,7 +208,7 @@ impl Scorer {
         let (mut logits, mut plan) = (Vec::new(), Vec::new());
         for row in 0..features.rows {
             logits.clear();
-            plain.score_row(features, row, &mut logits, &mut plan);
+            few_rows.score_row(features, row, &mut logits, &mut plan);
             scores.p_convert.extend(
                 logits
                     .iter()
@@ -489,11 +489,11 @@ mod tests {
 
     /// A few rows take the plain path, more rows burn's: the same scores.
     #[test]
-    fn the_plain_path_matches_burn() {
+    fn the_few_row_path_matches_burn() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("checkpoints/demo");
         let scorer = Scorer::load(&dir).unwrap();
-        assert!(scorer.plain.is_some());
-        let rows: Vec<HashMap<String, Value<'_>>> = (0..crate::model::plain::PLAIN_MAX_ROWS + 1)
+        assert!(scorer.few_rows.is_some());
+        let rows: Vec<HashMap<String, Value<'_>>> = (0..crate::model::few_rows::FEW_ROWS_MAX + 1)
             .map(|i| {
                 let mut record = HashMap::new();
                 record.insert("tenure_months".into(), Value::Number(i as f64 * 3.0));

@@ -9,7 +9,7 @@ mod run;
 mod step;
 
 pub use record::{EpochMetrics, TrainSummary};
-pub use run::{Evaluation, Outcome, Run, TrainData, evaluate};
+pub use run::{Outcome, Run, TrainData, ValidationMetrics, evaluate};
 pub use step::learning_rate;
 
 use std::path::{Path, PathBuf};

@@ -464,12 +464,12 @@ fn progress_bar(visible: bool, total: u64) -> indicatif::ProgressBar {
 }
 
 /// Validation metrics of a network on a batch.
-pub struct Evaluation {
+pub struct ValidationMetrics {
     pub conversion: crate::evaluation::metrics::BinarySummary,
     pub plan: Option<crate::evaluation::metrics::PlanSummary>,
 }
 
-impl Evaluation {
+impl ValidationMetrics {
     fn plan_log_loss(&self) -> Option<f64> {
         self.plan.as_ref().and_then(|p| p.log_loss)
     }
@@ -477,7 +477,12 @@ impl Evaluation {
 
 /// Scores `batch` with an inference-mode network and summarises the
 /// conversion head (on each row's own offer) and the plan head.
-pub fn evaluate(network: &Network, layout: &Layout, batch: &Batch, device: &Device) -> Evaluation {
+pub fn evaluate(
+    network: &Network,
+    layout: &Layout,
+    batch: &Batch,
+    device: &Device,
+) -> ValidationMetrics {
     let mut conversion = BinaryMetrics::default();
     let mut plan = PlanMetrics::default();
     let rows = batch.features.rows;
@@ -503,7 +508,7 @@ pub fn evaluate(network: &Network, layout: &Layout, batch: &Batch, device: &Devi
             );
         }
     }
-    Evaluation {
+    ValidationMetrics {
         conversion: conversion.finish(),
         plan: network.has_plan_head().then(|| plan.finish()),
     }

@@ -7,7 +7,7 @@
 //! compiler vectorises, no allocation beyond a few scratch vectors, and one
 //! saving burn's graph cannot see: the first tower layer's user and context
 //! part is computed once per row, not once per product. [`Scorer`] uses it
-//! for batches of up to [`PLAIN_MAX_ROWS`] rows (more on a GPU machine) and
+//! for batches of up to [`FEW_ROWS_MAX`] rows (more on a GPU machine) and
 //! burn for larger ones;
 //! the two agree to rounding (tested).
 //!
@@ -17,7 +17,7 @@ use crate::preprocess::Features;
 
 /// Batches up to this many rows take the plain path on a CPU (beyond it,
 /// burn's batched products are faster per row).
-pub const PLAIN_MAX_ROWS: usize = 8;
+pub const FEW_ROWS_MAX: usize = 8;
 
 /// Layer normalisation's epsilon (burn's default, which the network uses).
 const LAYER_NORM_EPSILON: f32 = 1e-5;
@@ -96,11 +96,11 @@ fn softmax(v: &mut [f32]) {
 /// The network's weights as plain arrays (see the module documentation):
 /// its members, whose logits are averaged.
 #[derive(Debug, Clone)]
-pub struct PlainNetwork {
-    pub members: Vec<PlainMember>,
+pub struct FewRowNetwork {
+    pub members: Vec<FewRowMember>,
 }
 
-impl PlainNetwork {
+impl FewRowNetwork {
     /// Conversion logits of row `row` for every product (one without
     /// offers) appended to `conversion`, and its plan logits to `plan`
     /// (nothing without a plan head): the members' means.
@@ -145,7 +145,7 @@ fn add(total: &mut [f32], values: &[f32]) {
 
 /// One member's weights as plain arrays.
 #[derive(Debug, Clone)]
-pub struct PlainMember {
+pub struct FewRowMember {
     pub numeric_width: usize,
     pub embedding_dim: usize,
     pub offer_dim: usize,
@@ -171,7 +171,7 @@ pub struct PlainMember {
     pub plan_uses_offer: bool,
 }
 
-impl PlainMember {
+impl FewRowMember {
     /// The users seen by the conversion and the plan task.
     fn encode(&self, features: &Features, row: usize) -> (Vec<f32>, Vec<f32>) {
         let width = self.numeric_width;
