@@ -9,15 +9,16 @@ mod run;
 mod step;
 
 pub use record::{EpochMetrics, TrainSummary};
+pub use run::replicas;
 pub use run::{Outcome, Run, TrainData, ValidationMetrics, evaluate};
-pub use step::learning_rate;
+pub use step::{ipw_scale, learning_rate};
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::config::{Config, DeviceSpec, Sharing, TaskWeighting, TrainConfig};
+use crate::config::{Config, Sharing, TaskWeighting};
 use crate::data::{self, Batch};
-use crate::model::device::{self, Device};
+use crate::model::device::Device;
 use crate::model::inputs::Layout;
 use crate::model::{Network, NetworkConfig};
 use crate::preprocess::Preprocessor;
@@ -81,28 +82,6 @@ pub fn network_config(config: &Config, pre: &Preprocessor) -> NetworkConfig {
         wide: model.wide,
         members: model.members,
     }
-}
-
-/// The training replicas' devices (for inference; the first holds the
-/// weights): one per `train.devices` entry, or `backend`'s device.
-pub fn replicas(train: &TrainConfig) -> Result<Vec<Device>> {
-    if train.devices.is_empty() {
-        return Ok(vec![device::device(train.backend)?]);
-    }
-    train
-        .devices
-        .iter()
-        .map(|spec| {
-            let spec = spec.parse::<DeviceSpec>().map_err(|reason| {
-                crate::config::ConfigError::Invalid {
-                    origin: "config".into(),
-                    field: "train.devices".into(),
-                    reason,
-                }
-            })?;
-            device::from_spec(spec)
-        })
-        .collect()
 }
 
 /// Trains on the data `config` names (or the built-in synthetic data) and
@@ -310,18 +289,4 @@ pub fn logits(
         }
     }
     (conversion, plan)
-}
-
-/// The factor that brings the inverse-propensity weights of the conversion
-/// loss, `w / propensity` capped at `clip` times the row weight, to the row
-/// weights' sum (so the loss keeps its scale, and the learning rate its
-/// meaning).
-pub fn ipw_scale(weights: &[f32], propensity: &[f32], clip: f64) -> f64 {
-    let raw: f64 = weights
-        .iter()
-        .zip(propensity)
-        .map(|(&w, &p)| f64::from(w) * (1.0 / f64::from(p)).min(clip))
-        .sum();
-    let total: f64 = weights.iter().map(|&w| f64::from(w)).sum();
-    total / raw.max(f64::MIN_POSITIVE)
 }

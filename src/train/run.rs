@@ -1,9 +1,8 @@
 //! The epoch loop: training batches, validation, early stopping, the best
 //! weights kept, and the resume state saved as it goes.
 
-use super::ipw_scale;
 use super::record::EpochMetrics;
-use super::step::{Stepper, plan_share};
+use super::step::{Stepper, ipw_scale, plan_share};
 use crate::config::Config;
 use crate::data::Batch;
 use crate::evaluation::metrics::{BinaryMetrics, PlanMetrics};
@@ -150,7 +149,7 @@ impl<'a> Run<'a> {
         let replicas = if cfg.devices.is_empty() {
             vec![self.device.clone()]
         } else {
-            super::replicas(cfg)?
+            replicas(cfg)?
         };
         let mut stepper = Stepper {
             cfg,
@@ -512,4 +511,26 @@ pub fn evaluate(
         conversion: conversion.finish(),
         plan: network.has_plan_head().then(|| plan.finish()),
     }
+}
+
+/// The training replicas' devices (for inference; the first holds the
+/// weights): one per `train.devices` entry, or `backend`'s device.
+pub fn replicas(train: &crate::config::TrainConfig) -> Result<Vec<Device>> {
+    if train.devices.is_empty() {
+        return Ok(vec![crate::model::device::device(train.backend)?]);
+    }
+    train
+        .devices
+        .iter()
+        .map(|spec| {
+            let spec = spec
+                .parse::<crate::config::DeviceSpec>()
+                .map_err(|reason| crate::config::ConfigError::Invalid {
+                    origin: "config".into(),
+                    field: "train.devices".into(),
+                    reason,
+                })?;
+            crate::model::device::from_spec(spec)
+        })
+        .collect()
 }

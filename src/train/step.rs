@@ -484,3 +484,17 @@ fn clip_member(network: &Member, grads: GradientsParams, max_norm: f64) -> Gradi
     });
     grads
 }
+
+/// The factor that brings the inverse-propensity weights of the conversion
+/// loss, `w / propensity` capped at `clip` times the row weight, to the row
+/// weights' sum (so the loss keeps its scale, and the learning rate its
+/// meaning).
+pub fn ipw_scale(weights: &[f32], propensity: &[f32], clip: f64) -> f64 {
+    let raw: f64 = weights
+        .iter()
+        .zip(propensity)
+        .map(|(&w, &p)| f64::from(w) * (1.0 / f64::from(p)).min(clip))
+        .sum();
+    let total: f64 = weights.iter().map(|&w| f64::from(w)).sum();
+    total / raw.max(f64::MIN_POSITIVE)
+}

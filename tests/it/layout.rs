@@ -290,6 +290,21 @@ fn load() -> (Tree, BTreeMap<Module, BTreeSet<Module>>, String) {
                 targets.insert(target);
             }
         }
+        // A module names its own children without a prefix (`use child::X`).
+        let children = tree
+            .modules
+            .keys()
+            .filter(|m| m.len() == module.len() + 1 && m.starts_with(module));
+        for child in children {
+            let name = format!("{}::", child.last().unwrap());
+            let named = text.match_indices(&name).any(|(at, _)| {
+                let before = text[..at].chars().next_back();
+                !before.is_some_and(|c| c.is_alphanumeric() || c == '_' || c == ':')
+            });
+            if named {
+                targets.insert(child.clone());
+            }
+        }
     }
     let lib = std::fs::read_to_string(src.join("lib.rs")).unwrap();
     (tree, edges, lib)
