@@ -222,7 +222,7 @@ pub enum ReportError {
 }
 
 /// Everything that can stop a sweep. A failed trial is not an error: it is
-/// reported in [`SweepReport`].
+/// reported in [`SweepReport`](crate::experiment::sweep::SweepReport).
 #[cfg(feature = "cli")]
 #[derive(Debug, thiserror::Error)]
 pub enum SweepError {

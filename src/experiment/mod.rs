@@ -1,5 +1,5 @@
 //! Running many experiments: [`sweep`]s of `upsell train` over a grid,
-//! [`tracking`] in MLflow, and the throughput [`bench`]marks.
+//! [`tracking`] in MLflow, and the throughput benchmarks ([`bench`](mod@bench)).
 
 #[cfg(feature = "train")]
 pub mod bench;

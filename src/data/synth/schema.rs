@@ -121,7 +121,7 @@ pub const LOGGING_EPSILON: f64 = 0.06;
 /// drawn from their own affinities.
 pub const OFFER_STICKINESS: f64 = 0.7;
 
-/// The config that trains on a log written by [`write()`]: every column with
+/// The config that trains on a log written by [`write()`](super::write): every column with
 /// its role, the products with their values, `data.train = "exposures"`
 /// (relative to the config file), a random split, `log1p` on the
 /// heavy-tailed columns and `region_id` hashed into [`REGION_BUCKETS`]

@@ -83,7 +83,7 @@ pub enum TrialStatus {
 /// One trial's outcome.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct TrialResult {
-    /// The trial, as given to [`run`].
+    /// The trial, as given to [`run`](super::run).
     pub trial: Trial,
     /// How it ended.
     pub status: TrialStatus,
@@ -134,7 +134,7 @@ pub(super) fn exit_label(code: Option<i32>) -> String {
 pub struct SweepReport {
     /// The sweep directory.
     pub out: PathBuf,
-    /// The metric the trials are ranked by ([`SweepOptions::metric`]).
+    /// The metric the trials are ranked by ([`SweepOptions::metric`](super::SweepOptions::metric)).
     pub metric: String,
     /// Whether lower or higher ranks first.
     pub goal: Goal,
