@@ -245,12 +245,12 @@ fn the_default_config_shows_the_real_defaults() {
     assert_eq!(config.products, upsell::data::synth::config().products);
 }
 
-/// Every "Default X" in a field's doc comment in src/config.rs names the
+/// Every "Default X" in a field's doc comment in src/config/sections.rs names the
 /// value `Default` gives it, so the docs cannot drift from the code (and,
 /// by the test above, from configs/default.toml).
 #[test]
 fn the_documented_defaults_are_the_real_ones() {
-    let source = std::fs::read_to_string(repo().join("src/config.rs")).unwrap();
+    let source = std::fs::read_to_string(repo().join("src/config/sections.rs")).unwrap();
     use upsell::config::{DataConfig, ModelConfig, PolicyConfig, PreprocessConfig, TrainConfig};
     let sections = [
         (
@@ -334,7 +334,7 @@ fn the_documented_defaults_are_the_real_ones() {
             };
             assert!(
                 ok,
-                "src/config.rs: {section}.{field} is documented as \"Default {said}\" but defaults to {value:?}"
+                "src/config/sections.rs: {section}.{field} is documented as \"Default {said}\" but defaults to {value:?}"
             );
             checked += 1;
         }
