@@ -409,86 +409,6 @@ fn main() -> ExitCode {
     }
 }
 
-/// Runs `train` (a new or a resumed run) while logging to an MLflow server.
-/// The server must be reachable at the start; later logging failures are
-/// reported on stderr and do not stop training (the local run directory has
-/// everything), and the run is marked FAILED if training fails.
-fn tracked(
-    config: &Config,
-    run_dir: &std::path::Path,
-    uri: &str,
-    experiment: &str,
-    train: impl FnOnce(
-        &mut dyn FnMut(&upsell::train::EpochMetrics),
-    ) -> upsell::Result<upsell::train::TrainSummary>,
-) -> anyhow::Result<upsell::train::TrainSummary> {
-    use upsell::experiment::tracking::{RunStatus, Tracker, flatten_params};
-    let params = flatten_params(&serde_json::to_value(config)?);
-    let name = run_dir.file_name().map_or_else(
-        || "upsell".to_string(),
-        |n| n.to_string_lossy().into_owned(),
-    );
-    let tracker = Tracker::start(uri, experiment, &name, &params).map_err(upsell::Error::from)?;
-    let mut failures = 0usize;
-    let mut warn = |what: &str, e: upsell::experiment::tracking::TrackingError| {
-        failures += 1;
-        eprintln!("warning: MLflow {what}: {e}");
-    };
-    let mut on_epoch = |line: &upsell::train::EpochMetrics| {
-        let metrics = numeric_fields(&serde_json::to_value(line).expect("metrics serialise"));
-        if let Err(e) = tracker.log_metrics(line.epoch as i64, &metrics) {
-            warn("metrics", e);
-        }
-    };
-    let outcome = train(&mut on_epoch);
-    let summary = match outcome {
-        Ok(summary) => summary,
-        Err(e) => {
-            let _ = tracker.finish(RunStatus::Failed);
-            return Err(e.into());
-        }
-    };
-    if let Some(calibration) = &summary.calibration {
-        let metrics = numeric_fields(&serde_json::to_value(calibration)?)
-            .into_iter()
-            .map(|(k, v)| (format!("calibration.{k}"), v))
-            .collect::<Vec<_>>();
-        if let Err(e) = tracker.log_metrics(summary.best.epoch as i64, &metrics) {
-            warn("metrics", e);
-        }
-    }
-    for (local, artifact) in [("report", "report"), ("checkpoint", "checkpoint")] {
-        if let Err(e) = tracker.log_artifacts(&run_dir.join(local), artifact) {
-            warn("artifacts", e);
-        }
-    }
-    for file in ["metrics.jsonl", "config.toml"] {
-        if let Err(e) = tracker.log_artifact(&run_dir.join(file), file) {
-            warn("artifacts", e);
-        }
-    }
-    if let Err(e) = tracker.finish(RunStatus::Finished) {
-        warn("run status", e);
-    }
-    if failures > 0 {
-        eprintln!(
-            "warning: {failures} MLflow request(s) failed; the run directory {} has everything",
-            run_dir.display()
-        );
-    }
-    Ok(summary)
-}
-
-/// The numeric top-level fields of a JSON object, as MLflow metrics.
-fn numeric_fields(value: &serde_json::Value) -> Vec<(String, f64)> {
-    value
-        .as_object()
-        .into_iter()
-        .flatten()
-        .filter_map(|(k, v)| v.as_f64().map(|v| (k.clone(), v)))
-        .collect()
-}
-
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Synth(args) => {
@@ -565,7 +485,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let summary = match &args.tracking_uri {
                 None => train(&mut |_| {})?,
-                Some(uri) => tracked(&config, &run_dir, uri, &args.experiment, train)?,
+                Some(uri) => upsell::experiment::tracking::track_training(
+                    &config,
+                    &run_dir,
+                    uri,
+                    &args.experiment,
+                    train,
+                )?,
             };
             println!("{}", serde_json::to_string(&summary)?);
         }
@@ -658,21 +584,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             // Validate the config and every override once, before any trial.
             args.config
                 .load_edited(|config| args.paths.apply_with(config, args.backend))?;
-            let mut base_args: Vec<std::ffi::OsString> = vec!["train".into()];
-            if let Some(config) = &args.config.config {
-                base_args.extend(["--config".into(), config.clone().into_os_string()]);
-            }
-            for (flag, path) in [("--data", &args.paths.data), ("--valid", &args.paths.valid)] {
-                if let Some(path) = path {
-                    base_args.extend([flag.into(), path.clone().into_os_string()]);
-                }
-            }
-            if let Some(backend) = &args.backend {
-                base_args.extend(["--backend".into(), backend.to_string().into()]);
-            }
-            for setting in &args.config.overrides {
-                base_args.extend(["--set".into(), setting.into()]);
-            }
+            let base_args = upsell::experiment::sweep::train_args(
+                args.config.config.as_deref(),
+                args.paths.data.as_deref(),
+                args.paths.valid.as_deref(),
+                args.backend,
+                &args.config.overrides,
+            );
             let grid = args
                 .grid
                 .iter()

@@ -23,7 +23,7 @@ mod runner;
 pub use crate::error::SweepError;
 pub use grid::{MAX_FULL_GRID, Trial, parse_grid, trials};
 pub use results::{Goal, SweepReport, TrialResult, TrialStatus};
-pub use runner::{SweepOptions, run};
+pub use runner::{SweepOptions, run, train_args};
 
 #[cfg(all(test, unix))]
 mod tests {

@@ -541,3 +541,27 @@ pub(super) fn check_metric(
         available,
     })
 }
+
+/// The `upsell train` arguments every trial shares (its overrides follow):
+/// the sweep's own config file, data paths, backend and `--set` overrides.
+pub fn train_args(
+    config: Option<&Path>,
+    data: Option<&Path>,
+    valid: Option<&Path>,
+    backend: Option<crate::config::BackendKind>,
+    overrides: &[String],
+) -> Vec<OsString> {
+    let mut args: Vec<OsString> = vec!["train".into()];
+    for (flag, path) in [("--config", config), ("--data", data), ("--valid", valid)] {
+        if let Some(path) = path {
+            args.extend([flag.into(), path.as_os_str().to_owned()]);
+        }
+    }
+    if let Some(backend) = backend {
+        args.extend(["--backend".into(), backend.to_string().into()]);
+    }
+    for setting in overrides {
+        args.extend(["--set".into(), setting.into()]);
+    }
+    args
+}
