@@ -1,0 +1,155 @@
+//! The Open Inference Protocol ("KServe v2") REST API: health, metadata
+//! and `infer`.
+
+use super::request::*;
+use super::state::AppState;
+use crate::Result;
+use crate::preprocess::Value;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path as UrlPath, State};
+use axum::response::Response;
+use serde_json::{Map, Value as Json, json};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+pub(super) async fn ready(State(state): State<Arc<AppState>>) -> Response {
+    let _ = state.model();
+    json_response(json!({ "ready": true }))
+}
+
+pub(super) async fn server_metadata() -> Response {
+    json_response(json!({
+        "name": "upsell",
+        "version": env!("CARGO_PKG_VERSION"),
+        "extensions": [],
+    }))
+}
+
+pub(super) async fn model_metadata(
+    State(state): State<Arc<AppState>>,
+    UrlPath(name): UrlPath<String>,
+) -> Result<Response, ApiError> {
+    check_name(&state, &name)?;
+    let model = state.model();
+    let products = model.scorer.manifest().preprocessor.products.len().max(1);
+    let inputs: Vec<Json> = input_types(&model)
+        .into_iter()
+        .map(|(name, datatype)| json!({ "name": name, "datatype": datatype, "shape": [-1, 1] }))
+        .collect();
+    let mut outputs =
+        vec![json!({ "name": "p_convert", "datatype": "FP32", "shape": [-1, products] })];
+    if model.scorer.manifest().network.products > 0 {
+        outputs.push(json!({ "name": "p_plan", "datatype": "FP32", "shape": [-1, products] }));
+    }
+    Ok(json_response(json!({
+        "name": state.name,
+        "versions": [model.version()],
+        "platform": "upsell",
+        "inputs": inputs,
+        "outputs": outputs,
+        "parameters": {
+            "products": model.scorer.manifest().preprocessor.products.iter().map(|p| &p.name).collect::<Vec<_>>(),
+        },
+    })))
+}
+
+pub(super) async fn model_ready(
+    State(state): State<Arc<AppState>>,
+    UrlPath(name): UrlPath<String>,
+) -> Result<Response, ApiError> {
+    check_name(&state, &name)?;
+    Ok(json_response(json!({ "name": name, "ready": true })))
+}
+
+pub(super) async fn infer(
+    State(state): State<Arc<AppState>>,
+    UrlPath(name): UrlPath<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    check_name(&state, &name)?;
+    let request = parse_body(body)?;
+    let model = state.model();
+    let inputs = request
+        .get("inputs")
+        .and_then(Json::as_array)
+        .ok_or_else(|| ApiError::bad("the request needs an \"inputs\" array"))?;
+    let mut columns: HashMap<String, Vec<&Json>> = HashMap::new();
+    for (i, input) in inputs.iter().enumerate() {
+        let name = input
+            .get("name")
+            .and_then(Json::as_str)
+            .ok_or_else(|| ApiError::bad(format!("inputs[{i}] has no \"name\"")))?;
+        let data = input
+            .get("data")
+            .ok_or_else(|| ApiError::bad(format!("input {name:?} has no \"data\"")))?;
+        let mut values = Vec::new();
+        flatten(data, &mut values);
+        columns.insert(name.to_string(), values);
+    }
+    let pre = &model.scorer.manifest().preprocessor;
+    let rows = columns.values().map(Vec::len).max().unwrap_or(0);
+    batch_size(rows, &state.limits)?;
+    for (column, _) in input_types(&model) {
+        let is_offer = pre.offer.as_deref() == Some(column.as_str());
+        match columns.get(&column) {
+            None if is_offer => {}
+            None => return Err(ApiError::bad(format!("missing input {column:?}"))),
+            Some(values) if values.len() != rows => {
+                return Err(ApiError::bad(format!(
+                    "input {column:?} has {} values; the other inputs have {rows}",
+                    values.len()
+                )));
+            }
+            Some(_) => {}
+        }
+    }
+    let mut typed: HashMap<String, Vec<Value<'_>>> = HashMap::new();
+    for (column, values) in &columns {
+        let mut out = Vec::with_capacity(values.len());
+        for (row, v) in values.iter().enumerate() {
+            let field = format!("input {column:?}, row {row}");
+            let value = to_value(v, &field)?;
+            out.push(value);
+        }
+        typed.insert(column.clone(), out);
+    }
+    let features = model
+        .scorer
+        .transform_columns(&typed)
+        .map_err(|e| ApiError::bad(e.to_string()))?;
+    let with_offer = pre.offer.as_ref().is_some_and(|o| columns.contains_key(o));
+    state
+        .metrics
+        .batch
+        .with_label_values(&["/v2/models/{name}/infer"])
+        .observe(rows as f64);
+    let scoring = model.clone();
+    let mut scores = blocking(move || scoring.scorer.score_features(&features)).await?;
+    if !with_offer {
+        model.scorer.without_offers(&mut scores);
+    }
+    let width = scores.convert_width();
+    let mut outputs = vec![json!({
+        "name": "p_convert",
+        "datatype": "FP32",
+        "shape": [rows, width],
+        "data": scores.p_convert,
+    })];
+    if !scores.p_plan.is_empty() {
+        outputs.push(json!({
+            "name": "p_plan",
+            "datatype": "FP32",
+            "shape": [rows, scores.products.len()],
+            "data": scores.p_plan,
+        }));
+    }
+    let mut response = Map::new();
+    response.insert("model_name".into(), json!(state.name));
+    response.insert("model_version".into(), json!(model.version()));
+    if let Some(id) = request.get("id") {
+        response.insert("id".into(), id.clone());
+    }
+    response.insert("outputs".into(), Json::Array(outputs));
+    Ok(json_response(Json::Object(response)))
+}

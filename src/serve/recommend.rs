@@ -1,0 +1,118 @@
+//! `POST /v1/recommend`: decisions for a batch of users with the
+//! checkpoint's policy.
+
+use super::request::*;
+use super::state::AppState;
+use crate::Result;
+use crate::config::Exploration;
+use crate::preprocess::Value;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::extract::rejection::BytesRejection;
+use axum::response::Response;
+use serde_json::{Value as Json, json};
+use std::collections::HashMap;
+use std::sync::Arc;
+
+pub(super) async fn recommend(
+    State(state): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, ApiError> {
+    let request = parse_body(body)?;
+    let model = state.model();
+    let users = request
+        .get("users")
+        .and_then(Json::as_array)
+        .ok_or_else(|| ApiError::bad("the request needs a \"users\" array"))?;
+    batch_size(users.len(), &state.limits)?;
+    let exploration = match request.get("policy") {
+        None | Some(Json::Null) => model.policy.exploration,
+        Some(Json::String(s)) => s
+            .parse::<Exploration>()
+            .map_err(|e| ApiError::bad(format!("policy {e}")))?,
+        Some(_) => {
+            return Err(ApiError::bad(
+                "\"policy\" must be a string such as \"softmax:0.1\"",
+            ));
+        }
+    };
+    let pre = &model.scorer.manifest().preprocessor;
+    let required: Vec<String> = input_types(&model)
+        .into_iter()
+        .map(|(c, _)| c)
+        .filter(|c| pre.offer.as_deref() != Some(c.as_str()))
+        .collect();
+    let mut records: Vec<HashMap<String, Value<'_>>> = Vec::with_capacity(users.len());
+    let mut ids: Vec<Option<String>> = Vec::with_capacity(users.len());
+    for (i, user) in users.iter().enumerate() {
+        let user = user
+            .as_object()
+            .ok_or_else(|| ApiError::bad(format!("users[{i}] is not an object")))?;
+        let mut record = HashMap::new();
+        for column in &required {
+            let value = user
+                .get(column)
+                .ok_or_else(|| ApiError::bad(format!("users[{i}]: missing feature {column:?}")))?;
+            let field = format!("users[{i}].{column}");
+            let value = to_value(value, &field)?;
+            record.insert(column.clone(), value);
+        }
+        records.push(record);
+        ids.push(match user.get("id") {
+            None | Some(Json::Null) => None,
+            Some(Json::String(s)) => Some(s.clone()),
+            Some(other) => Some(other.to_string()),
+        });
+    }
+    let features = model
+        .scorer
+        .transform_records(&records)
+        .map_err(|e| ApiError::bad(e.to_string()))?;
+    state
+        .metrics
+        .batch
+        .with_label_values(&["/v1/recommend"])
+        .observe(users.len() as f64);
+    let texts: Vec<Vec<(String, Option<String>)>> = users
+        .iter()
+        .map(|user| {
+            model
+                .policy
+                .exclude
+                .iter()
+                .map(|rule| {
+                    let text = user.get(&rule.column).and_then(|v| match v {
+                        Json::String(s) => Some(s.clone()),
+                        Json::Null => None,
+                        other => Some(other.to_string()),
+                    });
+                    (rule.column.clone(), text)
+                })
+                .collect()
+        })
+        .collect();
+    let deciding = model.clone();
+    let decisions = blocking(move || -> Result<Vec<crate::policy::Decision>, String> {
+        let scores = deciding
+            .scorer
+            .user_scores(&features)
+            .map_err(|e| e.to_string())?;
+        let policy = deciding
+            .scorer
+            .policy(deciding.policy.clone(), deciding.seed);
+        let value = |row: usize, column: &str| -> Option<String> {
+            texts[row]
+                .iter()
+                .find(|(c, _)| c == column)
+                .and_then(|(_, v)| v.clone())
+        };
+        Ok(policy.decide(exploration, &scores, &ids, &value))
+    })
+    .await?
+    .map_err(ApiError::bad)?;
+    Ok(json_response(json!({
+        "model_version": model.version(),
+        "policy": exploration.to_string(),
+        "decisions": decisions,
+    })))
+}
