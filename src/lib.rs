@@ -9,14 +9,16 @@
 //! - [`preprocess`]: the fitted transformation of raw columns a checkpoint
 //!   carries, applied row by row; [`policy`]: probabilities to offers;
 //! - [`model`]: the network, in burn alone;
-//! - [`scoring`]: a checkpoint read back and turned into calibrated scores
-//!   (with the four above, this is the lean build, `default-features = false`);
+//! - [`scoring`]: a checkpoint read back and turned into calibrated scores;
+//!   [`api`]: the server's request and response bodies (with the layers
+//!   above, this is the lean build, `default-features = false`);
 //! - `data`: tables and streams with polars, and the synthetic worlds;
 //! - `evaluation`: metrics and reports;
 //! - `offline`: score, recommend, evaluate and estimate policies over files;
 //! - `train`: fitting the network and exporting a checkpoint;
 //! - `experiment`: sweeps, tracking and benchmarks; `serve`: the HTTP server.
 
+pub mod api;
 pub mod atomic;
 pub mod config;
 #[cfg(feature = "data")]

@@ -7,14 +7,14 @@
 //! "no offer" is a candidate worth 0 when contacting has a cost. Plans are
 //! thereby weighed against add-ons by value, not by conversion rate.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
 use crate::config::{EligibilityRule, Exploration, PolicyConfig};
 
 /// One thing the policy may do for a user: an offer in a context, or
 /// nothing.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Candidate {
     /// The product offered; `None` for "no offer".
     pub offer: Option<String>,
@@ -29,7 +29,7 @@ pub struct Candidate {
 }
 
 /// The policy's choice for one user.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Decision {
     pub id: Option<String>,
     /// The chosen offer (`None`: no offer).

@@ -4,12 +4,13 @@
 use super::request::*;
 use super::state::AppState;
 use crate::Result;
+use crate::api::{InferOutput, InferRequest, InferResponse};
 use crate::preprocess::Value;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path as UrlPath, State};
 use axum::response::Response;
-use serde_json::{Map, Value as Json, json};
+use serde_json::{Value as Json, json};
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -68,24 +69,13 @@ pub(super) async fn infer(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
     check_name(&state, &name)?;
-    let request = parse_body(body)?;
+    let request: InferRequest = parse(&body?)?;
     let model = state.model();
-    let inputs = request
-        .get("inputs")
-        .and_then(Json::as_array)
-        .ok_or_else(|| ApiError::bad("the request needs an \"inputs\" array"))?;
     let mut columns: HashMap<String, Vec<&Json>> = HashMap::new();
-    for (i, input) in inputs.iter().enumerate() {
-        let name = input
-            .get("name")
-            .and_then(Json::as_str)
-            .ok_or_else(|| ApiError::bad(format!("inputs[{i}] has no \"name\"")))?;
-        let data = input
-            .get("data")
-            .ok_or_else(|| ApiError::bad(format!("input {name:?} has no \"data\"")))?;
+    for input in &request.inputs {
         let mut values = Vec::new();
-        flatten(data, &mut values);
-        columns.insert(name.to_string(), values);
+        flatten(&input.data, &mut values);
+        columns.insert(input.name.clone(), values);
     }
     let pre = &model.scorer.manifest().preprocessor;
     let rows = columns.values().map(Vec::len).max().unwrap_or(0);
@@ -130,26 +120,27 @@ pub(super) async fn infer(
         model.scorer.without_offers(&mut scores);
     }
     let width = scores.convert_width();
-    let mut outputs = vec![json!({
-        "name": "p_convert",
-        "datatype": "FP32",
-        "shape": [rows, width],
-        "data": scores.p_convert,
-    })];
+    let mut outputs = vec![InferOutput {
+        name: "p_convert".into(),
+        datatype: "FP32".into(),
+        shape: vec![rows, width],
+        data: scores.p_convert,
+    }];
     if !scores.p_plan.is_empty() {
-        outputs.push(json!({
-            "name": "p_plan",
-            "datatype": "FP32",
-            "shape": [rows, scores.products.len()],
-            "data": scores.p_plan,
-        }));
+        outputs.push(InferOutput {
+            name: "p_plan".into(),
+            datatype: "FP32".into(),
+            shape: vec![rows, scores.products.len()],
+            data: scores.p_plan,
+        });
     }
-    let mut response = Map::new();
-    response.insert("model_name".into(), json!(state.name));
-    response.insert("model_version".into(), json!(model.version()));
-    if let Some(id) = request.get("id") {
-        response.insert("id".into(), id.clone());
-    }
-    response.insert("outputs".into(), Json::Array(outputs));
-    Ok(json_response(Json::Object(response)))
+    let response = InferResponse {
+        model_name: state.name.clone(),
+        model_version: model.version().to_string(),
+        id: request.id,
+        outputs,
+    };
+    Ok(json_response(
+        serde_json::to_value(&response).expect("a response serialises"),
+    ))
 }

@@ -12,6 +12,7 @@ mod state;
 pub use request::ApiError;
 pub use state::{AppState, Limits, Metrics, Model};
 
+use crate::api::{ReloadRequest, ReloadResponse};
 use kserve::{infer, model_metadata, model_ready, ready, server_metadata};
 use recommend::recommend;
 use request::*;
@@ -27,7 +28,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use prometheus::Encoder;
-use serde_json::{Value as Json, json};
+use serde_json::json;
 
 use crate::{Error, Result};
 
@@ -112,16 +113,18 @@ async fn admin_reload(
     let dir = if body.is_empty() {
         None
     } else {
-        parse_json(&body)?
-            .get("checkpoint")
-            .and_then(Json::as_str)
-            .map(PathBuf::from)
+        parse::<ReloadRequest>(&body)?.checkpoint
     };
     let reloading = state.clone();
     let version = blocking(move || reloading.reload(dir.as_deref()))
         .await?
         .map_err(|e| ApiError::bad(e.to_string()))?;
-    Ok(json_response(json!({ "model_version": version })))
+    let response = ReloadResponse {
+        model_version: version,
+    };
+    Ok(json_response(
+        serde_json::to_value(&response).expect("a response serialises"),
+    ))
 }
 
 /// Serves until SIGTERM or ctrl-c, finishing requests in flight; SIGHUP

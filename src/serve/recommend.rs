@@ -4,13 +4,14 @@
 use super::request::*;
 use super::state::AppState;
 use crate::Result;
+use crate::api::{RecommendRequest, RecommendResponse};
 use crate::config::Exploration;
 use crate::preprocess::Value;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::response::Response;
-use serde_json::{Value as Json, json};
+use serde_json::Value as Json;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -18,23 +19,15 @@ pub(super) async fn recommend(
     State(state): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, ApiError> {
-    let request = parse_body(body)?;
+    let request: RecommendRequest = parse(&body?)?;
     let model = state.model();
-    let users = request
-        .get("users")
-        .and_then(Json::as_array)
-        .ok_or_else(|| ApiError::bad("the request needs a \"users\" array"))?;
+    let users = &request.users;
     batch_size(users.len(), &state.limits)?;
-    let exploration = match request.get("policy") {
-        None | Some(Json::Null) => model.policy.exploration,
-        Some(Json::String(s)) => s
+    let exploration = match &request.policy {
+        None => model.policy.exploration,
+        Some(s) => s
             .parse::<Exploration>()
             .map_err(|e| ApiError::bad(format!("policy {e}")))?,
-        Some(_) => {
-            return Err(ApiError::bad(
-                "\"policy\" must be a string such as \"softmax:0.1\"",
-            ));
-        }
     };
     let pre = &model.scorer.manifest().preprocessor;
     let required: Vec<String> = input_types(&model)
@@ -45,9 +38,6 @@ pub(super) async fn recommend(
     let mut records: Vec<HashMap<String, Value<'_>>> = Vec::with_capacity(users.len());
     let mut ids: Vec<Option<String>> = Vec::with_capacity(users.len());
     for (i, user) in users.iter().enumerate() {
-        let user = user
-            .as_object()
-            .ok_or_else(|| ApiError::bad(format!("users[{i}] is not an object")))?;
         let mut record = HashMap::new();
         for column in &required {
             let value = user
@@ -110,9 +100,12 @@ pub(super) async fn recommend(
     })
     .await?
     .map_err(ApiError::bad)?;
-    Ok(json_response(json!({
-        "model_version": model.version(),
-        "policy": exploration.to_string(),
-        "decisions": decisions,
-    })))
+    let response = RecommendResponse {
+        model_version: model.version().to_string(),
+        policy: exploration.to_string(),
+        decisions,
+    };
+    Ok(json_response(
+        serde_json::to_value(&response).expect("a response serialises"),
+    ))
 }

@@ -5,7 +5,6 @@
 use super::state::{AppState, Limits, Model};
 use crate::Result;
 use crate::preprocess::Value;
-use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
@@ -56,12 +55,19 @@ pub(super) fn check_name(state: &AppState, name: &str) -> Result<(), ApiError> {
     }
 }
 
-pub(super) fn parse_body(body: Result<Bytes, BytesRejection>) -> Result<Json, ApiError> {
-    parse_json(&body?)
-}
-
-pub(super) fn parse_json(body: &[u8]) -> Result<Json, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::bad(format!("malformed JSON: {e}")))
+/// A request body as `T`: malformed JSON and a body of the wrong shape
+/// (a missing or misspelt field, a wrong type) are both a 400 that says
+/// which.
+pub(super) fn parse<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    serde_json::from_slice(body).map_err(|e| {
+        use serde_json::error::Category;
+        match e.classify() {
+            Category::Syntax | Category::Eof | Category::Io => {
+                ApiError::bad(format!("malformed JSON: {e}"))
+            }
+            Category::Data => ApiError::bad(format!("invalid request: {e}")),
+        }
+    })
 }
 
 /// Flattens KServe `data`, which may be nested row-major arrays.

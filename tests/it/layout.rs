@@ -18,7 +18,7 @@ const LAYERS: &[&[&str]] = &[
     &["config"],
     &["preprocess", "policy"],
     &["model"],
-    &["scoring"],
+    &["scoring", "api"],
     &["data"],
     &["evaluation"],
     &["offline"],

@@ -147,6 +147,9 @@ async fn infer_matches_the_score_command() {
     let (status, response) = post(&state, "/v2/models/upsell/infer", &request).await;
     assert_eq!(status, StatusCode::OK, "{response}");
     assert_eq!(response["id"], "req-1");
+    let typed: upsell::api::InferResponse = serde_json::from_value(response.clone()).unwrap();
+    assert_eq!(typed.outputs[0].name, "p_convert");
+    assert_eq!(typed.outputs[0].data.len(), 8 * 6);
     let expected = std::fs::read_to_string(demo().join("expected.csv")).unwrap();
     let mut lines = expected.lines();
     let header: Vec<&str> = lines.next().unwrap().split(',').collect();
@@ -199,6 +202,11 @@ async fn recommend_returns_decisions_with_propensities() {
         assert!((total - 1.0).abs() < 1e-9);
     }
     assert_eq!(decisions[0]["id"], "u0000000000");
+    // A Rust client reads the body with the server's own types.
+    let typed: upsell::api::RecommendResponse = serde_json::from_value(response.clone()).unwrap();
+    assert_eq!(typed.policy, "softmax:0.1");
+    assert_eq!(typed.decisions.len(), 8);
+    assert_eq!(typed.decisions[0].id.as_deref(), Some("u0000000000"));
     // The same ids and seed decide the same again.
     let (_, again) = post(
         &state,
@@ -251,7 +259,7 @@ async fn bad_requests_get_a_clear_4xx() {
             infer,
             b"{}".to_vec(),
             StatusCode::BAD_REQUEST,
-            "\"inputs\"",
+            "missing field `inputs`",
         ),
         (
             "missing feature",
@@ -308,6 +316,27 @@ async fn bad_requests_get_a_clear_4xx() {
             vec![b' '; 65 << 10],
             StatusCode::PAYLOAD_TOO_LARGE,
             "",
+        ),
+        (
+            "misspelt field",
+            "/v1/recommend",
+            serde_json::to_vec(&json!({ "users": users, "polcy": "greedy" })).unwrap(),
+            StatusCode::BAD_REQUEST,
+            "unknown field `polcy`",
+        ),
+        (
+            "policy of the wrong type",
+            "/v1/recommend",
+            serde_json::to_vec(&json!({ "users": users, "policy": 3 })).unwrap(),
+            StatusCode::BAD_REQUEST,
+            "expected a string",
+        ),
+        (
+            "misspelt reload field",
+            "/admin/reload",
+            br#"{"checkpiont": "x"}"#.to_vec(),
+            StatusCode::BAD_REQUEST,
+            "unknown field `checkpiont`",
         ),
         (
             "bad policy",
