@@ -65,8 +65,14 @@ impl<'a> Decider<'a> {
         let policy = scorer.policy(policy_config, seed);
         let pre = &scorer.manifest().preprocessor;
         let mut columns: Vec<String> = pre.input_columns().iter().map(|c| c.to_string()).collect();
-        let offer = pre.offer.clone();
-        columns.retain(|c| Some(c) != offer.as_ref());
+        // The policy chooses the offer and the context, so neither is read.
+        let chosen: Vec<&str> = pre
+            .offer
+            .iter()
+            .map(String::as_str)
+            .chain(pre.context.iter().map(|v| v.column()))
+            .collect();
+        columns.retain(|c| !chosen.contains(&c.as_str()));
         for rule in &policy.config().exclude {
             if !columns.contains(&rule.column) {
                 columns.push(rule.column.clone());
@@ -124,8 +130,17 @@ impl<'a> Decider<'a> {
             })
         };
         let columns: Vec<&str> = self.columns.iter().map(String::as_str).collect();
-        let batch = read_unit(unit, &columns)?;
+        let mut batch = read_unit(unit, &columns)?;
         let pre = &self.scorer.manifest().preprocessor;
+        // Context columns as null: every context is scored, whatever the row says.
+        for vocabulary in &pre.context {
+            let nulls = Column::full_null(
+                vocabulary.column().into(),
+                batch.height(),
+                &DataType::String,
+            );
+            batch.with_column(nulls).map_err(polars)?;
+        }
         let features = score::input_features(file, pre, &batch, *offset)?;
         let user_scores = self.scorer.user_scores(&features).map_err(Error::from)?;
         let ids: Vec<Option<String>> = match &self.id_column {

@@ -33,7 +33,11 @@ pub(super) async fn recommend(
     let required: Vec<String> = input_types(&model)
         .into_iter()
         .map(|(c, _)| c)
-        .filter(|c| pre.offer.as_deref() != Some(c.as_str()))
+        // The policy chooses the offer and the context: neither is required.
+        .filter(|c| {
+            pre.offer.as_deref() != Some(c.as_str())
+                && !pre.context.iter().any(|v| v.column() == c.as_str())
+        })
         .collect();
     let mut records: Vec<HashMap<String, Value<'_>>> = Vec::with_capacity(users.len());
     let mut ids: Vec<Option<String>> = Vec::with_capacity(users.len());

@@ -400,3 +400,41 @@ fn score_shards_cover_every_row_exactly_once_with_the_same_scores() {
         assert_eq!(lines, expected, "{count} shards");
     }
 }
+
+/// The policy chooses the surface and the message, so rows need not carry
+/// them: without the context columns the decisions are the same.
+#[test]
+fn recommend_needs_no_context_columns() {
+    let tmp = tempfile::tempdir().unwrap();
+    let demo = repo().join("checkpoints/demo");
+    let rows = std::fs::read_to_string(demo.join("rows.csv")).unwrap();
+    let header: Vec<&str> = rows.lines().next().unwrap().split(',').collect();
+    let keep: Vec<usize> = (0..header.len())
+        .filter(|&i| !["surface", "message", "offer"].contains(&header[i]))
+        .collect();
+    let without: String = rows
+        .lines()
+        .map(|line| {
+            let cells: Vec<&str> = line.split(',').collect();
+            keep.iter().map(|&i| cells[i]).collect::<Vec<_>>().join(",") + "\n"
+        })
+        .collect();
+    std::fs::write(tmp.path().join("users.csv"), without).unwrap();
+    let decide = |input: &std::path::Path, out: &str| {
+        let out = tmp.path().join(out);
+        run_ok(
+            upsell()
+                .args(["recommend", "--checkpoint"])
+                .arg(&demo)
+                .arg("--input")
+                .arg(input)
+                .arg("--output")
+                .arg(&out),
+        );
+        std::fs::read_to_string(out).unwrap()
+    };
+    let with_context = decide(&demo.join("rows.csv"), "with.csv");
+    let without_context = decide(&tmp.path().join("users.csv"), "without.csv");
+    assert_eq!(without_context, with_context);
+    assert!(with_context.lines().nth(1).unwrap().contains(','));
+}

@@ -202,6 +202,22 @@ async fn recommend_returns_decisions_with_propensities() {
         assert!((total - 1.0).abs() < 1e-9);
     }
     assert_eq!(decisions[0]["id"], "u0000000000");
+    // Users without the context columns get the same decisions: the policy
+    // chooses the surface and the message.
+    let mut bare = users();
+    for user in bare.as_array_mut().unwrap() {
+        let user = user.as_object_mut().unwrap();
+        user.remove("surface");
+        user.remove("message");
+    }
+    let (status, without) = post(
+        &state,
+        "/v1/recommend",
+        &json!({ "users": bare, "policy": "softmax:0.1" }),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{without}");
+    assert_eq!(without["decisions"], response["decisions"]);
     // A Rust client reads the body with the server's own types.
     let typed: upsell::api::RecommendResponse = serde_json::from_value(response.clone()).unwrap();
     assert_eq!(typed.policy, "softmax:0.1");
