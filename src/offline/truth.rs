@@ -56,6 +56,13 @@ pub struct DecisionQuality {
     pub bayes_share_of_lift: Option<f64>,
     /// `(policy - random) / (bayes - random)`.
     pub share_of_bayes_lift: Option<f64>,
+    /// True value per user of the policy's offers, each shown in the one
+    /// context that is best for those offers on average: what choosing the
+    /// surface and message per user adds is `policy_value` minus this.
+    pub fixed_context_value: f64,
+    /// `(policy - fixed_context) / (policy - random)`: the share of the
+    /// policy's lift that comes from choosing the context per user.
+    pub context_share_of_lift: f64,
     /// Share of users the policy leaves alone.
     pub no_offer_rate: f64,
     /// Share of users offered a product the truth's `eligible__<product>`
@@ -90,6 +97,8 @@ struct Sums {
     bayes: f64,
     no_offer: usize,
     ineligible: usize,
+    /// Per context: the sum of the chosen offers' values in that context.
+    fixed_context: Vec<f64>,
 }
 
 /// Scores the greedy decisions of `scorer`'s policy (`policy_config`) on
@@ -273,9 +282,13 @@ impl Sums {
         } else {
             random / candidates as f64
         };
+        self.fixed_context.resize(contexts.len(), 0.0);
         let chosen = match &decision.offer {
             None => {
                 self.no_offer += 1;
+                for sum in &mut self.fixed_context {
+                    *sum += t.none;
+                }
                 t.none
             }
             Some(offer) => {
@@ -285,6 +298,9 @@ impl Sums {
                     .expect("a product of the model");
                 if !allowed.contains(&p) {
                     self.ineligible += 1;
+                    for sum in &mut self.fixed_context {
+                        *sum += t.none;
+                    }
                     self.record(t.none, random, oracle, bayes_pick);
                     return Ok(());
                 }
@@ -298,6 +314,9 @@ impl Sums {
                         reason: format!("it has no context {key:?} of decision {offer}"),
                     })
                 })?;
+                for (fixed, sum) in self.fixed_context.iter_mut().enumerate() {
+                    *sum += net(fixed, p);
+                }
                 net(c, p)
             }
         };
@@ -327,6 +346,12 @@ impl Sums {
         let (policy, random, oracle) = (self.policy / n, self.random / n, self.oracle / n);
         let bayes = columns.bayes.is_some().then_some(self.bayes / n);
         let share = |v: f64, top: f64| (v - random) / (top - random);
+        let fixed_context = self
+            .fixed_context
+            .iter()
+            .map(|sum| sum / n)
+            .reduce(f64::max)
+            .unwrap_or(policy);
         DecisionQuality {
             truth: truth.to_path_buf(),
             rows: self.rows,
@@ -338,6 +363,8 @@ impl Sums {
             share_of_lift: share(policy, oracle),
             bayes_share_of_lift: bayes.map(|b| share(b, oracle)),
             share_of_bayes_lift: bayes.map(|b| share(policy, b)),
+            fixed_context_value: fixed_context,
+            context_share_of_lift: (policy - fixed_context) / (policy - random),
             no_offer_rate: self.no_offer as f64 / n,
             ineligible_rate: self.ineligible as f64 / n,
             best_achievable_auc: columns.bayes_p.as_ref().and_then(|_| best_auc.finish().auc),
@@ -454,4 +481,60 @@ fn strings(file: &Path, frame: &DataFrame, name: &str) -> Result<Vec<Option<Stri
         .iter()
         .map(|v| v.map(str::to_string))
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decision(surface: &str) -> Decision {
+        Decision {
+            id: None,
+            offer: Some("duo".into()),
+            context: vec![("surface".into(), surface.into())],
+            propensity: 1.0,
+            expected_value: 0.0,
+            candidates: Vec::new(),
+        }
+    }
+
+    /// Two users who each want the offer on a different surface: a policy
+    /// that shows each theirs gets all its lift from the context choice.
+    #[test]
+    fn the_context_share_counts_what_choosing_the_surface_per_user_adds() {
+        // [context][product][row]: user 0 answers on email, user 1 on push.
+        let value = vec![vec![vec![1.0, 0.0]], vec![vec![0.0, 1.0]]];
+        let contexts = ["__email".to_string(), "__push".to_string()];
+        let products = ["duo".to_string()];
+        let mut sums = Sums::default();
+        for (row, surface) in [(0, "email"), (1, "push")] {
+            let truth = Truth {
+                value: &value,
+                bayes: None,
+                none: 0.0,
+                bayes_none: 0.0,
+                row,
+                contact_cost: 0.0,
+            };
+            sums.add(&truth, &[0], &decision(surface), &products, &contexts)
+                .unwrap();
+        }
+        let columns = Columns {
+            value: Vec::new(),
+            bayes: None,
+            eligible: None,
+            none: None,
+            bayes_none: None,
+            bayes_p: None,
+            true_p: None,
+        };
+        let (best, truest) = (BinaryMetrics::new(), BinaryMetrics::new());
+        let q = sums.finish(Path::new("truth"), 0.0, &best, &truest, &columns);
+        assert_eq!(q.policy_value, 1.0);
+        assert_eq!(q.random_value, 0.5);
+        // Either surface for both users is worth 0.5 on average.
+        assert_eq!(q.fixed_context_value, 0.5);
+        assert_eq!(q.context_share_of_lift, 1.0);
+        assert_eq!(q.share_of_lift, 1.0);
+    }
 }
