@@ -40,6 +40,10 @@ pub struct Decision {
     pub expected_value: f64,
     /// Every eligible candidate, best expected value first.
     pub candidates: Vec<Candidate>,
+    /// Whether the user is in the policy's randomised no-offer holdout
+    /// (`policy.holdout`).
+    #[serde(default)]
+    pub holdout: bool,
 }
 
 /// What the policy needs to know about one user's candidates: for each
@@ -276,7 +280,35 @@ impl Policy {
                 }
                 let key = id.clone().unwrap_or_else(|| format!("#{row}"));
                 let u = uniform(self.seed, &key);
-                let chosen = sample(&probabilities, u);
+                let mut chosen = sample(&probabilities, u);
+                let share = self.config.holdout;
+                // The holdout is drawn from its own hash, independent of the
+                // exploration draw: a held-out user gets no offer, everyone
+                // else the exploration policy's draw. The probabilities are
+                // the mixture's, so that logged propensities are true.
+                let holdout = share > 0.0 && uniform(self.seed, &format!("holdout:{key}")) < share;
+                if share > 0.0 {
+                    let none = match candidates.iter().position(|c| c.offer.is_none()) {
+                        Some(none) => none,
+                        None => {
+                            candidates.push(Candidate {
+                                offer: None,
+                                context: Vec::new(),
+                                p_convert: 0.0,
+                                expected_value: 0.0,
+                                probability: 0.0,
+                            });
+                            candidates.len() - 1
+                        }
+                    };
+                    for c in &mut candidates {
+                        c.probability *= 1.0 - share;
+                    }
+                    candidates[none].probability += share;
+                    if holdout {
+                        chosen = none;
+                    }
+                }
                 let choice = candidates[chosen].clone();
                 candidates.sort_by(|a, b| b.expected_value.total_cmp(&a.expected_value));
                 Decision {
@@ -286,6 +318,7 @@ impl Policy {
                     propensity: choice.probability,
                     expected_value: choice.expected_value,
                     candidates,
+                    holdout,
                 }
             })
             .collect()

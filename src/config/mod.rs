@@ -322,6 +322,12 @@ impl Config {
                 format!("must be a finite number >= 0, got {}", policy.contact_cost),
             ));
         }
+        if !(0.0..1.0).contains(&policy.holdout) {
+            return Err(invalid(
+                "policy.holdout",
+                format!("must be in [0, 1), got {}", policy.holdout),
+            ));
+        }
         for (product, &weight) in &policy.weights {
             if !self.products.contains_key(product) {
                 return Err(invalid(

@@ -553,6 +553,12 @@ pub struct PolicyConfig {
     /// per-product shadow prices on the expected value. Default: no caps.
     #[serde(default)]
     pub caps: BTreeMap<String, f64>,
+    /// Share of users, in [0, 1), the policy keeps as a randomised no-offer
+    /// holdout (chosen by a hash of the id and the seed, so the same user is
+    /// held out every time): what an offer adds is measured against them.
+    /// Default 0.
+    #[serde(default)]
+    pub holdout: f64,
     /// Eligibility rules; a candidate that any rule matches is excluded.
     #[serde(default)]
     pub exclude: Vec<EligibilityRule>,

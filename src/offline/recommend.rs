@@ -225,26 +225,35 @@ pub fn recommend_files(
     let mut writer = score::Writer::new(format);
     let mut rows = 0;
     let pre = &scorer.manifest().preprocessor;
+    let with_holdout = decider.policy().config().holdout > 0.0;
     for unit in &mine {
         let (ids, decisions) = decider.decide(unit)?;
-        let frame = decisions_frame(&decisions, decider.with_id().then_some(&ids), pre).map_err(
-            |source| DataError::Polars {
-                path: unit.0.clone(),
-                source,
-            },
-        )?;
+        let frame = decisions_frame(
+            &decisions,
+            decider.with_id().then_some(&ids),
+            pre,
+            with_holdout,
+        )
+        .map_err(|source| DataError::Polars {
+            path: unit.0.clone(),
+            source,
+        })?;
         writer.write(&staging, &frame, &output)?;
         rows += decisions.len();
     }
     if rows == 0 {
         // An empty shard still writes an empty output, so a job's N outputs
         // always exist; its schema comes from an empty decision frame.
-        let frame = decisions_frame(&[], decider.with_id().then_some(&Vec::new()), pre).map_err(
-            |source| DataError::Polars {
-                path: output.clone(),
-                source,
-            },
-        )?;
+        let frame = decisions_frame(
+            &[],
+            decider.with_id().then_some(&Vec::new()),
+            pre,
+            with_holdout,
+        )
+        .map_err(|source| DataError::Polars {
+            path: output.clone(),
+            source,
+        })?;
         writer.write(&staging, &frame, &output)?;
     }
     writer.finish(&output)?;
@@ -263,6 +272,7 @@ fn decisions_frame(
     decisions: &[crate::policy::Decision],
     ids: Option<&Vec<Option<String>>>,
     pre: &crate::preprocess::Preprocessor,
+    with_holdout: bool,
 ) -> PolarsResult<DataFrame> {
     let mut columns = Vec::new();
     if let Some(ids) = ids {
@@ -291,5 +301,9 @@ fn decisions_frame(
         .map(|d| serde_json::to_string(&d.candidates).expect("candidates serialise"))
         .collect();
     columns.push(Column::new("candidates".into(), candidates));
+    if with_holdout {
+        let holdout: Vec<bool> = decisions.iter().map(|d| d.holdout).collect();
+        columns.push(Column::new("holdout".into(), holdout));
+    }
     DataFrame::new(decisions.len(), columns)
 }

@@ -495,6 +495,7 @@ mod tests {
             propensity: 1.0,
             expected_value: 0.0,
             candidates: Vec::new(),
+            holdout: false,
         }
     }
 

@@ -438,3 +438,90 @@ fn recommend_needs_no_context_columns() {
     assert_eq!(without_context, with_context);
     assert!(with_context.lines().nth(1).unwrap().contains(','));
 }
+
+/// `policy.holdout` keeps a randomised share of users from any offer, the
+/// same users every time, and logs true propensities: the mixture of the
+/// holdout and the exploration policy.
+#[test]
+fn the_holdout_is_a_stable_random_share_with_true_propensities() {
+    let config = |seed_share: f64| PolicyConfig {
+        holdout: seed_share,
+        ..PolicyConfig::default()
+    };
+    let users = vec![user(); 4000];
+    let held = decide(&policy(config(0.2)), Exploration::Epsilon(0.1), &users);
+    let out: Vec<&upsell::policy::Decision> = held.iter().filter(|d| d.holdout).collect();
+    let share = out.len() as f64 / users.len() as f64;
+    assert!((share - 0.2).abs() < 0.02, "held out {share}");
+    for d in &held {
+        let total: f64 = d.candidates.iter().map(|c| c.probability).sum();
+        assert!((total - 1.0).abs() < 1e-12, "{total}");
+        let none = d.candidates.iter().find(|c| c.offer.is_none()).unwrap();
+        assert!((none.probability - 0.2).abs() < 1e-12);
+        if d.holdout {
+            assert_eq!(d.offer, None);
+            assert!(d.context.is_empty());
+            assert!((d.propensity - 0.2).abs() < 1e-12);
+        } else {
+            // Epsilon 0.1 over two offers, times the 0.8 not held out.
+            let expected = if d.offer.as_deref() == Some("b") {
+                0.95
+            } else {
+                0.05
+            } * 0.8;
+            assert!((d.propensity - expected).abs() < 1e-12, "{d:?}");
+        }
+    }
+    // The same ids and seed hold out the same users; another seed others.
+    let again = decide(&policy(config(0.2)), Exploration::Epsilon(0.1), &users);
+    assert_eq!(held, again);
+    let other = Policy::new(vec!["a".into(), "b".into()], Vec::new(), config(0.2), 8);
+    let other = decide(&other, Exploration::Epsilon(0.1), &users);
+    assert!(held.iter().zip(&other).any(|(a, b)| a.holdout != b.holdout));
+    // Without a holdout nothing changes: no "no offer" candidate appears.
+    let none = decide(&policy(config(0.0)), Exploration::Greedy, &[user()]);
+    assert!(!none[0].holdout && none[0].candidates.len() == 2);
+}
+
+#[test]
+fn a_holdout_outside_zero_to_one_is_refused() {
+    let output = upsell()
+        .args(["config", "--set", "policy.holdout=1.0"])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(stderr.contains("policy.holdout"), "{stderr}");
+}
+
+#[test]
+fn recommend_marks_the_holdout_in_its_output() {
+    let tmp = tempfile::tempdir().unwrap();
+    let demo = repo().join("checkpoints/demo");
+    let out = tmp.path().join("decisions.csv");
+    run_ok(
+        upsell()
+            .args(["recommend", "--checkpoint"])
+            .arg(&demo)
+            .arg("--input")
+            .arg(demo.join("rows.csv"))
+            .arg("--output")
+            .arg(&out)
+            .args(["--set", "policy.holdout=0.5"]),
+    );
+    let text = std::fs::read_to_string(&out).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    assert_eq!(header.last(), Some(&"holdout"), "{header:?}");
+    let mut held = 0;
+    for line in lines {
+        let offer = line.split(',').nth(1).unwrap();
+        if line.ends_with(",true") {
+            held += 1;
+            assert_eq!(offer, "", "{line}");
+        } else {
+            assert!(line.ends_with(",false") && !offer.is_empty(), "{line}");
+        }
+    }
+    assert!(held > 0 && held < 8, "{held} of 8 held out");
+}
