@@ -119,6 +119,7 @@ impl Policy {
             .config
             .exclude
             .iter()
+            .filter(|rule| rule.contexts.is_empty())
             .any(|rule| excludes(rule, name, value))
     }
 
@@ -133,10 +134,21 @@ impl Policy {
         let eligible: Vec<bool> = (0..self.products.len())
             .map(|p| self.eligible(p, value))
             .collect();
+        // Rules for some contexts only are checked per candidate.
+        let per_context: Vec<&EligibilityRule> = self
+            .config
+            .exclude
+            .iter()
+            .filter(|r| !r.contexts.is_empty())
+            .collect();
         let mut out = Vec::new();
         for (c, context) in self.contexts.iter().enumerate() {
             for (p, product) in self.products.iter().enumerate() {
-                if !eligible[p] {
+                if !eligible[p]
+                    || per_context
+                        .iter()
+                        .any(|r| applies_to(r, context) && excludes(r, product, value))
+                {
                     continue;
                 }
                 let p_convert = scores.p_convert[c][p];
@@ -331,9 +343,21 @@ fn excludes(rule: &EligibilityRule, product: &str, value: &dyn Fn(&str) -> Optio
     }
     let v = value(&rule.column);
     let v = v.as_deref();
+    let number = v.and_then(|v| v.trim().parse::<f64>().ok());
     (v.is_some_and(|v| rule.is_in.iter().any(|x| x == v)))
         || (!rule.not_in.is_empty() && !v.is_some_and(|v| rule.not_in.iter().any(|x| x == v)))
         || (rule.equals_product && v == Some(product))
+        || rule.below.zip(number).is_some_and(|(b, x)| x < b)
+        || rule.above.zip(number).is_some_and(|(a, x)| x > a)
+}
+
+/// Whether a rule limited to some contexts covers this candidate's context.
+fn applies_to(rule: &EligibilityRule, context: &[(String, String)]) -> bool {
+    rule.contexts.iter().all(|(column, values)| {
+        context
+            .iter()
+            .any(|(c, v)| c == column && values.iter().any(|x| x == v))
+    })
 }
 
 /// The probability of each candidate under an exploration rule, given the

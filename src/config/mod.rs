@@ -367,11 +367,35 @@ impl Config {
                     format!("{unknown:?} is not a product in [products]"),
                 ));
             }
-            if rule.is_in.is_empty() && rule.not_in.is_empty() && !rule.equals_product {
+            if rule.is_in.is_empty()
+                && rule.not_in.is_empty()
+                && !rule.equals_product
+                && rule.below.is_none()
+                && rule.above.is_none()
+            {
                 return Err(invalid(
                     &format!("policy.exclude[{i}]"),
-                    "the rule matches nothing: give `in`, `not_in` or `equals_product = true`"
+                    "the rule matches nothing: give `in`, `not_in`, `below`, `above` or \
+                     `equals_product = true`"
                         .into(),
+                ));
+            }
+            for (field, bound) in [("below", rule.below), ("above", rule.above)] {
+                if bound.is_some_and(|b| !b.is_finite()) {
+                    return Err(invalid(
+                        &format!("policy.exclude[{i}].{field}"),
+                        "must be a finite number".into(),
+                    ));
+                }
+            }
+            if let Some(unknown) = rule
+                .contexts
+                .keys()
+                .find(|c| !self.columns.context.contains(*c))
+            {
+                return Err(invalid(
+                    &format!("policy.exclude[{i}].contexts"),
+                    format!("{unknown:?} is not a context column (columns.context)"),
                 ));
             }
         }

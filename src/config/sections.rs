@@ -564,10 +564,13 @@ pub struct PolicyConfig {
     pub exclude: Vec<EligibilityRule>,
 }
 
-/// Excludes products for users whose `column` matches. For example
-/// `{ products = ["student"], column = "age_bucket", not_in = ["18-24"] }`,
-/// or `{ column = "current_plan", equals_product = true }` (no product the
-/// user already has).
+/// Excludes products, or contexts, for users whose `column` matches. For
+/// example `{ products = ["student"], column = "age_bucket", not_in =
+/// ["18-24"] }`, `{ column = "current_plan", equals_product = true }` (no
+/// product the user already has), `{ contexts = { surface = ["push"] },
+/// column = "push_opt_in", not_in = ["true"] }` (push only with consent), or
+/// `{ column = "days_since_last_upsell", below = 7 }` (a frequency cap: no
+/// offer within a week of the last).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct EligibilityRule {
@@ -585,6 +588,17 @@ pub struct EligibilityRule {
     /// Exclude when the value is the product's own name.
     #[serde(default)]
     pub equals_product: bool,
+    /// Exclude when the value is a number below this (a null never is).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub below: Option<f64>,
+    /// Exclude when the value is a number above this (a null never is).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub above: Option<f64>,
+    /// The contexts the rule applies to, by context column: a candidate
+    /// whose value of each named column is one of these. Empty means every
+    /// context.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub contexts: BTreeMap<String, Vec<String>>,
 }
 
 /// The non-linearity between layers.

@@ -525,3 +525,91 @@ fn recommend_marks_the_holdout_in_its_output() {
     }
     assert!(held > 0 && held < 8, "{held} of 8 held out");
 }
+
+/// A rule may cover some contexts only (push needs consent), and compare a
+/// number (no offer within a week of the last one: a frequency cap).
+#[test]
+fn rules_can_exclude_contexts_and_compare_numbers() {
+    let contexts: Vec<Vec<(String, String)>> = ["push", "email"]
+        .iter()
+        .map(|s| vec![("surface".to_string(), s.to_string())])
+        .collect();
+    let rules = vec![
+        EligibilityRule {
+            column: "push_opt_in".into(),
+            not_in: vec!["true".into()],
+            contexts: BTreeMap::from([("surface".to_string(), vec!["push".to_string()])]),
+            ..EligibilityRule::default()
+        },
+        EligibilityRule {
+            column: "days_since_last_upsell".into(),
+            below: Some(7.0),
+            ..EligibilityRule::default()
+        },
+    ];
+    let policy = Policy::new(
+        vec!["a".into(), "b".into()],
+        contexts,
+        PolicyConfig {
+            exclude: rules,
+            ..PolicyConfig::default()
+        },
+        7,
+    );
+    // Push converts better, so it wins wherever it is allowed.
+    let scores = UserScores {
+        p_convert: vec![vec![0.2, 0.1], vec![0.1, 0.05]],
+        value_if_converted: vec![10.0, 30.0],
+    };
+    let user = |opt_in: Option<&str>, days: Option<&str>| {
+        let (opt_in, days) = (opt_in.map(str::to_string), days.map(str::to_string));
+        let decision = policy.decide(
+            Exploration::Greedy,
+            std::slice::from_ref(&scores),
+            &[Some("u".into())],
+            &move |_, column| match column {
+                "push_opt_in" => opt_in.clone(),
+                "days_since_last_upsell" => days.clone(),
+                _ => None,
+            },
+        );
+        decision.into_iter().next().unwrap()
+    };
+    let surfaces = |d: &upsell::policy::Decision| -> BTreeSet<String> {
+        d.candidates
+            .iter()
+            .flat_map(|c| c.context.iter().map(|(_, v)| v.clone()))
+            .collect()
+    };
+    let consented = user(Some("true"), None);
+    assert_eq!(consented.context[0].1, "push");
+    assert_eq!(
+        surfaces(&consented),
+        BTreeSet::from(["push".into(), "email".into()])
+    );
+    let refused = user(Some("false"), Some("30"));
+    assert_eq!(refused.context[0].1, "email");
+    assert_eq!(surfaces(&refused), BTreeSet::from(["email".into()]));
+    // Contacted three days ago: nothing is offered.
+    let recent = user(Some("true"), Some("3"));
+    assert_eq!(recent.offer, None);
+    assert!(recent.candidates.iter().all(|c| c.offer.is_none()));
+}
+
+#[test]
+fn a_rule_on_an_unknown_context_column_is_refused() {
+    let output = upsell()
+        .args([
+            "config",
+            "--set",
+            "policy.exclude=[{ column = \"age_bucket\", in = [\"13-17\"], contexts = { channel = [\"sms\"] } }]",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert!(
+        stderr.contains("policy.exclude[0].contexts") && stderr.contains("channel"),
+        "{stderr}"
+    );
+}
