@@ -345,6 +345,11 @@ struct RecommendArgs {
     /// Override the checkpoint's saved config, e.g. `--set policy.contact_cost=0.05`.
     #[arg(long = "set", value_name = "KEY=VALUE")]
     overrides: Vec<String>,
+    /// Also log every decision as an exposure row here (.parquet or .csv),
+    /// in the format `train`, `eval` and `ope` read once the outcome columns
+    /// are joined.
+    #[arg(long, value_name = "FILE")]
+    exposures: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -630,12 +635,29 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 shard,
                 unit_rows: args.shard.unit_rows,
             };
+            let exposures = args
+                .exposures
+                .map(|path| upsell::offline::recommend::ExposureLog {
+                    path,
+                    propensity: config
+                        .columns
+                        .propensity
+                        .clone()
+                        .unwrap_or_else(|| "propensity".into()),
+                    time: config
+                        .columns
+                        .time
+                        .clone()
+                        .unwrap_or_else(|| "exposure_time".into()),
+                    model_version: scorer.manifest().version(),
+                });
             let report = upsell::offline::recommend::recommend_files(
                 &scorer,
                 config.policy.clone(),
                 &options,
                 &args.batch.input,
                 &args.batch.output,
+                exposures.as_ref(),
             )?;
             println!("{}", serde_json::to_string(&report)?);
         }

@@ -31,6 +31,22 @@ pub struct RecommendOptions {
     pub unit_rows: usize,
 }
 
+/// Where decisions are also logged as exposure rows, in the format that
+/// `train`, `eval` and `ope` read once the outcome columns are joined: the
+/// row's feature columns, the chosen offer and context under the config's
+/// column names, the propensity, the decision time, the model version and,
+/// with a holdout, whether the user was held out. A held-out user's offer is
+/// null.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ExposureLog {
+    pub path: PathBuf,
+    /// The propensity column (`columns.propensity`, else `propensity`).
+    pub propensity: String,
+    /// The time column (`columns.time`, else `exposure_time`).
+    pub time: String,
+    pub model_version: String,
+}
+
 /// What [`recommend_files`] did.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RecommendReport {
@@ -122,6 +138,16 @@ impl<'a> Decider<'a> {
     /// Decides for the rows of `unit`: each row's id (or, without ids, its
     /// file and position, which also seeds its draw) and decision.
     pub fn decide(&self, unit: &Unit) -> Result<(Vec<Option<String>>, Vec<Decision>)> {
+        let (ids, decisions, _) = self.decide_rows(unit)?;
+        Ok((ids, decisions))
+    }
+
+    /// [`decide`](Self::decide), with the rows read (features, the columns
+    /// the rules read, the id; context columns null).
+    pub fn decide_rows(
+        &self,
+        unit: &Unit,
+    ) -> Result<(Vec<Option<String>>, Vec<Decision>, DataFrame)> {
         let (file, offset, _) = unit;
         let polars = |source| {
             Error::from(DataError::Polars {
@@ -181,7 +207,7 @@ impl<'a> Decider<'a> {
         let decisions = self
             .policy
             .decide(self.exploration, &user_scores, &ids, &value);
-        Ok((ids, decisions))
+        Ok((ids, decisions, batch))
     }
 }
 
@@ -196,6 +222,7 @@ pub fn recommend_files(
     options: &RecommendOptions,
     input: &Path,
     output: &Path,
+    exposures: Option<&ExposureLog>,
 ) -> Result<RecommendReport> {
     let RecommendOptions {
         exploration,
@@ -226,8 +253,34 @@ pub fn recommend_files(
     let mut rows = 0;
     let pre = &scorer.manifest().preprocessor;
     let with_holdout = decider.policy().config().holdout > 0.0;
+    let mut log = exposures
+        .map(|log| -> Result<_> {
+            let path = shard.output_path(&log.path);
+            let format = source::Format::of(&path)
+                .ok_or_else(|| Error::from(DataError::UnsupportedFormat { path: path.clone() }))?;
+            let dir = match path.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+                _ => PathBuf::from("."),
+            };
+            let staging = tempfile::Builder::new()
+                .prefix(".upsell-exposures-")
+                .tempfile_in(&dir)
+                .map_err(|e| Error::io(&dir, e))?;
+            Ok((log, path, staging, score::Writer::new(format)))
+        })
+        .transpose()?;
     for unit in &mine {
-        let (ids, decisions) = decider.decide(unit)?;
+        let (ids, decisions, batch) = decider.decide_rows(unit)?;
+        if let Some((log, path, staging, writer)) = &mut log {
+            let frame =
+                exposure_frame(batch, &decisions, pre, log, with_holdout).map_err(|source| {
+                    DataError::Polars {
+                        path: unit.0.clone(),
+                        source,
+                    }
+                })?;
+            writer.write(staging, &frame, path)?;
+        }
         let frame = decisions_frame(
             &decisions,
             decider.with_id().then_some(&ids),
@@ -257,6 +310,16 @@ pub fn recommend_files(
         writer.write(&staging, &frame, &output)?;
     }
     writer.finish(&output)?;
+    if let Some((_, path, staging, writer)) = log {
+        if rows == 0 {
+            return Err(DataError::Empty {
+                path: input.to_path_buf(),
+            }
+            .into());
+        }
+        writer.finish(&path)?;
+        score::persist(staging, &path)?;
+    }
     score::persist(staging, &output)?;
     let seconds = started.elapsed().as_secs_f64();
     Ok(RecommendReport {
@@ -306,4 +369,48 @@ fn decisions_frame(
         columns.push(Column::new("holdout".into(), holdout));
     }
     DataFrame::new(decisions.len(), columns)
+}
+
+/// The exposure rows of a batch of decisions (see [`ExposureLog`]).
+fn exposure_frame(
+    mut rows: DataFrame,
+    decisions: &[Decision],
+    pre: &crate::preprocess::Preprocessor,
+    log: &ExposureLog,
+    with_holdout: bool,
+) -> PolarsResult<DataFrame> {
+    let height = rows.height();
+    if let Some(offer) = &pre.offer {
+        let offers: Vec<Option<String>> = decisions.iter().map(|d| d.offer.clone()).collect();
+        rows.with_column(Column::new(offer.as_str().into(), offers))?;
+    }
+    for vocabulary in &pre.context {
+        let values: Vec<Option<String>> = decisions
+            .iter()
+            .map(|d| {
+                d.context
+                    .iter()
+                    .find(|(c, _)| c == vocabulary.column())
+                    .map(|(_, v)| v.clone())
+            })
+            .collect();
+        rows.with_column(Column::new(vocabulary.column().into(), values))?;
+    }
+    let propensity: Vec<f64> = decisions.iter().map(|d| d.propensity).collect();
+    rows.with_column(Column::new(log.propensity.as_str().into(), propensity))?;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let time = Column::new(log.time.as_str().into(), vec![now; height])
+        .cast(&DataType::Datetime(TimeUnit::Milliseconds, None))?;
+    rows.with_column(time)?;
+    rows.with_column(Column::new(
+        "model_version".into(),
+        vec![log.model_version.as_str(); height],
+    ))?;
+    if with_holdout {
+        let holdout: Vec<bool> = decisions.iter().map(|d| d.holdout).collect();
+        rows.with_column(Column::new("holdout".into(), holdout))?;
+    }
+    Ok(rows)
 }

@@ -56,6 +56,14 @@ pub struct Manifest {
 }
 
 impl Manifest {
+    /// The model version: the first 12 hex digits of the weights' sha256,
+    /// as the server reports it and decision logs record it.
+    pub fn version(&self) -> String {
+        self.weights.sha256.chars().take(12).collect()
+    }
+}
+
+impl Manifest {
     /// The resolved config the checkpoint was trained with, with
     /// `overrides` applied (`--set` syntax); relative paths stay relative.
     pub fn saved_config(

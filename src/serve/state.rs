@@ -46,7 +46,7 @@ impl Model {
         let scorer = Scorer::load(dir)?;
         let origin = format!("{} (saved config)", dir.display());
         let config = Config::from_toml(&scorer.manifest().config, &origin, Path::new(""), &[])?;
-        let version = scorer.manifest().weights.sha256.chars().take(12).collect();
+        let version = scorer.manifest().version();
         Ok(Model {
             scorer,
             version,

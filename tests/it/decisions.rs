@@ -272,3 +272,100 @@ fn default_decisions_beat_lightgbm_on_a_small_world() {
         "upsell's decisions reach {share:.4} of the achievable lift, LightGBM's {LIGHTGBM_SHARE_20K:.4}"
     );
 }
+
+/// Closing the loop: `recommend --exposures` logs each decision as an
+/// exposure row; with outcomes joined, `train` learns from it and `ope`
+/// evaluates a policy on it.
+#[test]
+fn logged_decisions_round_trip_into_train_and_ope() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    run_ok(
+        upsell()
+            .args(["synth", "--rows", "3000", "--seed", "5", "--out"])
+            .arg(dir.join("logs")),
+    );
+    let config = dir.join("logs/config.toml");
+    run_ok(
+        upsell()
+            .args(["train", "--config"])
+            .arg(&config)
+            .arg("--out")
+            .arg(dir.join("run"))
+            .args(["--set", "train.epochs=1"]),
+    );
+    let checkpoint = dir.join("run/checkpoint");
+    run_ok(
+        upsell()
+            .args(["recommend", "--policy", "epsilon:0.3", "--checkpoint"])
+            .arg(&checkpoint)
+            .arg("--input")
+            .arg(dir.join("logs/exposures"))
+            .arg("--output")
+            .arg(dir.join("decisions.csv"))
+            .arg("--exposures")
+            .arg(dir.join("logged.csv")),
+    );
+    let logged = std::fs::read_to_string(dir.join("logged.csv")).unwrap();
+    let mut lines = logged.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    for column in [
+        "user_id",
+        "tenure_months",
+        "offer",
+        "surface",
+        "message",
+        "propensity",
+        "exposure_time",
+        "model_version",
+    ] {
+        assert!(header.contains(&column), "{column} missing from {header:?}");
+    }
+    assert!(!header.contains(&"converted"), "outcomes are joined later");
+    let offer = header.iter().position(|h| *h == "offer").unwrap();
+    let propensity = header.iter().position(|h| *h == "propensity").unwrap();
+    // The outcomes, joined: every seventh user bought what was offered.
+    let mut joined = format!("{},converted,plan,value\n", header.join(","));
+    for (i, line) in lines.enumerate() {
+        let cells: Vec<&str> = line.split(',').collect();
+        let p: f64 = cells[propensity].parse().unwrap();
+        assert!(p > 0.0 && p <= 1.0, "{line}");
+        let bought = i % 7 == 0;
+        let plan = if bought { cells[offer] } else { "" };
+        let value = if bought { "9.99" } else { "0" };
+        joined += &format!("{line},{},{plan},{value}\n", u8::from(bought));
+    }
+    std::fs::write(dir.join("joined.csv"), joined).unwrap();
+    let trained = run_ok(
+        upsell()
+            .args(["train", "--config"])
+            .arg(&config)
+            .arg("--data")
+            .arg(dir.join("joined.csv"))
+            .arg("--out")
+            .arg(dir.join("again"))
+            .args(["--set", "train.epochs=1"]),
+    );
+    let summary: Value = serde_json::from_str(
+        String::from_utf8(trained.stdout)
+            .unwrap()
+            .lines()
+            .last()
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(summary["status"], "ok");
+    assert_eq!(
+        summary["train_rows"].as_u64().unwrap() + summary["valid_rows"].as_u64().unwrap(),
+        3000
+    );
+    let ope = run_ok(
+        upsell()
+            .args(["ope", "--checkpoint"])
+            .arg(&checkpoint)
+            .arg("--logs")
+            .arg(dir.join("joined.csv")),
+    );
+    let ope: Value = serde_json::from_str(String::from_utf8(ope.stdout).unwrap().trim()).unwrap();
+    assert_eq!(ope["rows"], 3000, "{ope}");
+}
