@@ -344,16 +344,7 @@ fn decisions_frame(
     let offers: Vec<Option<String>> = decisions.iter().map(|d| d.offer.clone()).collect();
     columns.push(Column::new("offer".into(), offers));
     for vocab in &pre.context {
-        let values: Vec<Option<String>> = decisions
-            .iter()
-            .map(|d| {
-                d.context
-                    .iter()
-                    .find(|(c, _)| c == vocab.column())
-                    .map(|(_, v)| v.clone())
-            })
-            .collect();
-        columns.push(Column::new(vocab.column().into(), values));
+        columns.push(context_column(decisions, vocab.column()));
     }
     let propensity: Vec<f64> = decisions.iter().map(|d| d.propensity).collect();
     columns.push(Column::new("propensity".into(), propensity));
@@ -385,16 +376,7 @@ fn exposure_frame(
         rows.with_column(Column::new(offer.as_str().into(), offers))?;
     }
     for vocabulary in &pre.context {
-        let values: Vec<Option<String>> = decisions
-            .iter()
-            .map(|d| {
-                d.context
-                    .iter()
-                    .find(|(c, _)| c == vocabulary.column())
-                    .map(|(_, v)| v.clone())
-            })
-            .collect();
-        rows.with_column(Column::new(vocabulary.column().into(), values))?;
+        rows.with_column(context_column(decisions, vocabulary.column()))?;
     }
     let propensity: Vec<f64> = decisions.iter().map(|d| d.propensity).collect();
     rows.with_column(Column::new(log.propensity.as_str().into(), propensity))?;
@@ -413,4 +395,18 @@ fn exposure_frame(
         rows.with_column(Column::new("holdout".into(), holdout))?;
     }
     Ok(rows)
+}
+
+/// The chosen value of one context column, per decision (null for no offer).
+fn context_column(decisions: &[Decision], column: &str) -> Column {
+    let values: Vec<Option<String>> = decisions
+        .iter()
+        .map(|d| {
+            d.context
+                .iter()
+                .find(|(c, _)| c == column)
+                .map(|(_, v)| v.clone())
+        })
+        .collect();
+    Column::new(column.into(), values)
 }
