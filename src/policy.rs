@@ -1,5 +1,6 @@
 //! Where a probability becomes an offer: expected values of the eligible
-//! candidates, per-product caps through shadow prices, exploration, and the
+//! candidates (rules per product and per context), per-product caps through
+//! shadow prices, exploration, a randomised no-offer holdout, and the
 //! propensity of every decision.
 //!
 //! The expected value of offering product `p` in context `c` to user `u` is

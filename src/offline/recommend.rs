@@ -36,7 +36,7 @@ pub struct RecommendOptions {
 /// row's feature columns, the chosen offer and context under the config's
 /// column names, the propensity, the decision time, the model version and,
 /// with a holdout, whether the user was held out. A held-out user's offer is
-/// null.
+/// null. A shard without rows writes no exposure file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExposureLog {
     pub path: PathBuf,
@@ -310,13 +310,10 @@ pub fn recommend_files(
         writer.write(&staging, &frame, &output)?;
     }
     writer.finish(&output)?;
-    if let Some((_, path, staging, writer)) = log {
-        if rows == 0 {
-            return Err(DataError::Empty {
-                path: input.to_path_buf(),
-            }
-            .into());
-        }
+    // An empty shard logs nothing: its exposure file is not written.
+    if let Some((_, path, staging, writer)) = log
+        && rows > 0
+    {
         writer.finish(&path)?;
         score::persist(staging, &path)?;
     }
