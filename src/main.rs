@@ -181,6 +181,10 @@ struct ServeArgs {
     /// The longest a request may take, in milliseconds.
     #[arg(long, default_value_t = 10_000)]
     timeout_ms: u64,
+    /// Append every decision of /v1/recommend to this CSV file as an
+    /// exposure row (the columns of `recommend --exposures`).
+    #[arg(long, value_name = "FILE")]
+    log_decisions: Option<PathBuf>,
 }
 
 /// Where the experiment config comes from.
@@ -671,17 +675,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
                 .init();
             let model = upsell::serve::Model::load(&args.checkpoint)?;
+            let log = args
+                .log_decisions
+                .as_deref()
+                .map(|path| upsell::serve::DecisionLog::open(path, model.scorer(), model.policy()))
+                .transpose()?;
             let limits = upsell::serve::Limits {
                 max_body_bytes: args.max_body_bytes,
                 max_batch: args.max_batch,
                 timeout: std::time::Duration::from_millis(args.timeout_ms),
             };
-            let state = std::sync::Arc::new(upsell::serve::AppState::new(
-                model,
-                args.checkpoint,
-                args.name,
-                limits,
-            ));
+            let mut state = upsell::serve::AppState::new(model, args.checkpoint, args.name, limits);
+            if let Some(log) = log {
+                state = state.with_decision_log(log);
+            }
+            let state = std::sync::Arc::new(state);
             let runtime = tokio::runtime::Runtime::new()?;
             runtime.block_on(upsell::serve::serve(state, args.addr))?;
         }

@@ -5,10 +5,12 @@
 //! socket.
 
 mod kserve;
+mod log;
 mod recommend;
 mod request;
 mod state;
 
+pub use log::DecisionLog;
 pub use request::ApiError;
 pub use state::{AppState, Limits, Metrics, Model};
 

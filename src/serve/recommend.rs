@@ -10,6 +10,7 @@ use crate::preprocess::Value;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
+use axum::http::StatusCode;
 use axum::response::Response;
 use serde_json::Value as Json;
 use std::collections::HashMap;
@@ -104,6 +105,21 @@ pub(super) async fn recommend(
     })
     .await?
     .map_err(ApiError::bad)?;
+    if state.decision_log.is_some() {
+        let (logging, users, logged) = (state.clone(), request.users.clone(), decisions.clone());
+        let version = model.version().to_string();
+        blocking(move || {
+            let log = logging.decision_log.as_ref().expect("checked above");
+            log.append(&users, &logged, &version)
+        })
+        .await?
+        .map_err(|e| {
+            ApiError(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("decision log: {e}"),
+            )
+        })?;
+    }
     let response = RecommendResponse {
         model_version: model.version().to_string(),
         policy: exploration.to_string(),

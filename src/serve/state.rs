@@ -58,6 +58,15 @@ impl Model {
     pub fn version(&self) -> &str {
         &self.version
     }
+
+    pub fn scorer(&self) -> &Scorer {
+        &self.scorer
+    }
+
+    /// The checkpoint's saved policy.
+    pub fn policy(&self) -> &PolicyConfig {
+        &self.policy
+    }
 }
 
 /// Request counts, errors and latencies per route, batch sizes, model version.
@@ -145,6 +154,8 @@ pub struct AppState {
     pub limits: Limits,
     /// The name under which the model is served (`/v2/models/{name}`).
     pub name: String,
+    /// Where `/v1/recommend` logs its decisions, if anywhere.
+    pub decision_log: Option<super::log::DecisionLog>,
 }
 
 impl AppState {
@@ -157,6 +168,15 @@ impl AppState {
             metrics,
             limits,
             name,
+            decision_log: None,
+        }
+    }
+
+    /// Logs every decision of `/v1/recommend` to `log`.
+    pub fn with_decision_log(self, log: super::log::DecisionLog) -> AppState {
+        AppState {
+            decision_log: Some(log),
+            ..self
         }
     }
 

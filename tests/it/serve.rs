@@ -514,3 +514,69 @@ fn a_taken_address_is_a_clear_runtime_error() {
         "{stderr}"
     );
 }
+
+/// `serve --log-decisions`: every decision of /v1/recommend becomes an
+/// exposure row, in the columns `recommend --exposures` writes; a log with
+/// another model's columns is refused rather than mixed.
+#[tokio::test]
+async fn recommend_decisions_are_logged_as_exposure_rows() {
+    use upsell::serve::DecisionLog;
+    let tmp = tempfile::tempdir().unwrap();
+    let path = tmp.path().join("decisions.csv");
+    let model = Model::load(&demo()).unwrap();
+    let log = DecisionLog::open(&path, model.scorer(), model.policy()).unwrap();
+    let state = Arc::new(
+        AppState::new(model, demo(), "upsell".into(), Limits::default()).with_decision_log(log),
+    );
+    for _ in 0..2 {
+        let (status, response) = post(&state, "/v1/recommend", &json!({ "users": users() })).await;
+        assert_eq!(status, StatusCode::OK, "{response}");
+    }
+    let logged = std::fs::read_to_string(&path).unwrap();
+    assert_eq!(logged.lines().count(), 1 + 2 * 8, "{logged}");
+    // The same header as the batch command's exposure log.
+    let exposures = tmp.path().join("exposures.csv");
+    crate::common::run_ok(
+        crate::common::upsell()
+            .args(["recommend", "--checkpoint"])
+            .arg(demo())
+            .arg("--input")
+            .arg(demo().join("rows.csv"))
+            .arg("--output")
+            .arg(tmp.path().join("decisions-batch.csv"))
+            .arg("--exposures")
+            .arg(&exposures),
+    );
+    let batch = std::fs::read_to_string(&exposures).unwrap();
+    assert_eq!(logged.lines().next(), batch.lines().next());
+    // The first user's row names its id, offer and propensity.
+    let header: Vec<&str> = logged.lines().next().unwrap().split(',').collect();
+    let row: Vec<&str> = logged.lines().nth(1).unwrap().split(',').collect();
+    let at = |c: &str| row[header.iter().position(|h| *h == c).unwrap()];
+    assert_eq!(at("user_id"), "u0000000000");
+    assert!(!at("offer").is_empty());
+    assert_eq!(at("propensity"), "1");
+    // Reopened by the same model it appends; with a holdout (another header)
+    // it is refused.
+    let again = Model::load(&demo()).unwrap();
+    DecisionLog::open(&path, again.scorer(), again.policy()).unwrap();
+    let other = tmp.path().join("other");
+    std::fs::create_dir(&other).unwrap();
+    for file in ["manifest.json", "model.safetensors"] {
+        std::fs::copy(demo().join(file), other.join(file)).unwrap();
+    }
+    let manifest = other.join("manifest.json");
+    let text = std::fs::read_to_string(&manifest).unwrap();
+    let with_holdout = text.replace("[policy]\\n", "[policy]\\nholdout = 0.1\\n");
+    assert_ne!(with_holdout, text);
+    std::fs::write(&manifest, with_holdout).unwrap();
+    let held = Model::load(&other).unwrap();
+    let error = DecisionLog::open(&path, held.scorer(), held.policy())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        error.contains("--log-decisions") && error.contains("holdout"),
+        "{error}"
+    );
+}

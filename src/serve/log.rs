@@ -1,0 +1,193 @@
+//! The server's decision log (`upsell serve --log-decisions FILE`): every
+//! decision of `/v1/recommend` appended as an exposure row to a CSV file, in
+//! the columns and order `upsell recommend --exposures` writes, so that once
+//! the outcomes are joined `train`, `eval` and `ope` read it.
+
+use std::fs::{File, OpenOptions};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use serde_json::{Map, Value as Json};
+
+use crate::Scorer;
+use crate::config::PolicyConfig;
+use crate::policy::Decision;
+use crate::{Error, Result};
+
+/// An append-only CSV of exposure rows. The header is fixed when the server
+/// starts; an existing file must have the same one.
+pub struct DecisionLog {
+    path: PathBuf,
+    file: Mutex<File>,
+    /// Feature and rule columns read from each user.
+    features: Vec<String>,
+    context: Vec<String>,
+    with_holdout: bool,
+}
+
+impl DecisionLog {
+    /// Opens (or creates) the log for the model serving now: its scorer and
+    /// policy.
+    pub fn open(path: &Path, scorer: &Scorer, policy: &PolicyConfig) -> Result<DecisionLog> {
+        let pre = &scorer.manifest().preprocessor;
+        let columns = scorer.manifest().saved_config(&[])?.columns;
+        let context: Vec<String> = pre.context.iter().map(|v| v.column().to_string()).collect();
+        let offer = pre.offer.clone().unwrap_or_else(|| "offer".into());
+        let mut features: Vec<String> = pre
+            .input_columns()
+            .into_iter()
+            .filter(|c| *c != offer && !context.iter().any(|x| x == c))
+            .map(str::to_string)
+            .collect();
+        for rule in &policy.exclude {
+            if !features.contains(&rule.column) {
+                features.push(rule.column.clone());
+            }
+        }
+        let id = columns.id.unwrap_or_else(|| "id".into());
+        let with_holdout = policy.holdout > 0.0;
+        let mut header: Vec<&str> = features.iter().map(String::as_str).collect();
+        header.push(&id);
+        header.extend(context.iter().map(String::as_str));
+        let propensity = columns.propensity.unwrap_or_else(|| "propensity".into());
+        let time = columns.time.unwrap_or_else(|| "exposure_time".into());
+        header.extend([offer.as_str(), &propensity, &time, "model_version"]);
+        if with_holdout {
+            header.push("holdout");
+        }
+        let header = header
+            .iter()
+            .map(|c| field(c))
+            .collect::<Vec<_>>()
+            .join(",");
+        let existing = match File::open(path) {
+            Ok(file) => BufReader::new(file).lines().next().transpose(),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => return Err(Error::io(path, e)),
+        }
+        .map_err(|e| Error::io(path, e))?;
+        let mut file = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| Error::io(path, e))?;
+        match existing {
+            None => writeln!(file, "{header}").map_err(|e| Error::io(path, e))?,
+            Some(line) if line == header => {}
+            Some(line) => {
+                return Err(Error::Argument {
+                    argument: "--log-decisions",
+                    message: format!(
+                        "{}: its header ({line}) is not this model's ({header}); log to a new file",
+                        path.display()
+                    ),
+                });
+            }
+        }
+        Ok(DecisionLog {
+            path: path.to_path_buf(),
+            file: Mutex::new(file),
+            features,
+            context,
+            with_holdout,
+        })
+    }
+
+    /// Appends one row per decision, in one write.
+    pub fn append(
+        &self,
+        users: &[Map<String, Json>],
+        decisions: &[Decision],
+        version: &str,
+    ) -> Result<()> {
+        let time = timestamp(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.as_millis() as i64),
+        );
+        let mut text = String::new();
+        for (user, decision) in users.iter().zip(decisions) {
+            let mut cells: Vec<String> = self
+                .features
+                .iter()
+                .map(|c| field(&value(user.get(c))))
+                .collect();
+            cells.push(field(decision.id.as_deref().unwrap_or("")));
+            for column in &self.context {
+                let chosen = decision.context.iter().find(|(c, _)| c == column);
+                cells.push(field(chosen.map_or("", |(_, v)| v.as_str())));
+            }
+            cells.push(field(decision.offer.as_deref().unwrap_or("")));
+            cells.push(decision.propensity.to_string());
+            cells.push(time.clone());
+            cells.push(field(version));
+            if self.with_holdout {
+                cells.push(decision.holdout.to_string());
+            }
+            text += &cells.join(",");
+            text.push('\n');
+        }
+        let mut file = self.file.lock().expect("not poisoned");
+        file.write_all(text.as_bytes())
+            .and_then(|()| file.flush())
+            .map_err(|e| Error::io(&self.path, e))
+    }
+}
+
+/// A JSON value as CSV text: null and absent are empty.
+fn value(v: Option<&Json>) -> String {
+    match v {
+        None | Some(Json::Null) => String::new(),
+        Some(Json::String(s)) => s.clone(),
+        Some(other) => other.to_string(),
+    }
+}
+
+/// A CSV field, quoted when it must be.
+fn field(text: &str) -> String {
+    if text.contains([',', '"', '\n', '\r']) {
+        format!("\"{}\"", text.replace('"', "\"\""))
+    } else {
+        text.to_string()
+    }
+}
+
+/// Milliseconds since the epoch as `YYYY-MM-DDTHH:MM:SS.mmm` (UTC), as
+/// polars writes a datetime to CSV.
+fn timestamp(ms: i64) -> String {
+    let (days, ms_of_day) = (ms.div_euclid(86_400_000), ms.rem_euclid(86_400_000));
+    // Howard Hinnant's civil_from_days.
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (h, m, s, milli) = (
+        ms_of_day / 3_600_000,
+        ms_of_day / 60_000 % 60,
+        ms_of_day / 1000 % 60,
+        ms_of_day % 1000,
+    );
+    format!("{year:04}-{month:02}-{day:02}T{h:02}:{m:02}:{s:02}.{milli:03}")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn timestamps_and_fields_are_written_as_polars_reads_them() {
+        assert_eq!(timestamp(0), "1970-01-01T00:00:00.000");
+        // 2026-01-05T00:01:57.445Z, the synthetic log's first exposure.
+        assert_eq!(timestamp(1_767_571_317_445), "2026-01-05T00:01:57.445");
+        assert_eq!(timestamp(951_782_400_000), "2000-02-29T00:00:00.000");
+        assert_eq!(field("a,b"), "\"a,b\"");
+        assert_eq!(field("say \"hi\""), "\"say \"\"hi\"\"\"");
+        assert_eq!(field("plain"), "plain");
+    }
+}
