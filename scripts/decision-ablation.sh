@@ -61,7 +61,8 @@ world, seed, summary = sys.argv[1:]
 train = json.loads(summary)
 d = json.load(sys.stdin)
 q = d["decisions"]
-print(world, seed, "share=%.4f" % q["share_of_lift"], "auc=%.4f" % d["conversion"]["auc"],
+print(world, seed, "share=%.4f" % q["share_of_lift"], "context_share=%.4f" % q["context_share_of_lift"],
+      "auc=%.4f" % d["conversion"]["auc"],
       "best_auc=%.4f" % q["best_achievable_auc"], "ece=%.4f" % d["conversion"]["ece"],
       "epochs=%d" % train["epochs"], "seconds=%.1f" % train["seconds"])' "$world" "$seed" "$summary"
     done

@@ -643,16 +643,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .exposures
                 .map(|path| upsell::offline::recommend::ExposureLog {
                     path,
-                    propensity: config
-                        .columns
-                        .propensity
-                        .clone()
-                        .unwrap_or_else(|| "propensity".into()),
-                    time: config
-                        .columns
-                        .time
-                        .clone()
-                        .unwrap_or_else(|| "exposure_time".into()),
+                    propensity: config.columns.propensity_or_default().to_string(),
+                    time: config.columns.time_or_default().to_string(),
                     model_version: scorer.manifest().version(),
                 });
             let report = upsell::offline::recommend::recommend_files(

@@ -115,6 +115,16 @@ pub struct ColumnsConfig {
 }
 
 impl ColumnsConfig {
+    /// The propensity column of logged decisions: `propensity` when unnamed.
+    pub fn propensity_or_default(&self) -> &str {
+        self.propensity.as_deref().unwrap_or("propensity")
+    }
+
+    /// The time column of logged decisions: `exposure_time` when unnamed.
+    pub fn time_or_default(&self) -> &str {
+        self.time.as_deref().unwrap_or("exposure_time")
+    }
+
     /// Every configured column with its role, in a stable order.
     pub fn roles(&self) -> Vec<(&str, ColumnRole)> {
         let mut roles: Vec<(&str, ColumnRole)> = Vec::new();
@@ -562,6 +572,19 @@ pub struct PolicyConfig {
     /// Eligibility rules; a candidate that any rule matches is excluded.
     #[serde(default)]
     pub exclude: Vec<EligibilityRule>,
+}
+
+impl PolicyConfig {
+    /// The input columns the eligibility rules read, each once, in rule order.
+    pub fn rule_columns(&self) -> Vec<&str> {
+        let mut columns: Vec<&str> = Vec::new();
+        for rule in &self.exclude {
+            if !columns.contains(&rule.column.as_str()) {
+                columns.push(&rule.column);
+            }
+        }
+        columns
+    }
 }
 
 /// Excludes products, or contexts, for users whose `column` matches. For

@@ -79,19 +79,14 @@ impl<'a> Decider<'a> {
         files: &[PathBuf],
     ) -> Result<Decider<'a>> {
         let policy = scorer.policy(policy_config, seed);
-        let pre = &scorer.manifest().preprocessor;
-        let mut columns: Vec<String> = pre.input_columns().iter().map(|c| c.to_string()).collect();
-        // The policy chooses the offer and the context, so neither is read.
-        let chosen: Vec<&str> = pre
-            .offer
-            .iter()
-            .map(String::as_str)
-            .chain(pre.context.iter().map(|v| v.column()))
+        let mut columns: Vec<String> = scorer
+            .decision_columns()
+            .into_iter()
+            .map(str::to_string)
             .collect();
-        columns.retain(|c| !chosen.contains(&c.as_str()));
-        for rule in &policy.config().exclude {
-            if !columns.contains(&rule.column) {
-                columns.push(rule.column.clone());
+        for column in policy.config().rule_columns() {
+            if !columns.iter().any(|c| c == column) {
+                columns.push(column.to_string());
             }
         }
         let mut id_column = scorer.manifest().id_column.clone();

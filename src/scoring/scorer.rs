@@ -128,6 +128,17 @@ impl Scorer {
         self.manifest.preprocessor.input_columns()
     }
 
+    /// The columns a row needs to be decided for: the features. The policy
+    /// chooses the offer and the context, so neither is read.
+    pub fn decision_columns(&self) -> Vec<&str> {
+        let pre = &self.manifest.preprocessor;
+        let mut columns = pre.input_columns();
+        columns.retain(|c| {
+            pre.offer.as_deref() != Some(*c) && !pre.context.iter().any(|v| v.column() == *c)
+        });
+        columns
+    }
+
     /// Product names, the order of every product axis.
     pub fn product_names(&self) -> Vec<String> {
         self.manifest

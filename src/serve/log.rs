@@ -34,25 +34,27 @@ impl DecisionLog {
         let columns = scorer.manifest().saved_config(&[])?.columns;
         let context: Vec<String> = pre.context.iter().map(|v| v.column().to_string()).collect();
         let offer = pre.offer.clone().unwrap_or_else(|| "offer".into());
-        let mut features: Vec<String> = pre
-            .input_columns()
+        let mut features: Vec<String> = scorer
+            .decision_columns()
             .into_iter()
-            .filter(|c| *c != offer && !context.iter().any(|x| x == c))
             .map(str::to_string)
             .collect();
-        for rule in &policy.exclude {
-            if !features.contains(&rule.column) {
-                features.push(rule.column.clone());
+        for column in policy.rule_columns() {
+            if !features.iter().any(|c| c == column) {
+                features.push(column.to_string());
             }
         }
-        let id = columns.id.unwrap_or_else(|| "id".into());
+        let id = columns.id.clone().unwrap_or_else(|| "id".into());
         let with_holdout = policy.holdout > 0.0;
         let mut header: Vec<&str> = features.iter().map(String::as_str).collect();
         header.push(&id);
         header.extend(context.iter().map(String::as_str));
-        let propensity = columns.propensity.unwrap_or_else(|| "propensity".into());
-        let time = columns.time.unwrap_or_else(|| "exposure_time".into());
-        header.extend([offer.as_str(), &propensity, &time, "model_version"]);
+        header.extend([
+            offer.as_str(),
+            columns.propensity_or_default(),
+            columns.time_or_default(),
+            "model_version",
+        ]);
         if with_holdout {
             header.push("holdout");
         }
@@ -106,12 +108,12 @@ impl DecisionLog {
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_millis() as i64),
         );
-        let mut text = String::new();
+        let mut rows = String::new();
         for (user, decision) in users.iter().zip(decisions) {
             let mut cells: Vec<String> = self
                 .features
                 .iter()
-                .map(|c| field(&value(user.get(c))))
+                .map(|c| field(&text(user.get(c)).unwrap_or_default()))
                 .collect();
             cells.push(field(decision.id.as_deref().unwrap_or("")));
             for column in &self.context {
@@ -125,22 +127,23 @@ impl DecisionLog {
             if self.with_holdout {
                 cells.push(decision.holdout.to_string());
             }
-            text += &cells.join(",");
-            text.push('\n');
+            rows += &cells.join(",");
+            rows.push('\n');
         }
         let mut file = self.file.lock().expect("not poisoned");
-        file.write_all(text.as_bytes())
+        file.write_all(rows.as_bytes())
             .and_then(|()| file.flush())
             .map_err(|e| Error::io(&self.path, e))
     }
 }
 
-/// A JSON value as CSV text: null and absent are empty.
-fn value(v: Option<&Json>) -> String {
-    match v {
-        None | Some(Json::Null) => String::new(),
-        Some(Json::String(s)) => s.clone(),
-        Some(other) => other.to_string(),
+/// A JSON value as the text a rule or a log reads: strings as they are,
+/// other values as JSON; null and absent are none.
+pub(super) fn text(value: Option<&Json>) -> Option<String> {
+    match value? {
+        Json::Null => None,
+        Json::String(s) => Some(s.clone()),
+        other => Some(other.to_string()),
     }
 }
 

@@ -1,6 +1,7 @@
 //! `POST /v1/recommend`: decisions for a batch of users with the
 //! checkpoint's policy.
 
+use super::log::text;
 use super::request::*;
 use super::state::AppState;
 use crate::Result;
@@ -12,7 +13,7 @@ use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
 use axum::response::Response;
-use serde_json::Value as Json;
+
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -30,34 +31,21 @@ pub(super) async fn recommend(
             .parse::<Exploration>()
             .map_err(|e| ApiError::bad(format!("policy {e}")))?,
     };
-    let pre = &model.scorer.manifest().preprocessor;
-    let required: Vec<String> = input_types(&model)
-        .into_iter()
-        .map(|(c, _)| c)
-        // The policy chooses the offer and the context: neither is required.
-        .filter(|c| {
-            pre.offer.as_deref() != Some(c.as_str())
-                && !pre.context.iter().any(|v| v.column() == c.as_str())
-        })
-        .collect();
+    let required = model.scorer.decision_columns();
     let mut records: Vec<HashMap<String, Value<'_>>> = Vec::with_capacity(users.len());
     let mut ids: Vec<Option<String>> = Vec::with_capacity(users.len());
     for (i, user) in users.iter().enumerate() {
         let mut record = HashMap::new();
         for column in &required {
             let value = user
-                .get(column)
+                .get(*column)
                 .ok_or_else(|| ApiError::bad(format!("users[{i}]: missing feature {column:?}")))?;
             let field = format!("users[{i}].{column}");
             let value = to_value(value, &field)?;
-            record.insert(column.clone(), value);
+            record.insert(column.to_string(), value);
         }
         records.push(record);
-        ids.push(match user.get("id") {
-            None | Some(Json::Null) => None,
-            Some(Json::String(s)) => Some(s.clone()),
-            Some(other) => Some(other.to_string()),
-        });
+        ids.push(text(user.get("id")));
     }
     let features = model
         .scorer
@@ -75,23 +63,18 @@ pub(super) async fn recommend(
                 .policy
                 .exclude
                 .iter()
-                .map(|rule| {
-                    let text = user.get(&rule.column).and_then(|v| match v {
-                        Json::String(s) => Some(s.clone()),
-                        Json::Null => None,
-                        other => Some(other.to_string()),
-                    });
-                    (rule.column.clone(), text)
-                })
+                .map(|rule| (rule.column.clone(), text(user.get(&rule.column))))
                 .collect()
         })
         .collect();
-    let deciding = model.clone();
-    let decisions = blocking(move || -> Result<Vec<crate::policy::Decision>, String> {
+    let (deciding, logging) = (model.clone(), state.clone());
+    let users = request.users;
+    // Deciding and logging are blocking work, done off the async threads.
+    let decisions = blocking(move || -> Result<Vec<crate::policy::Decision>, ApiError> {
         let scores = deciding
             .scorer
             .user_scores(&features)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| ApiError::bad(e.to_string()))?;
         let policy = deciding
             .scorer
             .policy(deciding.policy.clone(), deciding.seed);
@@ -101,25 +84,19 @@ pub(super) async fn recommend(
                 .find(|(c, _)| c == column)
                 .and_then(|(_, v)| v.clone())
         };
-        Ok(policy.decide(exploration, &scores, &ids, &value))
+        let decisions = policy.decide(exploration, &scores, &ids, &value);
+        if let Some(log) = &logging.decision_log {
+            log.append(&users, &decisions, deciding.version())
+                .map_err(|e| {
+                    ApiError(
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        format!("decision log: {e}"),
+                    )
+                })?;
+        }
+        Ok(decisions)
     })
-    .await?
-    .map_err(ApiError::bad)?;
-    if state.decision_log.is_some() {
-        let (logging, users, logged) = (state.clone(), request.users.clone(), decisions.clone());
-        let version = model.version().to_string();
-        blocking(move || {
-            let log = logging.decision_log.as_ref().expect("checked above");
-            log.append(&users, &logged, &version)
-        })
-        .await?
-        .map_err(|e| {
-            ApiError(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                format!("decision log: {e}"),
-            )
-        })?;
-    }
+    .await??;
     let response = RecommendResponse {
         model_version: model.version().to_string(),
         policy: exploration.to_string(),
