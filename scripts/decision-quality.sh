@@ -22,7 +22,10 @@
 #                            spaces (so none inside a value: model.hidden=[256,128]):
 #                            "model.plan_uses_offer=true train.patience=5"
 #   UPSELL_DQ_CONTACT_COST   value deducted per offer made (default 0), for
-#                            upsell's policy and the metrics alike
+#                            upsell's policy and the metrics alike; several,
+#                            separated by spaces ("0.15 0.5"), give a table
+#                            each from the same trained models
+#   UPSELL_DQ_LGBM_SEEDS     LightGBM seeds (default SEEDS)
 #   UPSELL_DQ_OUT            write the Markdown here (and the per-run records
 #                            beside it, as .json) instead of to stdout
 #   UPSELL_DQ_VENV           the Python environment, made when missing
@@ -35,7 +38,8 @@ seeds=${2:-3}
 world_seed=${3:-21}
 world_kind=${4:-default}
 held_out=50000
-cost=${UPSELL_DQ_CONTACT_COST:-0}
+read -r -a costs <<<"${UPSELL_DQ_CONTACT_COST:-0}"
+lgbm_seeds=${UPSELL_DQ_LGBM_SEEDS:-$seeds}
 read -r -a extra <<<"${UPSELL_DQ_SET:-}"
 out=${UPSELL_DQ_OUT:+$(caller_path "$UPSELL_DQ_OUT")}
 python=$(bench_python)
@@ -66,26 +70,33 @@ for seed in $(seq "$seeds"); do
     summary=$("$upsell" train --config "$world/config.toml" --data "$work/train" --out "$work/run-$seed" \
         --set "seed=$seed" "${overrides[@]}" | tail -n 1)
     checkpoint=$("$python" -c 'import json, sys; print(json.loads(sys.argv[1])["checkpoint"])' "$summary")
-    "$upsell" recommend --checkpoint "$checkpoint" --input "$test_file" \
-        --output "$work/decisions-$seed.parquet" --set "policy.contact_cost=$cost" >/dev/null
+    for cost in "${costs[@]}"; do
+        "$upsell" recommend --checkpoint "$checkpoint" --input "$test_file" \
+            --output "$work/decisions-$cost-$seed.parquet" --set "policy.contact_cost=$cost" >/dev/null
+    done
     "$upsell" score --checkpoint "$checkpoint" --input "$test_file" --output "$work/scores-$seed.parquet" >/dev/null
-    decisions+=("$work/decisions-$seed.parquet")
     scores+=("$work/scores-$seed.parquet")
+done
+# Cost-major, as decision_quality.py reads them.
+for cost in "${costs[@]}"; do
+    for seed in $(seq "$seeds"); do
+        decisions+=("$work/decisions-$cost-$seed.parquet")
+    done
 done
 
 "$python" scripts/decision_quality.py --world "$world" --test-file 0 \
     --upsell "${decisions[@]}" --upsell-scores "${scores[@]}" --upsell-seeds $(seq "$seeds") \
-    --seeds $(seq "$seeds") --contact-cost "$cost" --out "$work/results.json" >"$work/table.md"
+    --seeds $(seq "$lgbm_seeds") --contact-cost "${costs[@]}" --out "$work/results.json" >"$work/table.md"
 
 {
     echo "# Decision quality: upsell against baselines on a synthetic world"
     echo
     # With $UPSELL set the command line says so, without the binary's path.
-    echo "\`${UPSELL:+UPSELL=<prebuilt upsell> }${UPSELL_DQ_SET:+UPSELL_DQ_SET=\"$UPSELL_DQ_SET\" }${UPSELL_DQ_CONTACT_COST:+UPSELL_DQ_CONTACT_COST=$cost }scripts/decision-quality.sh $rows $seeds $world_seed $world_kind\`"
+    echo "\`${UPSELL:+UPSELL=<prebuilt upsell> }${UPSELL_DQ_SET:+UPSELL_DQ_SET=\"$UPSELL_DQ_SET\" }${UPSELL_DQ_CONTACT_COST:+UPSELL_DQ_CONTACT_COST=\"$UPSELL_DQ_CONTACT_COST\" }${UPSELL_DQ_LGBM_SEEDS:+UPSELL_DQ_LGBM_SEEDS=$lgbm_seeds }scripts/decision-quality.sh $rows $seeds $world_seed $world_kind\`"
     echo
     cat "$work/table.md"
     echo
-    echo "World \`$world_kind\`, seed $world_seed; $rows training rows, $held_out held out; upsell and LightGBM seeds 1..$seeds" \
+    echo "World \`$world_kind\`, seed $world_seed; $rows training rows, $held_out held out; upsell seeds 1..$seeds, LightGBM seeds 1..$lgbm_seeds" \
         "(mean ± sd over seeds). $machine."
 } >"$work/report.md"
 if [[ -n $out ]]; then

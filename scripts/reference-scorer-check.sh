@@ -47,3 +47,16 @@ for variant in "${variants[@]}"; do
     echo -n "$name: "
     "$py" "$reference" "$work/$name/checkpoint" "$rows" --expected "$work/$name.csv"
 done
+
+# A no-offer arm (a world with a holdout), scored on rows that include
+# no-offer rows: the decisions of its own policy, logged as exposures.
+"$bin" synth --rows 6000 --seed 3 --world incremental --out "$work/incremental" >/dev/null
+"$bin" train --config "$work/incremental/config.toml" --out "$work/no-offer-arm" --set train.epochs=2 \
+    --set train.threads=2 --set train.calibration=\"product_temperature\" >/dev/null
+validate "$work/no-offer-arm/checkpoint"
+"$bin" recommend --checkpoint "$work/no-offer-arm/checkpoint" --input "$work/incremental/exposures" \
+    --output "$work/arm-decisions.csv" --exposures "$work/arm-rows.csv" --set policy.holdout=0.3 >/dev/null
+"$bin" score --checkpoint "$work/no-offer-arm/checkpoint" --input "$work/arm-rows.csv" \
+    --output "$work/no-offer-arm.csv" >/dev/null
+echo -n "no-offer-arm: "
+"$py" "$reference" "$work/no-offer-arm/checkpoint" "$work/arm-rows.csv" --expected "$work/no-offer-arm.csv"

@@ -85,7 +85,12 @@ class Features:
         self.context = [vocabulary_index(v, text(row.get(v["column"]))) for v in pre["context"]]
         names = [p["name"] for p in pre["products"]]
         offer = text(row.get(pre["offer"])) if pre.get("offer") else None
-        self.offer = names.index(offer) if offer is not None else None
+        if offer is not None and offer == pre.get("no_offer"):
+            # The no-offer arm, whose context is missing whatever the row says.
+            self.offer = len(names)
+            self.context = [MISSING] * len(self.context)
+        else:
+            self.offer = names.index(offer) if offer is not None else None
 
 
 def number(value):
@@ -171,18 +176,24 @@ class Member:
         return sums * WIDE_SCALE
 
     def logits(self, f):
-        """Conversion logits for every product, and plan logits (or None)."""
+        """Conversion logits for every product (then the no-offer arm's, with
+        every context missing, when the network has one), and plan logits
+        (or None)."""
         user, plan_user = self.encode(f)
         products = self.net["products"]
         offers = self.w.get("offer_embedding.weight")
-        context = [self.w["context_embedding.weight"][self.context_offsets[j] + i] for j, i in enumerate(f.context)]
-        conversion = []
-        for p in range(products if offers is not None else 1):
+
+        def convert(p, context_indices):
+            context = [self.w["context_embedding.weight"][self.context_offsets[j] + i] for j, i in enumerate(context_indices)]
             h = np.concatenate([user] + ([offers[p]] if offers is not None else []) + context)
             for i in range(len(self.net["tower"])):
                 h = self.block(f"tower.{i}", h)
             out = self.linear("conversion", h)
-            conversion.append(out[p] if out.shape[0] > 1 else out[0])
+            return out[p] if out.shape[0] > 1 else out[0]
+
+        conversion = [convert(p, f.context) for p in range(products if offers is not None else 1)]
+        if self.net.get("no_offer") and offers is not None:
+            conversion.append(convert(products, [MISSING] * len(f.context)))
         conversion = np.array(conversion, dtype=np.float32)
         plan = None
         if "plan.weight" in self.w:
@@ -253,7 +264,8 @@ def main():
     with open(args.rows, newline="") as file:
         rows = list(csv.DictReader(file))
     scored = [score(manifest, tensors, row) for row in rows]
-    header = ["p_convert"] + [f"p_convert__{p}" for p in products] + [f"p_plan__{p}" for p in products]
+    offers = products + ([manifest["preprocessor"]["no_offer"]] if manifest["network"].get("no_offer") else [])
+    header = ["p_convert"] + [f"p_convert__{p}" for p in offers] + [f"p_plan__{p}" for p in products]
     if not args.expected:
         out = csv.writer(sys.stdout)
         out.writerow(header)

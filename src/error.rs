@@ -460,6 +460,20 @@ pub enum DataError {
         part: &'static str,
         rule: String,
     },
+    /// `columns.no_offer` names a holdout that the data does not have.
+    #[error(
+        "{}: columns.no_offer is {value:?}, but none of the {rows} {part} rows has {column:?} = \
+         {value:?}, so the model cannot learn what users do unoffered; log a randomised no-offer \
+         holdout, or unset columns.no_offer",
+        path.display()
+    )]
+    NoHoldout {
+        path: PathBuf,
+        part: &'static str,
+        column: String,
+        value: String,
+        rows: usize,
+    },
     #[error("{}: no data files (*.parquet, *.pq, *.csv) found", path.display())]
     NoFiles { path: PathBuf },
     #[error("{}: unsupported file type; expected .parquet, .pq or .csv", path.display())]

@@ -1,12 +1,18 @@
 //! Where a probability becomes an offer: expected values of the eligible
-//! candidates (rules per product and per context), per-product caps through
-//! shadow prices, exploration, a randomised no-offer holdout, and the
-//! propensity of every decision.
+//! candidates (rules per product and per context), per-product caps and a
+//! contact budget through shadow prices, exploration, a randomised no-offer
+//! holdout, and the propensity of every decision.
 //!
-//! The expected value of offering product `p` in context `c` to user `u` is
-//! `P(convert | u, p, c) * sum_k P(plan k | u) * value(k) * weight(p) - cost`;
-//! "no offer" is a candidate worth 0 when contacting has a cost. Plans are
-//! thereby weighed against add-ons by value, not by conversion rate.
+//! The value of offering product `p` in context `c` to user `u` is what the
+//! offer adds:
+//! `P(convert | u, p, c) * sum_k P(plan k | u, p) * value(k) * weight(p)`
+//! minus the same with no offer (what `u` buys anyway, when the model has a
+//! no-offer arm; else 0) minus the contact cost. "No offer" is a candidate
+//! worth 0, whenever contacting has a cost or the model knows what users do
+//! unoffered, so an offer that only moves a sale (a cheaper plan instead of
+//! the one the user would have bought) loses to leaving the user alone.
+//! Plans are thereby weighed against add-ons by value, not by conversion
+//! rate.
 
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_64_with_seed;
@@ -21,9 +27,11 @@ pub struct Candidate {
     pub offer: Option<String>,
     /// Context column -> value (empty for "no offer").
     pub context: Vec<(String, String)>,
-    /// P(convert | user, offer, context); 0 for "no offer".
+    /// P(convert | user, offer, context); for "no offer", P(convert) with no
+    /// offer (0 without a no-offer arm).
     pub p_convert: f64,
-    /// The expected value before shadow prices.
+    /// The expected value the candidate adds over no offer, net of the
+    /// contact cost, before shadow prices; 0 for "no offer".
     pub expected_value: f64,
     /// The probability that the policy chooses this candidate.
     pub probability: f64,
@@ -57,6 +65,17 @@ pub struct UserScores {
     /// `[products]`: expected value of the purchase if the user converts
     /// after being offered each product (plan-choice head times values).
     pub value_if_converted: Vec<f64>,
+    /// What the user does with no offer, from a model with a no-offer arm.
+    pub no_offer: Option<NoOffer>,
+}
+
+/// A user's outcome with no offer: what any offer is compared with.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct NoOffer {
+    /// P(convert) with no offer.
+    pub p_convert: f64,
+    /// The expected value of what the user buys with no offer.
+    pub value: f64,
 }
 
 /// The decision policy for one model: its products, context combinations
@@ -132,6 +151,7 @@ impl Policy {
         value: &dyn Fn(&str) -> Option<String>,
     ) -> Vec<Candidate> {
         let cost = self.config.contact_cost;
+        let baseline = scores.no_offer.map_or(0.0, |n| n.value);
         let eligible: Vec<bool> = (0..self.products.len())
             .map(|p| self.eligible(p, value))
             .collect();
@@ -158,16 +178,18 @@ impl Policy {
                     context: context.clone(),
                     p_convert,
                     expected_value: p_convert * scores.value_if_converted[p] * self.weight(p)
+                        - baseline
                         - cost,
                     probability: 0.0,
                 });
             }
         }
-        if cost > 0.0 || out.is_empty() {
+        let budget = self.config.contact_budget.is_some();
+        if cost > 0.0 || scores.no_offer.is_some() || budget || out.is_empty() {
             out.push(Candidate {
                 offer: None,
                 context: Vec::new(),
-                p_convert: 0.0,
+                p_convert: scores.no_offer.map_or(0.0, |n| n.p_convert),
                 expected_value: 0.0,
                 probability: 0.0,
             });
@@ -176,12 +198,18 @@ impl Policy {
     }
 
     /// Shadow prices per product that bring each capped product's share of
-    /// greedy decisions in this batch to at most its cap. Found by bisection
-    /// per product, repeated until no cap is exceeded (counts fall as a
-    /// product's price rises).
+    /// greedy decisions in this batch to at most its cap, then one more, on
+    /// every contact, that brings the share of users offered anything to at
+    /// most `contact_budget` (the users left out are those whose best offer
+    /// adds least). Found by bisection per price, repeated until no limit is
+    /// exceeded (counts fall as a price rises). The contact price is a
+    /// threshold on what an offer adds: applied as extra contact cost, it
+    /// makes the same choice one user at a time (online, or in other shards).
     pub fn shadow_prices(&self, batch: &[Vec<Candidate>]) -> Vec<f64> {
-        let mut prices = vec![0.0; self.products.len()];
-        if self.config.caps.is_empty() || batch.is_empty() {
+        let products = self.products.len();
+        let mut prices = vec![0.0; products + 1];
+        let budget = self.config.contact_budget.filter(|&b| b < 1.0);
+        if (self.config.caps.is_empty() && budget.is_none()) || batch.is_empty() {
             return prices;
         }
         let index: std::collections::HashMap<&str, usize> = self
@@ -198,10 +226,17 @@ impl Policy {
             .fold(0.0, f64::max)
             * 2.0
             + 1.0;
+        // The caps' products, then the budget on contacts (index `products`).
+        let limits: Vec<(usize, f64)> = self
+            .config
+            .caps
+            .iter()
+            .map(|(product, &cap)| (index[product.as_str()], cap))
+            .chain(budget.map(|b| (products, b)))
+            .collect();
         for _pass in 0..20 {
             let mut changed = false;
-            for (product, &cap) in &self.config.caps {
-                let p = index[product.as_str()];
+            for &(p, cap) in &limits {
                 let allowed = (cap * n).floor();
                 if self.count(batch, &prices, p) as f64 <= allowed {
                     continue;
@@ -235,7 +270,7 @@ impl Policy {
                     .iter()
                     .position(|x| x == offer)
                     .expect("a product");
-                candidate.expected_value - prices[p]
+                candidate.expected_value - prices[p] - prices[self.products.len()]
             }
         }
     }
@@ -251,12 +286,17 @@ impl Policy {
         best
     }
 
+    /// Users whose best candidate is `product`, or any offer for index
+    /// `products` (the contact budget's).
     fn count(&self, batch: &[Vec<Candidate>], prices: &[f64], product: usize) -> usize {
         batch
             .iter()
             .filter(|candidates| {
-                let best = self.best(candidates, prices);
-                candidates[best].offer.as_deref() == Some(self.products[product].as_str())
+                let offer = candidates[self.best(candidates, prices)].offer.as_deref();
+                match self.products.get(product) {
+                    Some(name) => offer == Some(name.as_str()),
+                    None => offer.is_some(),
+                }
             })
             .count()
     }
@@ -271,13 +311,26 @@ impl Policy {
         ids: &[Option<String>],
         value: &dyn Fn(usize, &str) -> Option<String>,
     ) -> Vec<Decision> {
+        self.decide_priced(exploration, scores, ids, value).0
+    }
+
+    /// [`decide`](Self::decide), also returning the batch's shadow prices:
+    /// one per product, then the contact price (see
+    /// [`shadow_prices`](Self::shadow_prices)).
+    pub fn decide_priced(
+        &self,
+        exploration: Exploration,
+        scores: &[UserScores],
+        ids: &[Option<String>],
+        value: &dyn Fn(usize, &str) -> Option<String>,
+    ) -> (Vec<Decision>, Vec<f64>) {
         let batch: Vec<Vec<Candidate>> = scores
             .iter()
             .enumerate()
             .map(|(row, s)| self.candidates(s, &|column| value(row, column)))
             .collect();
         let prices = self.shadow_prices(&batch);
-        batch
+        let decisions = batch
             .into_iter()
             .enumerate()
             .map(|(row, mut candidates)| {
@@ -334,7 +387,8 @@ impl Policy {
                     holdout,
                 }
             })
-            .collect()
+            .collect();
+        (decisions, prices)
     }
 }
 

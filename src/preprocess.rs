@@ -234,6 +234,12 @@ pub struct Preprocessor {
     pub hashed: Vec<HashedFeature>,
     /// The offer column, whose values index [`Preprocessor::products`].
     pub offer: Option<String>,
+    /// The offer value of a no-offer row (`columns.no_offer`): its offer
+    /// index is the number of products, the model's no-offer arm, and its
+    /// context is missing whatever the row says. Absent in checkpoints
+    /// written before no-offer arms existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub no_offer: Option<String>,
     pub context: Vec<Vocabulary>,
     /// The plan column, whose values index [`Preprocessor::products`].
     pub plan: Option<String>,
@@ -273,6 +279,20 @@ impl Preprocessor {
             .iter()
             .position(|p| p.name == name)
             .map(|i| i as u32)
+    }
+
+    /// The offer index of an offer column value: a product's index, or the
+    /// no-offer arm's (the number of products) for `no_offer`.
+    pub fn offer_index(&self, name: &str) -> Option<u32> {
+        if self.no_offer.as_deref() == Some(name) {
+            return Some(self.products.len() as u32);
+        }
+        self.product_index(name)
+    }
+
+    /// The offer index of the no-offer arm, if the model has one.
+    pub fn no_offer_index(&self) -> Option<u32> {
+        self.no_offer.as_ref().map(|_| self.products.len() as u32)
     }
 }
 
@@ -386,8 +406,13 @@ impl Preprocessor {
             if let Some(column) = &self.offer
                 && as_text(get(row, column), &mut text).is_some()
             {
-                out.offer[row] = self.product_index(&text).ok_or_else(|| {
-                    let names: Vec<&str> = self.products.iter().map(|p| p.name.as_str()).collect();
+                out.offer[row] = self.offer_index(&text).ok_or_else(|| {
+                    let names: Vec<&str> = self
+                        .products
+                        .iter()
+                        .map(|p| p.name.as_str())
+                        .chain(self.no_offer.as_deref())
+                        .collect();
                     fail(
                         row,
                         column,
@@ -395,8 +420,11 @@ impl Preprocessor {
                     )
                 })?;
             }
+            let shown = self
+                .no_offer_index()
+                .is_none_or(|none| out.offer.get(row) != Some(&none));
             for (j, vocab) in self.context.iter().enumerate() {
-                let present = as_text(get(row, vocab.column()), &mut text);
+                let present = as_text(get(row, vocab.column()), &mut text).filter(|_| shown);
                 out.context[row * n_context + j] = vocab.index(present.map(|_| text.as_str()));
             }
         }
@@ -609,6 +637,7 @@ mod tests {
             categorical: Vec::new(),
             hashed: Vec::new(),
             offer: None,
+            no_offer: None,
             context: Vec::new(),
             plan: None,
             products: Vec::new(),
@@ -643,6 +672,7 @@ mod tests {
                 buckets: 8,
             }],
             offer: Some("offer".into()),
+            no_offer: Some("none".into()),
             context: vec![Vocabulary::new("surface".into(), vec!["push".into()])],
             plan: Some("plan".into()),
             products: vec![Product {

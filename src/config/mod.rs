@@ -220,6 +220,28 @@ impl Config {
                 "columns.offer or columns.plan is set, so [products] must list every product with its value".into(),
             ));
         }
+        if let Some(none) = &columns.no_offer {
+            let reason = if columns.offer.is_none() {
+                Some("needs columns.offer, the column it is a value of".to_string())
+            } else if columns.propensity.is_none() {
+                Some(
+                    "needs columns.propensity: a no-offer row's propensity is the holdout's share, \
+                     which evaluation and off-policy estimates weigh it by"
+                        .to_string(),
+                )
+            } else if self.products.contains_key(none) {
+                Some(format!(
+                    "{none:?} is a product; a no-offer value must not be"
+                ))
+            } else {
+                none.trim()
+                    .is_empty()
+                    .then(|| "must not be empty".to_string())
+            };
+            if let Some(reason) = reason {
+                return Err(invalid("columns.no_offer", reason));
+            }
+        }
         for (product, value) in &self.products {
             if product.trim().is_empty() {
                 return Err(invalid("products", "a product name is empty".into()));
@@ -355,6 +377,14 @@ impl Config {
                     format!("must be in (0, 1], got {cap}"),
                 ));
             }
+        }
+        if let Some(budget) = policy.contact_budget
+            && !(budget > 0.0 && budget <= 1.0)
+        {
+            return Err(invalid(
+                "policy.contact_budget",
+                format!("must be in (0, 1], got {budget}"),
+            ));
         }
         for (i, rule) in policy.exclude.iter().enumerate() {
             if let Some(unknown) = rule

@@ -86,6 +86,15 @@ pub struct ColumnsConfig {
     /// The product shown; every value must be a key of `[products]`.
     #[serde(default)]
     pub offer: Option<String>,
+    /// The value of the offer column that marks a row of a no-offer holdout
+    /// (a user deliberately shown nothing), e.g. "none". Such rows train the
+    /// model's no-offer arm, so that decisions count what an offer adds to
+    /// what the user would have bought anyway; their context columns are
+    /// ignored and their propensity is the holdout's share. Default: none
+    /// (every row was shown an offer, and an uncontacted user is taken to
+    /// buy nothing).
+    #[serde(default)]
+    pub no_offer: Option<String>,
     /// Context columns of the exposure (surface, message, ...), embedded
     /// like categorical features. Default: none.
     #[serde(default)]
@@ -551,8 +560,10 @@ pub struct PolicyConfig {
     /// `greedy`.
     #[serde(default)]
     pub exploration: Exploration,
-    /// The cost of contacting a user, in value units. When above 0, "no
-    /// offer" is a candidate worth 0. Default 0.
+    /// The cost of contacting a user, in value units, subtracted from every
+    /// offer's value. When above 0, "no offer" is a candidate worth 0 (with
+    /// a no-offer arm it always is, and an offer is worth what it adds to
+    /// what the user buys anyway). Default 0.
     #[serde(default)]
     pub contact_cost: f64,
     /// Business weight per product, multiplying its expected value. Default
@@ -563,6 +574,14 @@ pub struct PolicyConfig {
     /// per-product shadow prices on the expected value. Default: no caps.
     #[serde(default)]
     pub caps: BTreeMap<String, f64>,
+    /// Largest share of a batch's users offered anything, in (0, 1]: a
+    /// contact budget, met by a shadow price on every contact, so that the
+    /// users left alone are those whose best offer adds least. `recommend`
+    /// reports the price as `contact_price`; added to `contact_cost`, it
+    /// applies the same threshold one request at a time (the server) or in
+    /// other shards. Default: no budget.
+    #[serde(default)]
+    pub contact_budget: Option<f64>,
     /// Share of users, in [0, 1), the policy keeps as a randomised no-offer
     /// holdout (chosen by a hash of the id and the seed, so the same user is
     /// held out every time): what an offer adds is measured against them.

@@ -224,6 +224,7 @@ impl<'a> Fitter<'a> {
                 })
                 .collect(),
             offer: columns.offer.clone(),
+            no_offer: columns.no_offer.clone(),
             context: vocabularies(&columns.context, self.context),
             plan: columns.plan.clone(),
             products: config

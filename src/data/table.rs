@@ -369,11 +369,21 @@ fn canonicalise(
         for (row, v) in text(offer)?.iter().enumerate() {
             match v {
                 None => drop_row(&mut keep, row, "a null offer"),
-                Some(v) if !products.contains_key(v) => {
+                Some(v)
+                    if !products.contains_key(v)
+                        && config.columns.no_offer.as_deref() != Some(v) =>
+                {
+                    let no_offer = match &config.columns.no_offer {
+                        Some(none) => format!(" or the no-offer value {none:?} (columns.no_offer)"),
+                        None => String::new(),
+                    };
                     return Err(bad(
                         offer,
                         row,
-                        format!("{v:?} is not a product in [products] ({})", product_list()),
+                        format!(
+                            "{v:?} is not a product in [products] ({}){no_offer}",
+                            product_list()
+                        ),
                     ));
                 }
                 Some(_) => {}

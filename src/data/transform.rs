@@ -68,18 +68,27 @@ pub fn features(pre: &Preprocessor, frame: &DataFrame) -> PolarsResult<Features>
 
     let offer = match &pre.offer {
         None => Vec::new(),
-        Some(name) => product_indices(pre, frame, name)?
-            .into_iter()
-            .map(|i| i.expect("null offers are dropped at load") as u32)
+        Some(name) => frame
+            .column(name)?
+            .str()?
+            .iter()
+            .map(|v| {
+                pre.offer_index(v.expect("null offers are dropped at load"))
+                    .expect("offers are checked at load")
+            })
             .collect(),
     };
 
+    // A no-offer row's context is missing, whatever the log says: the
+    // no-offer arm is scored without one.
+    let none = pre.no_offer_index();
     let n_context = pre.context.len();
     let mut context = vec![0u32; rows * n_context];
     for (j, vocab) in pre.context.iter().enumerate() {
         let values = frame.column(vocab.column())?.str()?;
         for (row, v) in values.iter().enumerate() {
-            context[row * n_context + j] = vocab.index(v);
+            let shown = none.is_none_or(|none| offer.get(row) != Some(&none));
+            context[row * n_context + j] = vocab.index(v.filter(|_| shown));
         }
     }
     Ok(Features {

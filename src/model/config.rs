@@ -51,6 +51,11 @@ pub struct NetworkConfig {
     /// conversion logit and every plan logit (a wide part, Cheng et al., 2016).
     #[serde(default)]
     pub wide: bool,
+    /// Whether the offer has one more arm, index `products`, for rows of a
+    /// no-offer holdout: the conversion and plan heads then also say what a
+    /// user does unoffered.
+    #[serde(default)]
+    pub no_offer: bool,
 }
 
 fn one_member() -> usize {
@@ -58,6 +63,12 @@ fn one_member() -> usize {
 }
 
 impl NetworkConfig {
+    /// Offer indices the network knows: the products, and the no-offer arm
+    /// when it has one.
+    pub fn arms(&self) -> usize {
+        self.products + usize::from(self.no_offer)
+    }
+
     /// Width of the user embedding (the encoder's output).
     pub fn user_width(&self) -> usize {
         self.hidden
@@ -101,7 +112,7 @@ impl NetworkConfig {
         let user = self.user_width();
         let offer = if self.has_offer { self.offer_dim } else { 0 };
         if self.has_offer && self.products > 0 {
-            total = total.saturating_add(n(self.products).saturating_mul(n(self.offer_dim)));
+            total = total.saturating_add(n(self.arms()).saturating_mul(n(self.offer_dim)));
         }
         total = total.saturating_add(n(sum(&self.context_sizes)).saturating_mul(n(self.offer_dim)));
         let tower_input = user
@@ -127,11 +138,11 @@ impl NetworkConfig {
         total.saturating_mul(n(self.members.max(1)))
     }
 
-    /// Outputs of the conversion layer: one per product with
+    /// Outputs of the conversion layer: one per offer arm with
     /// `product_heads` (and offers), else one.
     pub fn conversion_outputs(&self) -> usize {
         if self.product_heads && self.has_offer && self.products > 0 {
-            self.products
+            self.arms()
         } else {
             1
         }

@@ -215,7 +215,7 @@ impl NetworkConfig {
                 .task_uncertainty
                 .then(|| Param::from_tensor(Tensor::zeros([2], device))),
             offer_embedding: (self.has_offer && self.products > 0)
-                .then(|| EmbeddingConfig::new(self.products, self.offer_dim).init(device)),
+                .then(|| EmbeddingConfig::new(self.arms(), self.offer_dim).init(device)),
             context_embedding: table(&self.context_sizes, self.offer_dim, CONTEXT_EMBEDDING_STD),
             tower,
             conversion: LinearConfig::new(width, self.conversion_outputs()).init(device),

@@ -71,6 +71,10 @@ pub struct EvalSummary {
     pub segments: Vec<SegmentMetrics>,
     /// The greedy policy's decisions against ground truth (`--truth`).
     pub decisions: Option<super::truth::DecisionQuality>,
+    /// With a model that has a no-offer arm: how it ranks users by uplift,
+    /// each product's rows against the holdout's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uplift: Option<super::uplift::UpliftSummary>,
     pub seconds: f64,
     pub rows_per_sec: f64,
 }
@@ -81,6 +85,8 @@ struct Accumulators {
     per_product: Vec<BinaryMetrics>,
     plan: PlanMetrics,
     segments: HashMap<String, (BinaryMetrics, PlanMetrics)>,
+    /// Rows for the uplift metrics, with a no-offer arm.
+    uplift: Option<super::uplift::UpliftRows>,
 }
 
 /// What [`evaluate`] returns: the summary and what the report draws.
@@ -92,11 +98,31 @@ pub struct Evaluation {
 
 /// The config to read labelled rows with: the checkpoint's own columns,
 /// without the roles evaluation does not need, plus the `--by` column.
-fn eval_config(scorer: &Scorer, by: Option<&str>) -> Result<Config> {
+fn eval_config(scorer: &Scorer, by: Option<&str>, files: &[PathBuf]) -> Result<Config> {
     let mut config = scorer.manifest().saved_config(&[])?;
     let columns = &mut config.columns;
-    columns.propensity = None;
-    columns.value = None;
+    // The uplift metrics weigh rows by their propensity and rank by value,
+    // where every file has them.
+    let keep = |column: &Option<String>| -> Result<bool> {
+        let Some(column) = column else {
+            return Ok(false);
+        };
+        if scorer.no_offer_index().is_none() {
+            return Ok(false);
+        }
+        for file in files {
+            if source::schema(file)?.get(column).is_none() {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    };
+    if !keep(&columns.propensity)? {
+        columns.propensity = None;
+    }
+    if !keep(&columns.value)? {
+        columns.value = None;
+    }
     columns.time = None;
     columns.id = None;
     if let Some(by) = by
@@ -116,10 +142,10 @@ pub fn evaluate(
     by: Option<&str>,
 ) -> Result<Evaluation> {
     let started = std::time::Instant::now();
-    let config = eval_config(scorer, by)?;
-    let pre = &scorer.manifest().preprocessor;
-    let products = scorer.product_names();
     let files = source::resolve(data)?;
+    let config = eval_config(scorer, by, &files)?;
+    let pre = &scorer.manifest().preprocessor;
+    let products = scorer.offer_names();
     for file in &files {
         let schema = source::schema(file)?;
         crate::data::check_schema(file, &schema, &config).map_err(|e| match e {
@@ -137,7 +163,7 @@ pub fn evaluate(
             e => e,
         })?;
     }
-    let mut state = Accumulators::new(products.len());
+    let mut state = Accumulators::new(scorer, products.len());
     let names: Vec<&str> = config.columns.roles().iter().map(|(c, _)| *c).collect();
     let (mut rows_read, mut rows_used) = (0, 0);
     for file in &files {
@@ -194,8 +220,8 @@ pub fn evaluate_batch(
     batch: &crate::data::Batch,
 ) -> Evaluation {
     let started = std::time::Instant::now();
-    let products = scorer.product_names();
-    let mut state = Accumulators::new(products.len());
+    let products = scorer.offer_names();
+    let mut state = Accumulators::new(scorer, products.len());
     state.update(scorer, batch, None);
     let rows = batch.features.rows;
     state.into_evaluation(
@@ -211,8 +237,11 @@ pub fn evaluate_batch(
 }
 
 impl Accumulators {
-    fn new(products: usize) -> Accumulators {
+    fn new(scorer: &Scorer, products: usize) -> Accumulators {
         Accumulators {
+            uplift: scorer
+                .no_offer_index()
+                .map(|_| super::uplift::UpliftRows::default()),
             conversion: BinaryMetrics::new(),
             per_product: (0..products).map(|_| BinaryMetrics::new()).collect(),
             plan: PlanMetrics::new(),
@@ -226,7 +255,7 @@ impl Accumulators {
         let weights = Some(targets.weight.as_slice());
         self.conversion
             .update(&p_offer, &targets.converted, weights);
-        let classes = self.per_product.len();
+        let classes = scorer.manifest().network.products;
         for (row, &offer) in batch.features.offer.iter().enumerate() {
             if let Some(m) = self.per_product.get_mut(offer as usize) {
                 m.add(p_offer[row], targets.converted[row], targets.weight[row]);
@@ -234,6 +263,20 @@ impl Accumulators {
         }
         if !p_plan.is_empty() {
             self.plan.update(&p_plan, classes, &targets.plan, weights);
+        }
+        // A model with a no-offer arm has offers and products, so it always
+        // has candidates to score.
+        if let Some(uplift) = &mut self.uplift
+            && let Ok(scores) = scorer.user_scores(&batch.features)
+        {
+            let logged = super::uplift::Logged {
+                offer: &batch.features.offer,
+                converted: &targets.converted,
+                value: &targets.value,
+                weight: &targets.weight,
+                propensity: &targets.propensity,
+            };
+            uplift.add(&logged, &scores);
         }
         let Some(segments) = segments else { return };
         for (row, value) in segments.iter().enumerate() {
@@ -321,6 +364,10 @@ impl Accumulators {
             segment_column: by.map(str::to_string),
             segments,
             decisions: None,
+            uplift: self
+                .uplift
+                .as_ref()
+                .map(|u| u.finish(&scorer.product_names())),
             seconds,
             rows_per_sec: rows_used as f64 / seconds.max(1e-9),
         };

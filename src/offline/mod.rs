@@ -9,3 +9,4 @@ pub mod ope;
 pub mod recommend;
 pub mod score;
 pub mod truth;
+pub mod uplift;

@@ -13,6 +13,12 @@
 //! - doubly robust (Dudík et al., 2011): `(1/n) Σ [DM_i + w_i (r_i - q̂_i)]`,
 //!   where `DM_i = Σ_a π(a|x_i) q̂(x_i, a)` and `q̂` is the model itself.
 //!
+//! With a no-offer holdout in the logs (and a model with a no-offer arm),
+//! the same estimators also value "no offer to anyone" (`w_i = 1[a_i = no
+//! offer] / μ_i`): the holdout is the control, and the policy's incremental
+//! conversions and value are its estimates minus the control's, with
+//! intervals from the same (paired) bootstrap replicates.
+//!
 //! Confidence intervals come from a Poisson bootstrap (each row appears
 //! `Poisson(1)` times in each replicate; Chamandy et al., 2012), which is
 //! computed in the same single streaming pass: memory grows with the number
@@ -44,7 +50,13 @@ const IPS_V: usize = 7;
 const DR_V: usize = 8;
 const OBS_V: usize = 9;
 const DM_V: usize = 10;
-const SUMS: usize = 11;
+/// The same for "no offer to anyone" (the holdout as the control).
+const W0: usize = 11;
+const IPS0_C: usize = 12;
+const DR0_C: usize = 13;
+const IPS0_V: usize = 14;
+const DR0_V: usize = 15;
+const SUMS: usize = 16;
 
 /// How to run an off-policy evaluation.
 #[derive(Debug, Clone)]
@@ -80,6 +92,29 @@ pub struct Estimates {
     pub direct_method: Estimate,
 }
 
+/// The weighted estimators of one reward for "no offer to anyone", or of
+/// the target policy's difference from it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ControlEstimates {
+    pub ips: Estimate,
+    pub snips: Estimate,
+    pub doubly_robust: Estimate,
+}
+
+/// The holdout as the control: what no offer achieves, and what the target
+/// policy adds to it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Uplift {
+    /// Logged no-offer rows.
+    pub holdout_rows: usize,
+    /// Conversion rate and value per user with no offer.
+    pub no_offer_conversion: ControlEstimates,
+    pub no_offer_value: ControlEstimates,
+    /// The target policy minus no offer, per user.
+    pub incremental_conversion: ControlEstimates,
+    pub incremental_value: ControlEstimates,
+}
+
 /// What `upsell ope` prints.
 #[derive(Debug, Clone, Serialize)]
 pub struct OpeSummary {
@@ -101,6 +136,9 @@ pub struct OpeSummary {
     /// Reward: the value realised (the value column, or the offered
     /// product's value when it converted).
     pub value: Estimates,
+    /// With a no-offer arm in the model: the holdout as the control.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub uplift: Option<Uplift>,
     pub seconds: f64,
 }
 
@@ -113,6 +151,7 @@ struct Sums {
     matched: usize,
     clipped: usize,
     max_weight: f64,
+    holdout: usize,
 }
 
 /// One row's contributions.
@@ -124,6 +163,11 @@ struct Row {
     dm_value: f64,
     q_conversion: f64,
     q_value: f64,
+    /// `1[no offer logged] / μ` (clipped like `weight`).
+    weight_none: f64,
+    /// The model's conversion and value with no offer.
+    none_conversion: f64,
+    none_value: f64,
 }
 
 impl Sums {
@@ -144,6 +188,12 @@ impl Sums {
             c[DR_V] = row.dm_value + w * (row.value - row.q_value);
             c[OBS_V] = row.value;
             c[DM_V] = row.dm_value;
+            let w0 = row.weight_none;
+            c[W0] = w0;
+            c[IPS0_C] = w0 * row.conversion;
+            c[DR0_C] = row.none_conversion + w0 * (row.conversion - row.q_conversion);
+            c[IPS0_V] = w0 * row.value;
+            c[DR0_V] = row.none_value + w0 * (row.value - row.q_value);
             c
         };
         for (b, sums) in self.replicates.iter_mut().enumerate() {
@@ -193,6 +243,29 @@ impl Sums {
             snips: self.estimates(|s| s[ips] / s[W]),
             doubly_robust: self.estimates(|s| s[dr] / s[N]),
             direct_method: self.estimates(|s| s[dm] / s[N]),
+        }
+    }
+}
+
+impl Sums {
+    /// "No offer to anyone", and the target policy's difference from it.
+    fn uplift(&self) -> Uplift {
+        let control = |ips: usize, dr: usize| ControlEstimates {
+            ips: self.estimates(|s| s[ips] / s[N]),
+            snips: self.estimates(|s| s[ips] / s[W0]),
+            doubly_robust: self.estimates(|s| s[dr] / s[N]),
+        };
+        let difference = |ips: usize, dr: usize, ips0: usize, dr0: usize| ControlEstimates {
+            ips: self.estimates(|s| (s[ips] - s[ips0]) / s[N]),
+            snips: self.estimates(|s| s[ips] / s[W] - s[ips0] / s[W0]),
+            doubly_robust: self.estimates(|s| (s[dr] - s[dr0]) / s[N]),
+        };
+        Uplift {
+            holdout_rows: self.holdout,
+            no_offer_conversion: control(IPS0_C, DR0_C),
+            no_offer_value: control(IPS0_V, DR0_V),
+            incremental_conversion: difference(IPS_C, DR_C, IPS0_C, DR0_C),
+            incremental_value: difference(IPS_V, DR_V, IPS0_V, DR0_V),
         }
     }
 }
@@ -279,6 +352,7 @@ pub fn evaluate(
         matched: 0,
         clipped: 0,
         max_weight: 0.0,
+        holdout: 0,
     };
     let names: Vec<&str> = config.columns.roles().iter().map(|(c, _)| *c).collect();
     for file in &files {
@@ -331,12 +405,13 @@ pub fn evaluate(
             let decisions = policy.decide(options.exploration, &user_scores, &ids, &value);
             for (row, decision) in decisions.iter().enumerate() {
                 let offer = batch.features.offer[row] as usize;
-                let logged = &policy.products()[offer];
+                // A no-offer row's action is the "no offer" candidate.
+                let logged = policy.products().get(offer).map(String::as_str);
                 let pi: f64 = decision
                     .candidates
                     .iter()
                     .filter(|c| {
-                        c.offer.as_deref() == Some(logged.as_str())
+                        c.offer.as_deref() == logged
                             && c.context.iter().all(|(column, v)| {
                                 contexts
                                     .iter()
@@ -355,24 +430,44 @@ pub fn evaluate(
                     }
                     _ => raw,
                 };
+                let weight_none = if logged.is_none() {
+                    sums.holdout += 1;
+                    let raw = 1.0 / mu;
+                    options.clip.map_or(raw, |clip| raw.min(clip))
+                } else {
+                    0.0
+                };
                 sums.matched += usize::from(pi > 0.0);
                 sums.max_weight = sums.max_weight.max(weight);
                 let scores = &user_scores[row];
                 let index = |name: &str| policy.products().iter().position(|p| p == name);
+                // What the user does unoffered (nothing, without a
+                // no-offer arm).
+                let unoffered = scores.no_offer.map_or(0.0, |n| n.value);
                 let (mut dm_conversion, mut dm_value) = (0.0, 0.0);
                 for c in &decision.candidates {
-                    if let Some(p) = c.offer.as_deref().and_then(index) {
-                        dm_conversion += c.probability * c.p_convert;
-                        dm_value += c.probability * c.p_convert * scores.value_if_converted[p];
-                    }
+                    dm_conversion += c.probability * c.p_convert;
+                    dm_value += c.probability
+                        * match c.offer.as_deref().and_then(index) {
+                            Some(p) => c.p_convert * scores.value_if_converted[p],
+                            None => unoffered,
+                        };
                 }
                 let converted = f64::from(batch.targets.converted[row]);
                 let realised = if has_value {
                     f64::from(batch.targets.value[row])
                 } else {
-                    converted * product_values[offer]
+                    // Without a value column a buyer brings the offer's
+                    // price; an unoffered one the plan's.
+                    let plan = batch.targets.plan[row] as usize;
+                    let price = product_values.get(offer).or(product_values.get(plan));
+                    converted * price.copied().unwrap_or(0.0)
                 };
                 let q_conversion = f64::from(q_logged[row]);
+                let q_value = match scores.value_if_converted.get(offer) {
+                    Some(v) => q_conversion * v,
+                    None => unoffered,
+                };
                 sums.add(&Row {
                     weight,
                     conversion: converted,
@@ -380,7 +475,10 @@ pub fn evaluate(
                     dm_conversion,
                     dm_value,
                     q_conversion,
-                    q_value: q_conversion * scores.value_if_converted[offer],
+                    q_value,
+                    weight_none,
+                    none_conversion: scores.no_offer.map_or(0.0, |n| n.p_convert),
+                    none_value: unoffered,
                 });
             }
             offset += rows;
@@ -401,6 +499,7 @@ pub fn evaluate(
         bootstrap: options.bootstrap,
         conversion: sums.reward(IPS_C, DR_C, OBS_C, DM_C),
         value: sums.reward(IPS_V, DR_V, OBS_V, DM_V),
+        uplift: scorer.no_offer_index().map(|_| sums.uplift()),
         seconds: started.elapsed().as_secs_f64(),
     })
 }
@@ -432,6 +531,7 @@ mod tests {
             matched: 0,
             clipped: 0,
             max_weight: 0.0,
+            holdout: 0,
         };
         // (w, r, dm, q̂): IPS = (2·1 + 0 + 0.5·1) / 3; SNIPS = 2.5 / 2.5;
         // DR = [(0.3 + 2·(1 − 0.4)) + (0.2 + 0) + (0.1 + 0.5·(1 − 0.2))] / 3.
@@ -448,6 +548,9 @@ mod tests {
                 dm_value: 10.0 * dm,
                 q_conversion: q,
                 q_value: 10.0 * q,
+                weight_none: 0.0,
+                none_conversion: 0.0,
+                none_value: 0.0,
             });
         }
         let e = sums.reward(IPS_C, DR_C, OBS_C, DM_C);
@@ -459,5 +562,54 @@ mod tests {
         assert!(close(e.logging_policy.estimate, 2.0 / 3.0));
         let v = sums.reward(IPS_V, DR_V, OBS_V, DM_V);
         assert!(close(v.ips.estimate, 25.0 / 3.0));
+    }
+
+    #[test]
+    fn the_holdout_is_the_control() {
+        let mut sums = Sums {
+            replicates: vec![[0.0; SUMS]],
+            seed: 0,
+            rows: 0,
+            matched: 0,
+            clipped: 0,
+            max_weight: 0.0,
+            holdout: 1,
+        };
+        // (w, r, dm, q̂, w0, q̂ with no offer): a treated row the policy
+        // would also take, a holdout row (μ = 0.1), a treated row it would not.
+        for (w, r, dm, q, w0, none) in [
+            (2.0, 1.0, 0.3, 0.4, 0.0, 0.1),
+            (0.0, 1.0, 0.2, 0.1, 10.0, 0.1),
+            (0.0, 0.0, 0.25, 0.3, 0.0, 0.05),
+        ] {
+            sums.add(&Row {
+                weight: w,
+                conversion: r,
+                value: r,
+                dm_conversion: dm,
+                dm_value: dm,
+                q_conversion: q,
+                q_value: q,
+                weight_none: w0,
+                none_conversion: none,
+                none_value: none,
+            });
+        }
+        let u = sums.uplift();
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-12;
+        assert!(close(u.no_offer_conversion.ips.estimate, 10.0 / 3.0));
+        assert!(close(u.no_offer_conversion.snips.estimate, 1.0));
+        // DR with no offer: [0.1] + [0.1 + 10·(1 − 0.1)] + [0.05].
+        assert!(close(u.no_offer_value.doubly_robust.estimate, 9.25 / 3.0));
+        assert!(close(
+            u.incremental_conversion.ips.estimate,
+            (2.0 - 10.0) / 3.0
+        ));
+        assert!(close(u.incremental_conversion.snips.estimate, 0.0));
+        // DR of the policy: [0.3 + 2·(1 − 0.4)] + [0.2] + [0.25].
+        assert!(close(
+            u.incremental_value.doubly_robust.estimate,
+            (1.95 - 9.25) / 3.0
+        ));
     }
 }

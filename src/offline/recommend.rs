@@ -35,8 +35,10 @@ pub struct RecommendOptions {
 /// `train`, `eval` and `ope` read once the outcome columns are joined: the
 /// row's feature columns, the chosen offer and context under the config's
 /// column names, the propensity, the decision time, the model version and,
-/// with a holdout, whether the user was held out. A held-out user's offer is
-/// null. A shard without rows writes no exposure file.
+/// with a holdout, whether the user was held out. A "no offer" decision's
+/// offer is the model's `columns.no_offer` value, so that it trains the
+/// no-offer arm when read back, and null for a model without one. A shard
+/// without rows writes no exposure file.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ExposureLog {
     pub path: PathBuf,
@@ -55,6 +57,11 @@ pub struct RecommendReport {
     pub seconds: f64,
     pub rows_per_sec: f64,
     pub output: PathBuf,
+    /// With `policy.contact_budget`: the largest contact price (shadow
+    /// price on every contact) of any batch, the threshold to add to
+    /// `contact_cost` to decide the same way one user at a time.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub contact_price: Option<f64>,
 }
 
 /// Reads users unit by unit and decides for them with a checkpoint's
@@ -67,6 +74,8 @@ pub struct Decider<'a> {
     /// columns, and the id when every file has it.
     columns: Vec<String>,
     id_column: Option<String>,
+    /// The largest contact price of the batches decided so far.
+    contact_price: std::cell::Cell<f64>,
 }
 
 impl<'a> Decider<'a> {
@@ -118,11 +127,18 @@ impl<'a> Decider<'a> {
             exploration,
             columns,
             id_column,
+            contact_price: std::cell::Cell::new(0.0),
         })
     }
 
     pub fn policy(&self) -> &Policy {
         &self.policy
+    }
+
+    /// The largest contact price of the batches decided so far (0 without
+    /// a contact budget).
+    pub fn contact_price(&self) -> f64 {
+        self.contact_price.get()
     }
 
     /// Whether the decisions carry the input's ids.
@@ -199,9 +215,12 @@ impl<'a> Decider<'a> {
                 .find(|(c, _)| c == column)
                 .and_then(|(_, values)| values.get(row).map(str::to_string))
         };
-        let decisions = self
-            .policy
-            .decide(self.exploration, &user_scores, &ids, &value);
+        let (decisions, prices) =
+            self.policy
+                .decide_priced(self.exploration, &user_scores, &ids, &value);
+        let contact = prices.last().copied().unwrap_or(0.0);
+        self.contact_price
+            .set(self.contact_price.get().max(contact));
         Ok((ids, decisions, batch))
     }
 }
@@ -320,6 +339,11 @@ pub fn recommend_files(
         seconds,
         rows_per_sec: rows as f64 / seconds,
         output,
+        contact_price: decider
+            .policy()
+            .config()
+            .contact_budget
+            .map(|_| decider.contact_price()),
     })
 }
 
@@ -364,7 +388,10 @@ fn exposure_frame(
 ) -> PolarsResult<DataFrame> {
     let height = rows.height();
     if let Some(offer) = &pre.offer {
-        let offers: Vec<Option<String>> = decisions.iter().map(|d| d.offer.clone()).collect();
+        let offers: Vec<Option<String>> = decisions
+            .iter()
+            .map(|d| d.offer.clone().or_else(|| pre.no_offer.clone()))
+            .collect();
         rows.with_column(Column::new(offer.as_str().into(), offers))?;
     }
     for vocabulary in &pre.context {

@@ -86,8 +86,13 @@ pub fn input_features(
         for (row, v) in values.str().map_err(polars)?.iter().enumerate() {
             match v {
                 None => return Err(bad(offer, row, "the offer is null".into())),
-                Some(name) if pre.product_index(name).is_none() => {
-                    let names: Vec<&str> = pre.products.iter().map(|p| p.name.as_str()).collect();
+                Some(name) if pre.offer_index(name).is_none() => {
+                    let names: Vec<&str> = pre
+                        .products
+                        .iter()
+                        .map(|p| p.name.as_str())
+                        .chain(pre.no_offer.as_deref())
+                        .collect();
                     return Err(bad(
                         offer,
                         row,
@@ -343,7 +348,15 @@ pub fn score_shard(
             })
             .transpose()
             .map_err(polars)?;
-        let columns = score_columns(&scores, model_has_offer, with_offer, has_plan, id);
+        let mut columns = score_columns(&scores, model_has_offer, with_offer, has_plan, id);
+        // What the user does unoffered, beside what each offer does: the
+        // difference is the offer's uplift.
+        if let Some(none) = &pre.no_offer
+            && scorer.no_offer_index().is_some()
+        {
+            let (p_none, _) = scorer.score_no_offer(&features);
+            columns.push(Column::new(format!("p_convert__{none}").into(), p_none));
+        }
         let frame = DataFrame::new(batch.height(), columns).map_err(polars)?;
         writer.write(&staging, &frame, output)?;
         Ok(batch.height())

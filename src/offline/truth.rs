@@ -12,6 +12,12 @@
 //! - `bayes_value__P__C`: what the best model of the observed features
 //!   expects it to be (optional; all or none);
 //! - `value__none`, `bayes_value__none`: the same with no offer (optional, 0);
+//!   where either is above 0 (users who buy unoffered), "no offer" competes
+//!   in the oracle and the Bayes policy whatever the contact cost;
+//! - `logging_value`, `logging_contact`: the logging policy's true expected
+//!   value for the user and its probability of contacting them (optional;
+//!   both or neither), for the share of the oracle's lift over the logging
+//!   policy;
 //! - `eligible__P`: 1 when the business rules allow offering `P` (optional;
 //!   all or none; without them every product is eligible);
 //! - `bayes_p_convert__P`, `p_convert__P`: P(convert) in the logged context,
@@ -65,6 +71,18 @@ pub struct DecisionQuality {
     pub context_share_of_lift: f64,
     /// Share of users the policy leaves alone.
     pub no_offer_rate: f64,
+    /// ... that the oracle leaves alone.
+    pub oracle_no_offer_rate: f64,
+    /// ... that the Bayes policy leaves alone (with Bayes columns).
+    pub bayes_no_offer_rate: Option<f64>,
+    /// True expected value per user of the logging policy, net of the
+    /// contact cost (with `logging_value` and `logging_contact`).
+    pub logging_value: Option<f64>,
+    /// `(policy - logging) / (oracle - logging)`: the share of what the
+    /// oracle adds over the logging policy that the policy captures.
+    pub share_of_logging_lift: Option<f64>,
+    /// The Bayes policy's share of the oracle's lift over the logging policy.
+    pub bayes_share_of_logging_lift: Option<f64>,
     /// Share of users offered a product the truth's `eligible__<product>`
     /// forbids; such an offer is not made, and scores as no offer.
     pub ineligible_rate: f64,
@@ -85,6 +103,8 @@ struct Columns {
     bayes_none: Option<String>,
     bayes_p: Option<Vec<String>>,
     true_p: Option<Vec<String>>,
+    /// `logging_value` and `logging_contact`.
+    logging: Option<[String; 2]>,
 }
 
 /// Running sums over rows.
@@ -95,7 +115,10 @@ struct Sums {
     random: f64,
     oracle: f64,
     bayes: f64,
+    logging: f64,
     no_offer: usize,
+    oracle_no_offer: usize,
+    bayes_no_offer: usize,
     ineligible: usize,
     /// Per context: the sum of the chosen offers' values in that context.
     fixed_context: Vec<f64>,
@@ -198,7 +221,14 @@ pub fn decision_quality(
             .map(read)
             .transpose()?
             .unwrap_or_else(zeros);
+        let logging = match &columns.logging {
+            Some([value, contact]) => Some((read(value)?, read(contact)?)),
+            None => None,
+        };
         for (row, decision) in decisions.iter().enumerate() {
+            if let Some((value, contact)) = &logging {
+                sums.logging += value[row] - contact_cost * contact[row];
+            }
             let allowed: Vec<usize> = (0..products.len())
                 .filter(|&p| eligible.as_ref().is_none_or(|e| e[p][row] > 0.5))
                 .collect();
@@ -258,8 +288,10 @@ impl Sums {
     ) -> Result<()> {
         let row = t.row;
         let net = |c: usize, p: usize| t.value[c][p][row] - t.contact_cost;
-        // "No offer" competes when contacts cost something, as in the policy.
-        let with_none = t.contact_cost > 0.0 || allowed.is_empty();
+        // "No offer" competes when contacts cost something, as in the
+        // policy, and when users buy unoffered: an offer may then lose value.
+        let with_none =
+            t.contact_cost > 0.0 || t.none > 0.0 || t.bayes_none > 0.0 || allowed.is_empty();
         let mut oracle = if with_none { t.none } else { f64::NEG_INFINITY };
         let mut random = 0.0;
         let mut bayes_pick: Option<(f64, f64)> = with_none.then_some((t.bayes_none, t.none));
@@ -276,6 +308,9 @@ impl Sums {
                 }
             }
         }
+        self.oracle_no_offer += usize::from(with_none && oracle == t.none);
+        self.bayes_no_offer +=
+            usize::from(t.bayes.is_some() && bayes_pick.is_some_and(|(b, _)| b == t.bayes_none));
         let candidates = contexts.len() * allowed.len();
         let random = if candidates == 0 {
             t.none
@@ -346,6 +381,8 @@ impl Sums {
         let (policy, random, oracle) = (self.policy / n, self.random / n, self.oracle / n);
         let bayes = columns.bayes.is_some().then_some(self.bayes / n);
         let share = |v: f64, top: f64| (v - random) / (top - random);
+        let logging = columns.logging.is_some().then_some(self.logging / n);
+        let over_logging = |v: f64| logging.map(|l| (v - l) / (oracle - l));
         let fixed_context = self
             .fixed_context
             .iter()
@@ -366,6 +403,11 @@ impl Sums {
             fixed_context_value: fixed_context,
             context_share_of_lift: (policy - fixed_context) / (policy - random),
             no_offer_rate: self.no_offer as f64 / n,
+            oracle_no_offer_rate: self.oracle_no_offer as f64 / n,
+            bayes_no_offer_rate: bayes.map(|_| self.bayes_no_offer as f64 / n),
+            logging_value: logging,
+            share_of_logging_lift: over_logging(policy),
+            bayes_share_of_logging_lift: bayes.and_then(over_logging),
             ineligible_rate: self.ineligible as f64 / n,
             best_achievable_auc: columns.bayes_p.as_ref().and_then(|_| best_auc.finish().auc),
             true_auc: columns.true_p.as_ref().and_then(|_| true_auc.finish().auc),
@@ -420,6 +462,8 @@ impl Columns {
             bayes_none: present("bayes_value__none").then(|| "bayes_value__none".to_string()),
             bayes_p: all(per_product("bayes_p_convert")),
             true_p: all(per_product("p_convert")),
+            logging: (present("logging_value") && present("logging_contact"))
+                .then(|| ["logging_value".to_string(), "logging_contact".to_string()]),
         })
     }
 
@@ -436,6 +480,7 @@ impl Columns {
         }
         names.extend(self.none.as_deref());
         names.extend(self.bayes_none.as_deref());
+        names.extend(self.logging.iter().flatten().map(String::as_str));
         names
     }
 }
@@ -528,6 +573,7 @@ mod tests {
             bayes_none: None,
             bayes_p: None,
             true_p: None,
+            logging: None,
         };
         let (best, truest) = (BinaryMetrics::new(), BinaryMetrics::new());
         let q = sums.finish(Path::new("truth"), 0.0, &best, &truest, &columns);

@@ -149,6 +149,17 @@ impl Scorer {
             .collect()
     }
 
+    /// The offer column's values in offer-index order: the products, then
+    /// the no-offer value when the model has a no-offer arm.
+    pub fn offer_names(&self) -> Vec<String> {
+        let pre = &self.manifest.preprocessor;
+        let mut names = self.product_names();
+        if self.no_offer_index().is_some() {
+            names.extend(pre.no_offer.clone());
+        }
+        names
+    }
+
     /// Scores already-transformed rows.
     pub fn score_features(&self, features: &Features) -> Scores {
         let products: Vec<String> = self.product_names();
@@ -195,17 +206,45 @@ impl Scorer {
         scores
     }
 
-    /// Each row's own offer's P(convert), picked from `p_convert`.
+    /// Each row's own offer's P(convert), picked from `p_convert` (or, for
+    /// a no-offer row, from the no-offer arm).
     fn fill_p_offer(&self, features: &Features, scores: &mut Scores) {
         if !features.offer.is_empty() && self.manifest.network.has_offer {
             let width = scores.convert_width();
+            let none = self.no_offer_index();
+            let unoffered = none
+                .filter(|none| features.offer.contains(none))
+                .map(|_| self.score_no_offer(features).0);
             scores.p_offer = features
                 .offer
                 .iter()
                 .enumerate()
-                .map(|(row, &offer)| scores.p_convert[row * width + offer as usize])
+                .map(|(row, &offer)| match &unoffered {
+                    Some(p) if Some(offer) == none => p[row],
+                    _ => scores.p_convert[row * width + offer as usize],
+                })
                 .collect();
         }
+    }
+
+    /// The offer index of the model's no-offer arm, if it has one (trained
+    /// with `columns.no_offer`).
+    pub fn no_offer_index(&self) -> Option<u32> {
+        (self.manifest.network.no_offer && self.manifest.network.has_offer)
+            .then_some(self.manifest.network.products as u32)
+    }
+
+    /// Calibrated P(convert) (`[rows]`) and the plan distribution (`[rows,
+    /// products]`, empty without a plan head) of each row with no offer:
+    /// what the user does anyway. Empty without a no-offer arm.
+    pub fn score_no_offer(&self, features: &Features) -> (Vec<f32>, Vec<f32>) {
+        let Some(none) = self.no_offer_index() else {
+            return (Vec::new(), Vec::new());
+        };
+        let mut f = features.clone();
+        f.offer = vec![none; f.rows];
+        f.context.fill(crate::preprocess::MISSING);
+        self.score_offered(&f)
     }
 
     /// [`score_features`](Self::score_features) through the plain path.
@@ -414,8 +453,18 @@ impl Scorer {
                 })
                 .collect()
         });
+        let (p_none, plan_none) = self.score_no_offer(features);
         Ok((0..features.rows)
             .map(|row| crate::policy::UserScores {
+                no_offer: (!p_none.is_empty()).then(|| crate::policy::NoOffer {
+                    p_convert: f64::from(p_none[row]),
+                    value: f64::from(p_none[row])
+                        * if plan_none.is_empty() {
+                            0.0
+                        } else {
+                            expected(&plan_none, row)
+                        },
+                }),
                 p_convert: per_context
                     .iter()
                     .map(|s| {

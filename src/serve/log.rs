@@ -24,6 +24,9 @@ pub struct DecisionLog {
     features: Vec<String>,
     context: Vec<String>,
     with_holdout: bool,
+    /// The offer value a "no offer" decision is logged as
+    /// (`columns.no_offer`; empty without it).
+    no_offer: String,
 }
 
 impl DecisionLog {
@@ -93,6 +96,7 @@ impl DecisionLog {
             features,
             context,
             with_holdout,
+            no_offer: pre.no_offer.clone().unwrap_or_default(),
         })
     }
 
@@ -120,7 +124,7 @@ impl DecisionLog {
                 let chosen = decision.context.iter().find(|(c, _)| c == column);
                 cells.push(field(chosen.map_or("", |(_, v)| v.as_str())));
             }
-            cells.push(field(decision.offer.as_deref().unwrap_or("")));
+            cells.push(field(decision.offer.as_deref().unwrap_or(&self.no_offer)));
             cells.push(decision.propensity.to_string());
             cells.push(time.clone());
             cells.push(field(version));

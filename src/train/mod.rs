@@ -81,6 +81,7 @@ pub fn network_config(config: &Config, pre: &Preprocessor) -> NetworkConfig {
         product_heads: model.product_heads,
         wide: model.wide,
         members: model.members,
+        no_offer: pre.no_offer.is_some(),
     }
 }
 
@@ -157,6 +158,12 @@ fn train_from(
         let data = TrainData::Memory(&train);
         (prepared.preprocessor, data, prepared.valid)
     };
+    // Streamed training rows are not all in memory: the validation rows
+    // stand in for them.
+    match &data {
+        TrainData::Memory(batch) => check_holdout(config, &preprocessor, batch, "training")?,
+        TrainData::Stream(_) => check_holdout(config, &preprocessor, &valid, "validation")?,
+    }
     let net_config = network_config(config, &preprocessor);
     let mut run = Run::new(config, &net_config, &preprocessor, device);
     if let Some(state) = resume {
@@ -214,6 +221,38 @@ fn train_from(
     })
 }
 
+/// Fails when `columns.no_offer` is set but no row of `batch` is a no-offer
+/// row: the no-offer arm would be untrained.
+fn check_holdout(
+    config: &Config,
+    pre: &Preprocessor,
+    batch: &Batch,
+    part: &'static str,
+) -> Result<()> {
+    let Some(none) = pre.no_offer_index() else {
+        return Ok(());
+    };
+    if batch.features.offer.contains(&none) {
+        return Ok(());
+    }
+    let path = match part {
+        "training" => config.data.train.clone(),
+        _ => config
+            .data
+            .valid
+            .clone()
+            .or_else(|| config.data.train.clone()),
+    };
+    Err(data::DataError::NoHoldout {
+        path: path.unwrap_or_else(|| "<synthetic>".into()),
+        part,
+        column: config.columns.offer.clone().unwrap_or_default(),
+        value: pre.no_offer.clone().unwrap_or_default(),
+        rows: batch.features.rows,
+    }
+    .into())
+}
+
 /// The fitting pass over `data.train`'s shards and the validation rows, for
 /// a streamed run. The validation files' columns are checked first.
 fn streamed(config: &Config) -> Result<(data::stream::Stream<'_>, Batch)> {
@@ -266,7 +305,7 @@ pub fn calibrate(
         classes,
         plan_targets: &valid.targets.plan,
     };
-    Calibration::fit(config.train.calibration, &validation, net.products)
+    Calibration::fit(config.train.calibration, &validation, net.arms())
 }
 
 /// Conversion logits of each row's own offer `[rows]` and plan logits

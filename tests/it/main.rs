@@ -8,6 +8,7 @@ mod config;
 mod decisions;
 mod experiment;
 mod fuzz;
+mod holdout;
 mod layout;
 mod model;
 mod parity;

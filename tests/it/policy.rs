@@ -19,6 +19,7 @@ fn user() -> UserScores {
     UserScores {
         p_convert: vec![vec![0.1, 0.05]],
         value_if_converted: vec![10.0, 30.0],
+        no_offer: None,
     }
 }
 
@@ -185,6 +186,7 @@ fn a_capped_batch_meets_its_cap_by_shadow_price() {
         .map(|i| UserScores {
             p_convert: vec![vec![0.1, 0.05 + 0.001 * i as f64]],
             value_if_converted: vec![10.0, 30.0],
+            no_offer: None,
         })
         .collect();
     let capped = policy(PolicyConfig {
@@ -199,6 +201,82 @@ fn a_capped_batch_meets_its_cap_by_shadow_price() {
     assert_eq!(chosen_b, vec![7, 8, 9]);
     // Reported expected values stay the model's, without the shadow price.
     assert!((d[9].expected_value - (0.059 * 30.0)).abs() < 1e-9);
+}
+
+/// With a no-offer arm, an offer is worth what it adds to what the user
+/// buys anyway, and "no offer" is a candidate at any contact cost.
+#[test]
+fn offers_are_valued_by_what_they_add_to_no_offer() {
+    use upsell::policy::NoOffer;
+    // Offers are worth 1.0 (a) and 1.5 (b), as before; unoffered the user
+    // buys with probability 0.08 something worth 15 on average: 1.2.
+    let mut scores = user();
+    scores.no_offer = Some(NoOffer {
+        p_convert: 0.08,
+        value: 1.2,
+    });
+    let d = &decide(
+        &policy(PolicyConfig::default()),
+        Exploration::Greedy,
+        &[scores.clone()],
+    )[0];
+    assert_eq!(d.offer.as_deref(), Some("b"));
+    assert!((d.expected_value - 0.3).abs() < 1e-12, "b adds 1.5 - 1.2");
+    let none = d.candidates.iter().find(|c| c.offer.is_none()).unwrap();
+    assert_eq!((none.expected_value, none.p_convert), (0.0, 0.08));
+    let a = d
+        .candidates
+        .iter()
+        .find(|c| c.offer.as_deref() == Some("a"))
+        .unwrap();
+    assert!(
+        (a.expected_value + 0.2).abs() < 1e-12,
+        "a loses a sale: 1.0 - 1.2"
+    );
+    // A contact that costs more than b adds leaves the user alone.
+    let costly = policy(PolicyConfig {
+        contact_cost: 0.35,
+        ..PolicyConfig::default()
+    });
+    assert_eq!(
+        decide(&costly, Exploration::Greedy, &[scores])[0].offer,
+        None
+    );
+}
+
+/// A contact budget contacts the users whose best offer adds most, through
+/// one shadow price on contacts; added to the contact cost, the price makes
+/// the same decisions one user at a time.
+#[test]
+fn a_contact_budget_contacts_the_users_who_gain_most() {
+    // b's expected value grows with the row: 1.5 + 0.3 i.
+    let users: Vec<UserScores> = (0..10)
+        .map(|i| UserScores {
+            p_convert: vec![vec![0.1, 0.05 + 0.01 * i as f64]],
+            value_if_converted: vec![10.0, 30.0],
+            no_offer: None,
+        })
+        .collect();
+    let config = PolicyConfig {
+        contact_budget: Some(0.4),
+        ..PolicyConfig::default()
+    };
+    let budgeted = policy(config.clone());
+    let ids: Vec<Option<String>> = (0..10).map(|i| Some(format!("user-{i}"))).collect();
+    let (d, prices) = budgeted.decide_priced(Exploration::Greedy, &users, &ids, &no_columns);
+    let contacted: Vec<usize> = (0..10).filter(|&i| d[i].offer.is_some()).collect();
+    assert_eq!(contacted, vec![6, 7, 8, 9]);
+    let price = *prices.last().unwrap();
+    assert!(price > 0.0);
+    let online = policy(PolicyConfig {
+        contact_cost: price,
+        contact_budget: None,
+        ..config
+    });
+    for (i, user) in users.iter().enumerate() {
+        let one = decide(&online, Exploration::Greedy, std::slice::from_ref(user));
+        assert_eq!(one[0].offer.is_some(), contacted.contains(&i), "user {i}");
+    }
 }
 
 #[test]
@@ -560,6 +638,7 @@ fn rules_can_exclude_contexts_and_compare_numbers() {
     let scores = UserScores {
         p_convert: vec![vec![0.2, 0.1], vec![0.1, 0.05]],
         value_if_converted: vec![10.0, 30.0],
+        no_offer: None,
     };
     let user = |opt_in: Option<&str>, days: Option<&str>| {
         let (opt_in, days) = (opt_in.map(str::to_string), days.map(str::to_string));

@@ -151,7 +151,9 @@ fn columns_and_types_match_the_config() {
     let contexts = SURFACES.len() * MESSAGES.len();
     assert_eq!(
         truth.width(),
-        1 + 5 * PRODUCTS.len() + 3 * PRODUCTS.len() * contexts + 2
+        // P(convert) and value with no offer (true and Bayes), and the
+        // logging policy's value and contact probability.
+        1 + 5 * PRODUCTS.len() + 3 * PRODUCTS.len() * contexts + 6
     );
 }
 
@@ -858,4 +860,82 @@ fn worlds_are_named_presets_with_overrides() {
         default > 0.7 && default - switchers > 0.2,
         "{default} vs {switchers}"
     );
+}
+
+/// The `incremental` world: a randomised no-offer holdout in the log,
+/// users who buy unoffered, offers that can cost a sale, and a truth that
+/// values "no offer" and the logging policy.
+#[test]
+fn the_incremental_world_has_a_holdout_and_organic_buyers() {
+    use upsell::data::synth::{NO_OFFER, Oracle, WorldParams, generate_in};
+    let params = WorldParams::preset("incremental").unwrap();
+    let rows = 20_000;
+    let (exposures, truth) = generate_in(params, SEED, rows as u64, 0, rows).unwrap();
+    let offers = required_strs(&exposures, "offer");
+    let surfaces = strs(&exposures, "surface");
+    let propensity = f64s(&exposures, "propensity");
+    let converted = i32s(&exposures, "converted");
+    let held: Vec<usize> = (0..rows).filter(|&r| offers[r] == NO_OFFER).collect();
+    let share = held.len() as f64 / rows as f64;
+    assert!((share - params.holdout).abs() < 0.01, "{share}");
+    for &r in &held {
+        assert!(surfaces[r].is_none(), "a held-out row has no context");
+        assert_eq!(propensity[r], params.holdout);
+    }
+    // Held-out users buy at the rate the truth says they would unoffered,
+    // and fewer of them than of the offered.
+    let p_none = f64s(&truth, "p_convert__none");
+    let rate = |rows: &[usize]| mean(rows.iter().map(|&r| f64::from(converted[r])));
+    let expected = mean(held.iter().map(|&r| p_none[r]));
+    assert!(
+        (rate(&held) - expected).abs() < 0.02,
+        "{} vs {expected}",
+        rate(&held)
+    );
+    let offered: Vec<usize> = (0..rows).filter(|&r| offers[r] != NO_OFFER).collect();
+    let p_offered = per_product(&truth, "p_convert");
+    let expected = mean(
+        offered
+            .iter()
+            .map(|&r| p_offered[product_index(&offers[r])][r]),
+    );
+    assert!(
+        (rate(&offered) - expected).abs() < 0.01,
+        "{} vs {expected}",
+        rate(&offered)
+    );
+    assert!(rate(&offered) > rate(&held), "offers add buyers");
+
+    let oracle = Oracle::of(SEED, params);
+    let none = f64s(&truth, "value__none");
+    let (mut cannibal, mut logging_checked) = (0usize, 0usize);
+    let logging_value = f64s(&truth, "logging_value");
+    let logging_p = per_product(&truth, "logging_p");
+    let contact = f64s(&truth, "logging_contact");
+    for row in [0usize, 11, 2_024] {
+        assert!((oracle.no_offer_value(row as u64) - none[row]).abs() < 1e-12);
+        let mut logged = 0.0;
+        for (s, (surface, ps)) in SURFACES.iter().enumerate() {
+            for (m, (message, pm)) in MESSAGES.iter().enumerate() {
+                let from_oracle = oracle.expected_value(row as u64, s, m);
+                for (k, (product, _)) in PRODUCTS.iter().enumerate() {
+                    let v = f64s(&truth, &format!("value__{product}__{surface}__{message}"))[row];
+                    assert!((from_oracle[k] - v).abs() < 1e-12);
+                    logged += ps * pm * logging_p[k][row] * v;
+                }
+            }
+        }
+        // The logging policy offers with its distribution, or holds out.
+        let expected = contact[row] * logged + params.holdout * none[row];
+        assert!((logging_value[row] - expected).abs() < 1e-9);
+        logging_checked += 1;
+    }
+    assert_eq!(logging_checked, 3);
+    // Some offers are worth less than leaving the user alone.
+    for (product, _) in PRODUCTS {
+        let v = f64s(&truth, &format!("value__{product}__email__discount"));
+        cannibal += (0..rows).filter(|&r| v[r] < none[r]).count();
+    }
+    assert!(cannibal > 0);
+    assert!((contact[0] - (1.0 - params.holdout)).abs() < 1e-12);
 }

@@ -58,10 +58,11 @@ mod writer;
 pub use params::{WORLDS, WorldParams};
 pub use schema::{
     ACQUISITION_CHANNELS, AGE_BUCKETS, CATEGORICAL_COLUMNS, COUNTRIES, CURRENT_PLANS,
-    LOG1P_COLUMNS, LOGGING_EPSILON, MESSAGES, NUMERIC_COLUMNS, OFFER_STICKINESS, PLATFORMS,
-    PRODUCTS, REGION_BUCKETS, SPAN_MS, START_MS, SURFACES, config,
+    LOG1P_COLUMNS, LOGGING_EPSILON, MESSAGES, NO_OFFER, NUMERIC_COLUMNS, OFFER_STICKINESS,
+    PLATFORMS, PRODUCTS, REGION_BUCKETS, SPAN_MS, START_MS, SURFACES, config,
 };
 pub use world::{Oracle, generate, generate_in, generate_part};
 pub use writer::{
-    DEFAULT_CHUNK_ROWS, DEFAULT_ROWS_PER_FILE, SynthOptions, SynthSummary, command, write,
+    DEFAULT_CHUNK_ROWS, DEFAULT_ROWS_PER_FILE, SynthOptions, SynthSummary, command, config_for,
+    write,
 };

@@ -121,6 +121,9 @@ pub const LOGGING_EPSILON: f64 = 0.06;
 /// drawn from their own affinities.
 pub const OFFER_STICKINESS: f64 = 0.7;
 
+/// The offer value of a row in the logging policy's no-offer holdout.
+pub const NO_OFFER: &str = "none";
+
 /// The config that trains on a log written by [`write()`](super::write): every column with
 /// its role, the products with their values, `data.train = "exposures"`
 /// (relative to the config file), a random split, `log1p` on the

@@ -104,26 +104,65 @@ impl Oracle {
     /// If `surface` or `message` is out of range.
     pub fn p_convert(&self, index: u64, surface: usize, message: usize) -> [f64; NP] {
         assert!(surface < SURFACES.len() && message < MESSAGES.len());
-        let mut rng = ChaCha8Rng::from_seed(self.world.key);
-        rng.set_stream(index);
-        let user = self.world.user(&mut rng);
-        let preference = self.world.preference(&user);
-        self.world.p_convert(&user, &preference, surface, message)
+        let (user, preference) = self.user(index);
+        let organic = self.world.p_organic(&user, &preference);
+        let cold = self.world.p_convert(&user, &preference, surface, message);
+        cold.map(|cold| p_buy(organic, cold))
     }
 
     /// The true expected value of offering each product to the user of row
-    /// `index` on `surface` with `message`: P(convert) times the expected
-    /// price of the plan a buyer takes (the offer with probability
-    /// [`OFFER_STICKINESS`], else one drawn from the user's affinities).
+    /// `index` on `surface` with `message`: what a buyer of the offer takes
+    /// (the offer with probability [`OFFER_STICKINESS`], else a plan drawn
+    /// from the user's affinities), plus what the user would have bought
+    /// anyway if the offer does not convert.
     pub fn expected_value(&self, index: u64, surface: usize, message: usize) -> [f64; NP] {
+        let (user, preference) = self.user(index);
+        let organic = self.world.p_organic(&user, &preference);
+        let cold = self.world.p_convert(&user, &preference, surface, message);
+        let warm = self
+            .world
+            .p_convert_in_market(&user, &preference, surface, message);
+        let worth = self.world.value_if_converted(&preference);
+        let anyway = organic_worth(&preference);
+        std::array::from_fn(|k| offer_value(organic, cold[k], warm[k], worth[k], anyway))
+    }
+
+    /// The true expected value with no offer: organic purchases alone.
+    pub fn no_offer_value(&self, index: u64) -> f64 {
+        let (user, preference) = self.user(index);
+        self.world.p_organic(&user, &preference) * organic_worth(&preference)
+    }
+
+    fn user(&self, index: u64) -> (User, [f64; NP]) {
         let mut rng = ChaCha8Rng::from_seed(self.world.key);
         rng.set_stream(index);
         let user = self.world.user(&mut rng);
         let preference = self.world.preference(&user);
-        let p = self.world.p_convert(&user, &preference, surface, message);
-        let worth = self.world.value_if_converted(&preference);
-        std::array::from_fn(|k| p[k] * worth[k])
+        (user, preference)
     }
+}
+
+/// P(a purchase) from a user who buys unoffered with `organic` and whom an
+/// offer converts with `cold` when they would not have.
+fn p_buy(organic: f64, cold: f64) -> f64 {
+    organic + (1.0 - organic) * cold
+}
+
+/// The expected value of an offer worth `worth` to its buyers, for a user
+/// who buys unoffered with `organic` (a plan worth `anyway` on average). The
+/// offer converts with `cold` those who would not have bought and with
+/// `warm` those who would (they are in the market), and its buyers take it
+/// instead of what they would have bought: a cheap offer to an in-market
+/// user loses value (cannibalisation).
+fn offer_value(organic: f64, cold: f64, warm: f64, worth: f64, anyway: f64) -> f64 {
+    organic * (warm * worth + (1.0 - warm) * anyway) + (1.0 - organic) * cold * worth
+}
+
+/// The expected price of an organic purchase: a plan drawn from the user's
+/// affinities.
+fn organic_worth(preference: &[f64; NP]) -> f64 {
+    let affinity = softmax(preference);
+    (0..NP).map(|k| affinity[k] * PRODUCTS[k].1).sum()
 }
 
 pub(super) const NP: usize = PRODUCTS.len();
@@ -152,6 +191,8 @@ pub(super) const TV: usize = 4;
 
 pub(super) const DISCOUNT: usize = 0;
 
+pub(super) const SOCIAL_PROOF: usize = 2;
+
 pub(super) const PUSH: usize = 2;
 
 pub(super) const EMAIL: usize = 3;
@@ -170,6 +211,17 @@ pub(super) const MESSAGE_PRODUCT: [[f64; NP]; 3] = [
 pub(super) const PUSH_BY_AGE: [f64; 6] = [0.3, 0.2, 0.0, 0.0, -0.2, -0.3];
 
 pub(super) const EMAIL_BY_AGE: [f64; 6] = [-0.4, -0.2, 0.0, 0.1, 0.2, 0.3];
+
+/// Per surface, the log-odds per unit of engagement, times
+/// `WorldParams::context_by_user`: engaged users answer in-app surfaces,
+/// the others email.
+pub(super) const SURFACE_BY_ENGAGEMENT: [f64; 4] = [0.0, 0.5, 0.1, -0.5];
+
+/// Social proof by age bucket, times `WorldParams::context_by_user`.
+pub(super) const SOCIAL_BY_AGE: [f64; 6] = [0.5, 0.3, 0.0, -0.2, -0.4, -0.5];
+
+/// The organic purchase intent of a user who wants nothing in particular.
+pub(super) const ORGANIC_LEVEL: f64 = -4.0;
 
 pub(super) const PLATFORM_EFFECT: [f64; 5] = [0.15, 0.0, -0.1, 0.05, -0.3];
 
@@ -241,9 +293,9 @@ pub(super) struct User {
 pub(super) struct Row {
     user: User,
     time_ms: i64,
-    offer: usize,
-    surface: usize,
-    message: usize,
+    /// The offer and its context; `None` for a user in the logging
+    /// policy's no-offer holdout.
+    shown: Option<(usize, usize, usize)>,
     plan: Option<usize>,
     propensity: f64,
     p_convert: [f64; NP],
@@ -267,6 +319,16 @@ pub(super) struct Decisions {
     value: [[f64; NP]; CONTEXTS],
     /// Per context: the expected value given the observed features alone.
     bayes_value: [[f64; NP]; CONTEXTS],
+    /// P(a purchase) with no offer, true and from the observed features.
+    p_none: f64,
+    bayes_p_none: f64,
+    /// The expected value with no offer, true and from the observed features.
+    value_none: f64,
+    bayes_value_none: f64,
+    /// The logging policy's true expected value for this user (its holdout
+    /// included), and the probability that it contacts the user.
+    logging_value: f64,
+    logging_contact: f64,
 }
 
 /// The parameters drawn once from the seed, and the row generator.
@@ -569,28 +631,45 @@ impl World {
         self.logits(u, preference, surface, message).map(sigmoid)
     }
 
-    /// The conversion probabilities given `u`'s observed features alone:
-    /// the unobserved effect integrated out over its distribution.
-    pub(super) fn bayes_p_convert(
+    /// `E[f(h)]` over the unobserved effect `h ~ N(0, hidden_sd^2)`, by
+    /// Gauss-Hermite quadrature.
+    fn over_hidden(&self, f: impl Fn(f64) -> f64) -> f64 {
+        HERMITE
+            .iter()
+            .map(|&(x, w)| {
+                let h = std::f64::consts::SQRT_2 * self.params.hidden_sd * x;
+                w * (f(h) + f(-h))
+            })
+            .sum::<f64>()
+            / std::f64::consts::PI.sqrt()
+    }
+
+    /// The log-odds of the organic purchase intent (before the
+    /// `WorldParams::organic` scale).
+    fn organic_logit(&self, u: &User, preference: &[f64; NP]) -> f64 {
+        let max = preference.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+        let wanted = max + preference.iter().map(|a| (a - max).exp()).sum::<f64>().ln();
+        ORGANIC_LEVEL + 0.5 * u.engagement + u.hidden + 0.8 * (wanted - TASTE_LEVEL)
+    }
+
+    /// P(the user buys with no offer).
+    pub(super) fn p_organic(&self, u: &User, preference: &[f64; NP]) -> f64 {
+        if self.params.organic == 0.0 {
+            return 0.0;
+        }
+        self.params.organic * sigmoid(self.organic_logit(u, preference))
+    }
+
+    /// [`p_convert`](Self::p_convert) for a user who was about to buy anyway.
+    pub(super) fn p_convert_in_market(
         &self,
         u: &User,
         preference: &[f64; NP],
         surface: usize,
         message: usize,
     ) -> [f64; NP] {
-        let observed = self
-            .logits(u, preference, surface, message)
-            .map(|l| l - u.hidden);
-        observed.map(|l| {
-            HERMITE
-                .iter()
-                .map(|&(x, w)| {
-                    let h = std::f64::consts::SQRT_2 * self.params.hidden_sd * x;
-                    w * (sigmoid(l + h) + sigmoid(l - h))
-                })
-                .sum::<f64>()
-                / std::f64::consts::PI.sqrt()
-        })
+        self.logits(u, preference, surface, message)
+            .map(|l| sigmoid(l + self.params.in_market))
     }
 
     /// The conversion log-odds of each product offered to `u` on `surface`
@@ -606,13 +685,22 @@ impl World {
             Some(days) => -1.2 * (-days / 8.0).exp(),
             None => 0.1,
         };
-        let context = SURFACE_EFFECT[surface]
+        let mut context = SURFACE_EFFECT[surface]
             + MESSAGE_EFFECT[message]
             + match surface {
                 PUSH => PUSH_BY_AGE[u.age],
                 EMAIL => EMAIL_BY_AGE[u.age],
                 _ => 0.0,
             };
+        let by_user = self.params.context_by_user;
+        if by_user != 0.0 {
+            context += by_user * SURFACE_BY_ENGAGEMENT[surface] * u.engagement
+                + if message == SOCIAL_PROOF {
+                    by_user * SOCIAL_BY_AGE[u.age]
+                } else {
+                    0.0
+                };
+        }
         let general = self.params.base_logit
             + self.country_effect[u.country]
             + self.region_effect[u.region]
@@ -653,30 +741,83 @@ impl World {
     }
 
     /// Every decision's truth for `u`; `logged` is the row's own context.
+    /// Every decision's truth for `u`; `logged` is the row's own context
+    /// (the one drawn for it, also for a held-out user). `logging` is the
+    /// logging policy's offer distribution.
     pub(super) fn decisions(
         &self,
         u: &User,
         preference: &[f64; NP],
         logged: (usize, usize),
+        logging: &[f64; NP],
     ) -> Decisions {
         let worth = self.value_if_converted(preference);
+        let organic = self.p_organic(u, preference);
+        let anyway = organic_worth(preference);
+        let organic_logit = self.organic_logit(u, preference) - u.hidden;
+        let scale = self.params.organic;
+        // Given the observed features alone, the unobserved effect moves the
+        // offer's and the organic log-odds together.
+        let bayes_organic = |h: f64| scale * sigmoid(organic_logit + h);
+        let bayes_p_none = if scale == 0.0 {
+            0.0
+        } else {
+            self.over_hidden(bayes_organic)
+        };
+        let observed = |surface, message| {
+            self.logits(u, preference, surface, message)
+                .map(|l| l - u.hidden)
+        };
+        let bayes_p = |l: f64| {
+            if scale == 0.0 {
+                self.over_hidden(|h| sigmoid(l + h))
+            } else {
+                self.over_hidden(|h| p_buy(bayes_organic(h), sigmoid(l + h)))
+            }
+        };
+        let bayes_value = |l: f64, worth: f64| {
+            if scale == 0.0 {
+                return self.over_hidden(|h| sigmoid(l + h)) * worth;
+            }
+            self.over_hidden(|h| {
+                let (cold, warm) = (sigmoid(l + h), sigmoid(l + self.params.in_market + h));
+                offer_value(bayes_organic(h), cold, warm, worth, anyway)
+            })
+        };
         let mut d = Decisions {
-            bayes_p_convert: self.bayes_p_convert(u, preference, logged.0, logged.1),
+            bayes_p_convert: observed(logged.0, logged.1).map(bayes_p),
             eligible: Self::eligible(u),
             p_convert: [[0.0; NP]; CONTEXTS],
             value: [[0.0; NP]; CONTEXTS],
             bayes_value: [[0.0; NP]; CONTEXTS],
+            p_none: organic,
+            bayes_p_none,
+            value_none: organic * anyway,
+            bayes_value_none: bayes_p_none * anyway,
+            logging_value: 0.0,
+            logging_contact: 1.0 - self.params.holdout,
         };
-        for surface in 0..SURFACES.len() {
-            for message in 0..MESSAGES.len() {
+        let mut logged_value = 0.0;
+        for (surface, (_, p_surface)) in SURFACES.iter().enumerate() {
+            for (message, (_, p_message)) in MESSAGES.iter().enumerate() {
                 let c = surface * MESSAGES.len() + message;
-                let p = self.p_convert(u, preference, surface, message);
-                let bayes = self.bayes_p_convert(u, preference, surface, message);
-                d.p_convert[c] = p;
-                d.value[c] = std::array::from_fn(|k| p[k] * worth[k]);
-                d.bayes_value[c] = std::array::from_fn(|k| bayes[k] * worth[k]);
+                let cold = self.p_convert(u, preference, surface, message);
+                let warm = if scale == 0.0 {
+                    cold
+                } else {
+                    self.p_convert_in_market(u, preference, surface, message)
+                };
+                d.p_convert[c] = cold.map(|cold| p_buy(organic, cold));
+                d.value[c] = std::array::from_fn(|k| {
+                    offer_value(organic, cold[k], warm[k], worth[k], anyway)
+                });
+                let observed = observed(surface, message);
+                d.bayes_value[c] = std::array::from_fn(|k| bayes_value(observed[k], worth[k]));
+                let chance = p_surface * p_message;
+                logged_value += chance * (0..NP).map(|k| logging[k] * d.value[c][k]).sum::<f64>();
             }
         }
+        d.logging_value = d.logging_contact * logged_value + self.params.holdout * d.value_none;
         d
     }
 
@@ -720,24 +861,65 @@ impl World {
         let offer = pick(&cumulative(logging), rng.random());
         let surface = pick(&self.surface_cum, rng.random());
         let message = pick(&self.message_cum, rng.random());
-        let propensity = logging[offer] * SURFACES[surface].1 * MESSAGES[message].1;
+        let holdout = self.params.holdout;
+        let propensity =
+            (1.0 - holdout) * logging[offer] * SURFACES[surface].1 * MESSAGES[message].1;
 
         let preference = self.preference(&user);
-        let p_convert = self.p_convert(&user, &preference, surface, message);
+        let offered = self.p_convert(&user, &preference, surface, message);
         let affinity = softmax(&preference);
         let stickiness = self.params.stickiness;
         let mut p_plan = affinity.map(|q| (1.0 - stickiness) * q);
         p_plan[offer] += stickiness;
 
         let (u, v) = (rng.random::<f64>(), rng.random::<f64>());
-        let plan = (u < p_convert[offer]).then(|| pick(&cumulative(p_plan), v));
-        let decisions = self.decisions(&user, &preference, (surface, message));
+        let buys_offer = |p: f64| (u < p).then(|| pick(&cumulative(p_plan), v));
+        let organic = self.p_organic(&user, &preference);
+        let mut shown = Some((offer, surface, message));
+        let mut propensity = propensity;
+        let plan = if organic == 0.0 && holdout == 0.0 {
+            buys_offer(offered[offer])
+        } else {
+            // Draws that worlds without organic purchases or a holdout never
+            // make come last, so those worlds' logs are unchanged.
+            let (held, o, w) = (
+                rng.random::<f64>(),
+                rng.random::<f64>(),
+                rng.random::<f64>(),
+            );
+            let anyway = (o < organic).then(|| pick(&cumulative(affinity), w));
+            if held < holdout {
+                shown = None;
+                propensity = holdout;
+                anyway
+            } else {
+                let warm = self.p_convert_in_market(&user, &preference, surface, message);
+                let p = if anyway.is_some() { warm } else { offered };
+                // A buyer of the offer takes it instead.
+                buys_offer(p[offer]).or(anyway)
+            }
+        };
+        if shown.is_none() {
+            // A held-out buyer takes what they wanted anyway.
+            p_plan = affinity;
+        } else if organic > 0.0 {
+            // What a buyer takes under the logged offer, mixed over whether
+            // they were in the market.
+            let warm = self.p_convert_in_market(&user, &preference, surface, message)[offer];
+            let cold = offered[offer];
+            let total = p_buy(organic, cold);
+            p_plan = std::array::from_fn(|k| {
+                (organic * (warm * p_plan[k] + (1.0 - warm) * affinity[k])
+                    + (1.0 - organic) * cold * p_plan[k])
+                    / total
+            });
+        }
+        let p_convert = offered.map(|cold| p_buy(organic, cold));
+        let decisions = self.decisions(&user, &preference, (surface, message), &logging);
         Row {
             user,
             time_ms,
-            offer,
-            surface,
-            message,
+            shown,
             plan,
             propensity,
             p_convert,
@@ -780,8 +962,8 @@ pub(super) struct Chunk {
     pub(super) channel: Vec<&'static str>,
     pub(super) region: Vec<usize>,
     pub(super) offer: Vec<&'static str>,
-    pub(super) surface: Vec<&'static str>,
-    pub(super) message: Vec<&'static str>,
+    pub(super) surface: Vec<Option<&'static str>>,
+    pub(super) message: Vec<Option<&'static str>>,
     pub(super) converted: Vec<i32>,
     pub(super) plan: Vec<Option<&'static str>>,
     pub(super) propensity: Vec<f64>,
@@ -795,6 +977,9 @@ pub(super) struct Chunk {
     pub(super) context_p_convert: [[Vec<f64>; NP]; CONTEXTS],
     pub(super) context_value: [[Vec<f64>; NP]; CONTEXTS],
     pub(super) context_bayes_value: [[Vec<f64>; NP]; CONTEXTS],
+    /// `p_none`, `bayes_p_none`, `value_none`, `bayes_value_none`,
+    /// `logging_value`, `logging_contact` of [`Decisions`].
+    pub(super) no_offer: [Vec<f64>; 6],
     pub(super) conversions: u64,
 }
 
@@ -812,6 +997,7 @@ impl Chunk {
             context_p_convert: std::array::from_fn(|_| floats()),
             context_value: std::array::from_fn(|_| floats()),
             context_bayes_value: std::array::from_fn(|_| floats()),
+            no_offer: floats(),
             ..Chunk::default()
         }
     }
@@ -838,9 +1024,14 @@ impl Chunk {
         self.age_bucket.push(AGE_BUCKETS[u.age].0);
         self.channel.push(ACQUISITION_CHANNELS[u.channel].0);
         self.region.push(u.region);
-        self.offer.push(PRODUCTS[row.offer].0);
-        self.surface.push(SURFACES[row.surface].0);
-        self.message.push(MESSAGES[row.message].0);
+        self.offer.push(
+            row.shown
+                .map_or(NO_OFFER, |(offer, _, _)| PRODUCTS[offer].0),
+        );
+        self.surface
+            .push(row.shown.map(|(_, surface, _)| SURFACES[surface].0));
+        self.message
+            .push(row.shown.map(|(_, _, message)| MESSAGES[message].0));
         self.converted.push(i32::from(row.plan.is_some()));
         self.plan.push(row.plan.map(|p| PRODUCTS[p].0));
         self.propensity.push(row.propensity);
@@ -857,6 +1048,17 @@ impl Chunk {
                 self.context_value[c][k].push(d.value[c][k]);
                 self.context_bayes_value[c][k].push(d.bayes_value[c][k]);
             }
+        }
+        let d = &row.decisions;
+        for (column, value) in self.no_offer.iter_mut().zip([
+            d.p_none,
+            d.bayes_p_none,
+            d.value_none,
+            d.bayes_value_none,
+            d.logging_value,
+            d.logging_contact,
+        ]) {
+            column.push(value);
         }
         self.conversions += u64::from(row.plan.is_some());
     }
@@ -934,9 +1136,18 @@ impl Chunk {
                 }
             }
         }
-        // Nothing sells without an offer in this world (no organic buyers).
-        for name in ["value__none", "bayes_value__none"] {
-            truth.push(floats(name, vec![0.0; height]));
+        for (name, values) in [
+            "p_convert__none",
+            "bayes_p_convert__none",
+            "value__none",
+            "bayes_value__none",
+            "logging_value",
+            "logging_contact",
+        ]
+        .into_iter()
+        .zip(self.no_offer)
+        {
+            truth.push(floats(name, values));
         }
         let truth = DataFrame::new(height, truth)?;
         Ok((exposures, truth))

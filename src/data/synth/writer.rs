@@ -4,6 +4,7 @@
 use super::params::{WorldParams, params_table};
 use super::schema::*;
 use super::world::*;
+use crate::config::Config;
 use crate::error::DataError;
 use crate::{Error, Result};
 use polars::io::parquet::write::BatchedWriter;
@@ -101,6 +102,16 @@ pub fn command(opts: &SynthOptions) -> String {
         }
     }
     command
+}
+
+/// [`config`](super::config) for a world with these parameters: with a holdout in the log,
+/// `columns.no_offer` names its rows.
+pub fn config_for(params: &WorldParams) -> Config {
+    let mut config = config();
+    if params.holdout > 0.0 {
+        config.columns.no_offer = Some(NO_OFFER.into());
+    }
+    config
 }
 
 /// Writes the log to `opts.out_dir`: `exposures/part-00000.parquet`, ...,
@@ -303,7 +314,7 @@ pub(super) fn write_into(dir: &Path, opts: &SynthOptions) -> Result<(usize, u64)
         command = command(opts),
         config = opts.out_dir.join("config.toml").display(),
     );
-    let text = format!("{header}{}", config().to_toml());
+    let text = format!("{header}{}", config_for(&opts.world.1).to_toml());
     fs::write(&config_path, text).map_err(|e| Error::io(&config_path, e))?;
 
     let summary_path = dir.join("summary.json");

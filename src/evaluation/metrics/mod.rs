@@ -20,12 +20,17 @@
 
 mod binary;
 mod plan;
+mod uplift;
 
 pub use binary::{
     AUC_BIN_WIDTH, AUC_BINS, AUC_LOGIT_MAX, BinaryMetrics, BinarySummary, Binning, CalibrationBin,
     ECE_BINS, PROB_EPS, auc_exact,
 };
 pub use plan::{NO_TARGET, PlanMetrics, PlanSummary};
+pub use uplift::{
+    UpliftBin, UpliftCurve, perfect_qini_curve, perfect_uplift_curve, qini_coefficient, qini_curve,
+    uplift_auc_score, uplift_by_decile, uplift_curve,
+};
 
 #[cfg(test)]
 mod tests {
