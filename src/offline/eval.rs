@@ -521,6 +521,46 @@ impl Evaluation {
                     .collect(),
             });
         }
+        if let Some(uplift) = &s.uplift {
+            tables.push(ReportTable {
+                title: format!(
+                    "Uplift against the no-offer holdout ({} rows{})",
+                    uplift.holdout_rows,
+                    if uplift.propensity_weighted {
+                        ", weighted by 1 / propensity"
+                    } else {
+                        ""
+                    }
+                ),
+                columns: [
+                    "product",
+                    "offered rows",
+                    "Qini",
+                    "uplift AUC",
+                    "value Qini",
+                    "top decile: predicted",
+                    "top decile: observed",
+                ]
+                .map(str::to_string)
+                .to_vec(),
+                rows: uplift
+                    .per_product
+                    .iter()
+                    .map(|p| {
+                        let top = p.deciles.first();
+                        vec![
+                            p.product.clone(),
+                            p.treated_rows.to_string(),
+                            fmt(p.qini, 3),
+                            fmt(p.uplift_auc, 3),
+                            fmt(p.value_qini, 3),
+                            fmt(top.map(|b| b.mean_predicted), 4),
+                            fmt(top.and_then(|b| b.observed_uplift), 4),
+                        ]
+                    })
+                    .collect(),
+            });
+        }
         ReportInput {
             title: "upsell evaluation".to_string(),
             about,

@@ -106,8 +106,15 @@ fn a_holdout_round_trips_through_every_command() {
             .args(["eval", "--checkpoint"])
             .arg(&checkpoint)
             .arg("--data")
-            .arg(&logs),
+            .arg(&logs)
+            .arg("--report")
+            .arg(dir.join("report")),
     ));
+    let report = std::fs::read_to_string(dir.join("report/report.md")).unwrap();
+    assert!(
+        report.contains("Uplift against the no-offer holdout"),
+        "{report}"
+    );
     let offered: Vec<&str> = eval["per_product"]
         .as_array()
         .unwrap()

@@ -36,7 +36,7 @@ pub struct WorldParams {
     pub base_logit: f64,
     /// Scale of organic purchases, in [0, 1]: a user buys with no offer
     /// with probability `organic * sigmoid(intent)`, where the intent grows
-    /// with engagement, the unobserved effect and how much the user wants
+    /// with activity (active days), the unobserved effect and how much the user wants
     /// any product. An offer that is taken replaces what the user would
     /// have bought (cannibalisation). Default 0: nothing sells unoffered.
     pub organic: f64,
@@ -49,7 +49,7 @@ pub struct WorldParams {
     /// context. Default 0.
     pub holdout: f64,
     /// Scale of the surface and message effects that differ by user
-    /// (engaged users answer in-app messages, others email; social proof
+    /// (active users answer in-app messages, others email; social proof
     /// works on the young). Default 0: the same for everyone of an age.
     pub context_by_user: f64,
 }
@@ -159,7 +159,7 @@ impl WorldParams {
                 organic: 0.6,
                 in_market: 3.0,
                 holdout: 0.1,
-                context_by_user: 2.0,
+                context_by_user: 1.2,
                 ..d
             },
             "incremental_unseen" => WorldParams {
@@ -173,7 +173,7 @@ impl WorldParams {
                 organic: 0.8,
                 in_market: 2.5,
                 holdout: 0.05,
-                context_by_user: 1.5,
+                context_by_user: 1.0,
             },
             _ => {
                 return Err(Error::Argument {

@@ -142,6 +142,12 @@ impl Oracle {
     }
 }
 
+/// How active a user is, from the observed active days: about 0 on
+/// average, 1 per standard deviation.
+fn activity(u: &User) -> f64 {
+    (f64::from(u.active_days) - 20.0) / 6.0
+}
+
 /// P(a purchase) from a user who buys unoffered with `organic` and whom an
 /// offer converts with `cold` when they would not have.
 fn p_buy(organic: f64, cold: f64) -> f64 {
@@ -212,10 +218,11 @@ pub(super) const PUSH_BY_AGE: [f64; 6] = [0.3, 0.2, 0.0, 0.0, -0.2, -0.3];
 
 pub(super) const EMAIL_BY_AGE: [f64; 6] = [-0.4, -0.2, 0.0, 0.1, 0.2, 0.3];
 
-/// Per surface, the log-odds per unit of engagement, times
-/// `WorldParams::context_by_user`: engaged users answer in-app surfaces,
-/// the others email.
-pub(super) const SURFACE_BY_ENGAGEMENT: [f64; 4] = [0.0, 0.5, 0.1, -0.5];
+/// Per surface, the log-odds per unit of [`activity`], times
+/// `WorldParams::context_by_user`: active users answer in-app surfaces, the
+/// others email. An observed feature, so that the best policy from the
+/// features knows it.
+pub(super) const SURFACE_BY_ACTIVITY: [f64; 4] = [0.0, 0.5, 0.1, -0.5];
 
 /// Social proof by age bucket, times `WorldParams::context_by_user`.
 pub(super) const SOCIAL_BY_AGE: [f64; 6] = [0.5, 0.3, 0.0, -0.2, -0.4, -0.5];
@@ -649,7 +656,7 @@ impl World {
     fn organic_logit(&self, u: &User, preference: &[f64; NP]) -> f64 {
         let max = preference.iter().copied().fold(f64::NEG_INFINITY, f64::max);
         let wanted = max + preference.iter().map(|a| (a - max).exp()).sum::<f64>().ln();
-        ORGANIC_LEVEL + 0.5 * u.engagement + u.hidden + 0.8 * (wanted - TASTE_LEVEL)
+        ORGANIC_LEVEL + 0.5 * activity(u) + u.hidden + 0.8 * (wanted - TASTE_LEVEL)
     }
 
     /// P(the user buys with no offer).
@@ -694,7 +701,7 @@ impl World {
             };
         let by_user = self.params.context_by_user;
         if by_user != 0.0 {
-            context += by_user * SURFACE_BY_ENGAGEMENT[surface] * u.engagement
+            context += by_user * SURFACE_BY_ACTIVITY[surface] * activity(u)
                 + if message == SOCIAL_PROOF {
                     by_user * SOCIAL_BY_AGE[u.age]
                 } else {

@@ -64,8 +64,10 @@ pub struct UpliftBin {
     pub observed_uplift: Option<f64>,
     /// Standard error of `observed_uplift`: `sqrt(var_t / n_t + var_c / n_c)`
     /// with `var = p (1 - p)` when every outcome is 0 or 1 (scikit-uplift's
-    /// `std_uplift`), else the sample variance, weights counted as
-    /// frequencies (`None` unless both arms weigh more than 1).
+    /// `std_uplift`), else the weighted sample variance. `n` is each arm's
+    /// effective number of rows, `(Σw)² / Σw²` (Kish): the row count with
+    /// equal weights, and unchanged when inverse-propensity weights scale
+    /// every row up (`None` unless both arms have more than one).
     pub std_error: Option<f64>,
 }
 
@@ -340,18 +342,22 @@ fn bin_summary(rows: &[Row], binary: bool) -> UpliftBin {
     let arm = |treated: bool| {
         let rows = || rows.iter().filter(move |r| r.treated == treated);
         let w: f64 = rows().map(|r| r.weight).sum();
+        let w2: f64 = rows().map(|r| r.weight * r.weight).sum();
+        let n = if w2 > 0.0 { w * w / w2 } else { 0.0 };
         let mean = (w > 0.0).then(|| rows().map(|r| r.weight * r.outcome).sum::<f64>() / w);
         let variance = mean.and_then(|m| match binary {
             true => Some(m * (1.0 - m)),
-            false if w > 1.0 => Some(
+            false if n > 1.0 => Some(
                 rows()
                     .map(|r| r.weight * (r.outcome - m).powi(2))
                     .sum::<f64>()
-                    / (w - 1.0),
+                    / w
+                    * n
+                    / (n - 1.0),
             ),
             false => None,
         });
-        (w, mean, variance.map(|v| v / w))
+        (w, mean, variance.map(|v| v / n))
     };
     let ((w_t, mean_t, var_t), (w_c, mean_c, var_c)) = (arm(true), arm(false));
     let predicted: f64 = rows.iter().map(|r| r.weight * r.score).sum();
@@ -511,6 +517,12 @@ mod tests {
             assert_eq!(a.treated_weight, b.treated_weight);
             assert_eq!(a.control_weight, b.control_weight);
             assert_near(a.observed_uplift, b.observed_uplift.unwrap());
+        }
+        // Scaling every weight (inverse propensities) leaves the standard
+        // errors as they were: they count effective rows, not weight.
+        let scaled: Vec<f64> = w.iter().map(|x| 100.0 * x).collect();
+        for (a, b) in a.iter().zip(&uplift_by_decile(s, &t, y, Some(&scaled), 3)) {
+            assert_near(a.std_error, b.std_error.unwrap());
         }
         // Weight 0 is the same as leaving the row out.
         w[4] = 0.0;
