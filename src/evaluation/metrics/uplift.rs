@@ -262,8 +262,8 @@ fn normalised(rows: &[Row], model: &UpliftCurve, perfect: &UpliftCurve) -> Optio
 /// (`negative_effect=True`): 1 for its optimum, 0 for random targeting,
 /// negative for worse. That optimum is not a strict maximum: on small or
 /// lopsided samples (say, no treated responder) another order can exceed
-/// 1. `None` without treated or control weight, or when the optimum is no
-/// better than random (no outcome at all).
+/// one. `None` without treated or control weight, or when the optimum is
+/// no better than random (no outcome at all).
 #[must_use]
 pub fn qini_coefficient(
     score: &[f64],
