@@ -8,9 +8,10 @@
 //! `P(convert | u, p, c) * sum_k P(plan k | u, p) * value(k) * weight(p)`
 //! minus the same with no offer (what `u` buys anyway, when the model has a
 //! no-offer arm; else 0) minus the contact cost. "No offer" is a candidate
-//! worth 0, whenever contacting has a cost or the model knows what users do
-//! unoffered, so an offer that only moves a sale (a cheaper plan instead of
-//! the one the user would have bought) loses to leaving the user alone.
+//! worth 0 whenever contacting has a cost, a contact budget applies or the
+//! model knows what users do unoffered, so an offer that only moves a sale
+//! (a cheaper plan instead of the one the user would have bought) loses to
+//! leaving the user alone.
 //! Plans are thereby weighed against add-ons by value, not by conversion
 //! rate.
 
