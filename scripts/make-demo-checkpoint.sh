@@ -27,5 +27,5 @@ frames = [pd.read_parquet(p) for p in sorted(glob.glob(sys.argv[1] + "/*.parquet
 pd.concat(frames).to_csv(sys.argv[2], index=False)
 PY
 "$bin" score --checkpoint checkpoints/demo --input checkpoints/demo/rows.csv \
-    --output checkpoints/demo/expected.csv >/dev/null
+    --output checkpoints/demo/expected.csv --force >/dev/null
 du -sh checkpoints/demo

@@ -20,6 +20,16 @@ pub fn write(path: &Path, bytes: &[u8]) -> Result<()> {
     make_readable(file.as_file(), path)?;
     file.as_file().sync_all().map_err(|e| Error::io(path, e))?;
     file.persist(path).map_err(|e| Error::io(path, e.error))?;
+    sync_dir(dir).map_err(|e| Error::io(dir, e))
+}
+
+/// Makes a rename in `dir` durable: until the directory itself is synced, a
+/// power cut may forget the new name even though the file's bytes are on
+/// disk. A no-op where directories cannot be opened (Windows).
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    #[cfg(unix)]
+    std::fs::File::open(dir)?.sync_all()?;
+    let _ = dir;
     Ok(())
 }
 
@@ -75,5 +85,6 @@ pub fn write_dir<T, E>(
         let _ = std::fs::remove_dir_all(&staged);
         io(dir, e)
     })?;
+    sync_dir(parent).map_err(|e| io(parent, e))?;
     Ok(value)
 }

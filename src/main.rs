@@ -298,11 +298,26 @@ struct BatchArgs {
     /// I/N` writes `NAME-0000I-of-0000N.EXT` beside it.
     #[arg(long, value_name = "FILE")]
     output: PathBuf,
+    /// Replace outputs that already exist (never an input file).
+    #[arg(long)]
+    force: bool,
 }
 
 impl BatchArgs {
     fn scorer(&self) -> upsell::Result<upsell::Scorer> {
         Ok(upsell::Scorer::load(&self.checkpoint)?)
+    }
+
+    /// Refuses an output (`--output`, or another output file such as
+    /// `--exposures`) that is an input, or that exists without `--force`.
+    fn check_output(
+        &self,
+        shard: upsell::data::shard::Shard,
+        output: &std::path::Path,
+        argument: &'static str,
+    ) -> upsell::Result<()> {
+        let inputs = upsell::data::source::resolve(&self.input)?;
+        shard.check_output(output, &inputs, self.force, argument)
     }
 }
 
@@ -493,18 +508,26 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             };
             let summary = match &args.tracking_uri {
-                None => train(&mut |_| {})?,
+                None => train(&mut |_| {}),
                 Some(uri) => upsell::experiment::tracking::track_training(
                     &config,
                     &run_dir,
                     uri,
                     &args.experiment,
                     train,
-                )?,
+                ),
             };
+            // A fresh run that failed before leaving anything to resume
+            // leaves no run directory behind.
+            if summary.is_err() && args.resume.is_none() {
+                upsell::train::discard_unstarted_run(&run_dir);
+            }
+            let summary = summary?;
             println!("{}", serde_json::to_string(&summary)?);
         }
         Command::Score(args) => {
+            args.batch
+                .check_output(args.shard.shard()?, &args.batch.output, "--output")?;
             let scorer = args.batch.scorer()?;
             let report = upsell::offline::score::score_shard(
                 &scorer,
@@ -627,6 +650,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Recommend(args) => {
+            let shard = args.shard.shard()?;
+            args.batch
+                .check_output(shard, &args.batch.output, "--output")?;
+            if let Some(exposures) = &args.exposures {
+                args.batch.check_output(shard, exposures, "--exposures")?;
+            }
             let scorer = args.batch.scorer()?;
             let config = scorer
                 .manifest()

@@ -40,6 +40,45 @@ impl Shard {
 
     /// The output path of this shard: `scores.parquet` becomes
     /// `scores-00002-of-00004.parquet`; the whole input keeps the path.
+    /// Refuses to write this shard's `output` (as [`output_path`] names
+    /// it) over one of the `inputs` files, ever, or over any existing file
+    /// unless `force`: an output replaces its file only when asked to.
+    ///
+    /// [`output_path`]: Self::output_path
+    pub fn check_output(
+        &self,
+        output: &Path,
+        inputs: &[PathBuf],
+        force: bool,
+        argument: &'static str,
+    ) -> crate::Result<()> {
+        let path = self.output_path(output);
+        let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+            (Ok(a), Ok(b)) => a == b,
+            _ => false,
+        };
+        if let Some(input) = inputs.iter().find(|input| same(input, &path)) {
+            return Err(crate::Error::Argument {
+                argument,
+                message: format!(
+                    "{} is also an input ({}); writing it would replace the rows being read",
+                    path.display(),
+                    input.display()
+                ),
+            });
+        }
+        if path.exists() && !force {
+            return Err(crate::Error::Argument {
+                argument,
+                message: format!(
+                    "{} already exists; pass --force to replace it",
+                    path.display()
+                ),
+            });
+        }
+        Ok(())
+    }
+
     pub fn output_path(&self, output: &Path) -> PathBuf {
         if *self == Shard::ALL {
             return output.to_path_buf();

@@ -241,7 +241,11 @@ pub fn persist(staging: tempfile::NamedTempFile, output: &Path) -> Result<()> {
     staging
         .persist(output)
         .map_err(|e| Error::io(output, e.error))?;
-    Ok(())
+    let dir = match output.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => dir,
+        _ => Path::new("."),
+    };
+    crate::atomic::sync_dir(dir).map_err(|e| Error::io(dir, e))
 }
 
 /// Scores every row of `input` (a file, directory or glob) and writes one

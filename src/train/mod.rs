@@ -204,6 +204,9 @@ fn train_from(
     input.title = format!("upsell validation report: {}", run_dir.display());
     let metrics_json = serde_json::to_vec(&evaluation.summary).expect("metrics serialise");
     crate::offline::eval::write_report(&run_dir.join("report"), &input, &metrics_json)?;
+    // The checkpoint and the report are in place: the resumable state has
+    // served its purpose. Until now a crash could resume from it.
+    let _ = std::fs::remove_file(run_dir.join(resume::RESUME_FILE));
     Ok(TrainSummary {
         status: "ok",
         run_dir: run_dir.to_path_buf(),
@@ -251,6 +254,18 @@ fn check_holdout(
         rows: batch.features.rows,
     }
     .into())
+}
+
+/// Removes the run directory of a fresh run that failed before it had
+/// anything to resume from (no `resume.bin`) or any epoch to show (no
+/// line in `metrics.jsonl`), so a failed command leaves nothing behind.
+/// A later failure keeps the directory for `upsell train --resume`.
+pub fn discard_unstarted_run(run_dir: &Path) {
+    let resumable = run_dir.join(resume::RESUME_FILE).exists();
+    let epochs = std::fs::metadata(run_dir.join("metrics.jsonl")).is_ok_and(|m| m.len() > 0);
+    if !resumable && !epochs {
+        let _ = std::fs::remove_dir_all(run_dir);
+    }
 }
 
 /// The fitting pass over `data.train`'s shards and the validation rows, for

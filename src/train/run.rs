@@ -372,8 +372,6 @@ impl<'a> Run<'a> {
         metrics_file
             .sync_all()
             .map_err(|e| Error::io(&metrics_path, e))?;
-        // The run is complete: its resumable state has served its purpose.
-        let _ = std::fs::remove_file(run_dir.join(super::resume::RESUME_FILE));
         let (best, network) = best.expect("at least one epoch runs");
         let rows_trained: f64 = history
             .iter()

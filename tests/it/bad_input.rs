@@ -264,3 +264,83 @@ fn synth_refuses_a_non_empty_output_directory() {
         vec![Path::new("keep.txt").to_path_buf()]
     );
 }
+
+/// `score` and `recommend` never write over their input, and replace an
+/// existing output only with `--force` (issue 15: no lost data).
+#[test]
+fn outputs_never_replace_inputs_or_existing_files_unasked() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let checkpoint = crate::common::repo().join("checkpoints/demo");
+    let rows = crate::common::repo().join("checkpoints/demo/rows.csv");
+    let input = dir.join("rows.csv");
+    std::fs::copy(&rows, &input).unwrap();
+    let original = std::fs::read(&input).unwrap();
+    for command in ["score", "recommend"] {
+        for force in [false, true] {
+            let mut cmd = upsell();
+            cmd.args([command, "--checkpoint"])
+                .arg(&checkpoint)
+                .arg("--input")
+                .arg(&input)
+                .arg("--output")
+                .arg(&input);
+            if force {
+                cmd.arg("--force");
+            }
+            let stderr = crate::common::run_fails(&mut cmd, 2);
+            assert!(stderr.contains("also an input"), "{command}: {stderr}");
+            assert_eq!(std::fs::read(&input).unwrap(), original, "{command}");
+        }
+        let output = dir.join(format!("{command}.csv"));
+        std::fs::write(&output, "keep me").unwrap();
+        let run = |force: bool| {
+            let mut cmd = upsell();
+            cmd.args([command, "--checkpoint"])
+                .arg(&checkpoint)
+                .arg("--input")
+                .arg(&input)
+                .arg("--output")
+                .arg(&output);
+            if force {
+                cmd.arg("--force");
+            }
+            cmd.output().unwrap()
+        };
+        let refused = run(false);
+        assert_eq!(refused.status.code(), Some(2), "{command}");
+        let stderr = String::from_utf8_lossy(&refused.stderr);
+        assert!(
+            stderr.contains("already exists") && stderr.contains("--force"),
+            "{stderr}"
+        );
+        assert_eq!(std::fs::read_to_string(&output).unwrap(), "keep me");
+        assert!(run(true).status.success(), "{command} --force");
+        assert_ne!(std::fs::read_to_string(&output).unwrap(), "keep me");
+    }
+}
+
+/// A `train` that fails before its first step (here: on its data) leaves
+/// no run directory behind, so the same command can run again once fixed.
+#[test]
+fn a_train_that_fails_on_its_data_leaves_no_run_directory() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path();
+    let config = write(dir, "exp.toml", CONFIG);
+    std::fs::write(
+        dir.join("train.csv"),
+        "hours,country,offer,converted,propensity\n1,se,gold,1,0.5\n",
+    )
+    .unwrap();
+    let run = dir.join("run");
+    let stderr = crate::common::run_fails(
+        upsell()
+            .args(["train", "--config"])
+            .arg(&config)
+            .arg("--out")
+            .arg(&run),
+        2,
+    );
+    assert!(stderr.contains("gold"), "{stderr}");
+    assert!(!run.exists(), "a failed run left {}", run.display());
+}
