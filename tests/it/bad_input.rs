@@ -276,37 +276,28 @@ fn outputs_never_replace_inputs_or_existing_files_unasked() {
     let input = dir.join("rows.csv");
     std::fs::copy(&rows, &input).unwrap();
     let original = std::fs::read(&input).unwrap();
+    let command_to = |command: &str, output: &Path, force: bool| {
+        let mut cmd = upsell();
+        cmd.args([command, "--checkpoint"])
+            .arg(&checkpoint)
+            .arg("--input")
+            .arg(&input)
+            .arg("--output")
+            .arg(output);
+        if force {
+            cmd.arg("--force");
+        }
+        cmd
+    };
     for command in ["score", "recommend"] {
         for force in [false, true] {
-            let mut cmd = upsell();
-            cmd.args([command, "--checkpoint"])
-                .arg(&checkpoint)
-                .arg("--input")
-                .arg(&input)
-                .arg("--output")
-                .arg(&input);
-            if force {
-                cmd.arg("--force");
-            }
-            let stderr = crate::common::run_fails(&mut cmd, 2);
+            let stderr = crate::common::run_fails(&mut command_to(command, &input, force), 2);
             assert!(stderr.contains("also an input"), "{command}: {stderr}");
             assert_eq!(std::fs::read(&input).unwrap(), original, "{command}");
         }
         let output = dir.join(format!("{command}.csv"));
         std::fs::write(&output, "keep me").unwrap();
-        let run = |force: bool| {
-            let mut cmd = upsell();
-            cmd.args([command, "--checkpoint"])
-                .arg(&checkpoint)
-                .arg("--input")
-                .arg(&input)
-                .arg("--output")
-                .arg(&output);
-            if force {
-                cmd.arg("--force");
-            }
-            cmd.output().unwrap()
-        };
+        let run = |force: bool| command_to(command, &output, force).output().unwrap();
         let refused = run(false);
         assert_eq!(refused.status.code(), Some(2), "{command}");
         let stderr = String::from_utf8_lossy(&refused.stderr);
