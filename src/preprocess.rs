@@ -16,6 +16,9 @@ use xxhash_rust::xxh3::xxh3_64;
 pub const OOV: u32 = 0;
 /// Index of a null value (the `missing` token).
 pub const MISSING: u32 = 1;
+/// The largest standardised numeric value (in standard deviations from the
+/// training mean) that is scored; beyond it an input is refused.
+pub const MAX_STANDARD_SCORE: f64 = 1e6;
 /// Vocabulary indices below this are reserved ([`OOV`], [`MISSING`]).
 pub const RESERVED: u32 = 2;
 
@@ -56,6 +59,20 @@ impl NumericFeature {
     }
 
     /// The model input and its missing flag for one value.
+    /// Why `x` cannot be scored, if it cannot: its standardised value is
+    /// not finite in `f32` or lies beyond [`MAX_STANDARD_SCORE`] standard
+    /// deviations, where the network's arithmetic turns to garbage (an
+    /// overflow to infinity, then NaN) rather than to a score.
+    pub fn out_of_range(&self, x: f64) -> Option<String> {
+        let z = (self.raw(x) - self.mean) / self.std;
+        (!((z as f32).is_finite() && z.abs() <= MAX_STANDARD_SCORE)).then(|| {
+            format!(
+                "{x} is {z:.3e} standard deviations from the training mean (at most \
+                 {MAX_STANDARD_SCORE:e} can be scored)"
+            )
+        })
+    }
+
     pub fn apply(&self, x: Option<f64>) -> (f32, f32) {
         match x {
             Some(x) => (((self.raw(x) - self.mean) / self.std) as f32, 0.0),
@@ -373,6 +390,9 @@ impl Preprocessor {
                         ));
                     }
                 };
+                if let Some(reason) = x.and_then(|x| feature.out_of_range(x)) {
+                    return Err(fail(row, &feature.column, reason));
+                }
                 let (value, missing) = feature.apply(x);
                 let inputs = &mut out.numeric[row * width..(row + 1) * width];
                 inputs[j] = value;

@@ -16,7 +16,7 @@ pub use crate::error::DataError;
 pub use fit::{Fitter, fit};
 pub use split::split;
 pub use table::{LoadReport, Table, check_schema, from_frame, load};
-pub use transform::{Batch, features, targets, transform};
+pub use transform::{Batch, check_range, features, targets, transform};
 
 use crate::config::Config;
 

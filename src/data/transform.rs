@@ -20,6 +20,7 @@ pub fn transform(
     columns: &ColumnsConfig,
     table: &Table,
 ) -> Result<Batch, DataError> {
+    check_range(pre, &table.frame, &table.source, 0)?;
     let features = features(pre, &table.frame).map_err(|source| DataError::Polars {
         path: table.source.clone(),
         source,
@@ -29,6 +30,35 @@ pub fn transform(
         source,
     })?;
     Ok(Batch { features, targets })
+}
+
+/// Refuses a numeric value the model cannot score
+/// ([`NumericFeature::out_of_range`](crate::preprocess::NumericFeature::out_of_range)),
+/// naming the file, column and row (`first_row` rows precede the frame in
+/// its file).
+pub fn check_range(
+    pre: &Preprocessor,
+    frame: &DataFrame,
+    path: &std::path::Path,
+    first_row: usize,
+) -> Result<(), DataError> {
+    for feature in &pre.numeric {
+        let Ok(column) = frame.column(&feature.column) else {
+            continue;
+        };
+        let Ok(values) = column.f64() else { continue };
+        for (row, x) in values.iter().enumerate() {
+            if let Some(reason) = x.and_then(|x| feature.out_of_range(x)) {
+                return Err(DataError::BadValue {
+                    path: path.to_path_buf(),
+                    column: feature.column.clone(),
+                    row: first_row + row + 1,
+                    reason,
+                });
+            }
+        }
+    }
+    Ok(())
 }
 
 /// The model inputs of every row of a canonical frame.

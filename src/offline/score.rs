@@ -113,6 +113,7 @@ pub fn input_features(
     if !with_offer {
         pre_view.offer = None;
     }
+    crate::data::check_range(&pre_view, &canonical, path, first_row)?;
     let mut features = crate::data::features(&pre_view, &canonical).map_err(polars)?;
     if !with_offer && pre.offer.is_some() {
         // Scored for every product; the offer index is unused.

@@ -577,6 +577,33 @@ mod tests {
         }
     }
 
+    /// A finite number far outside anything the model was trained on is
+    /// refused, naming the field, rather than scored as garbage (it used to
+    /// overflow to infinity in f32, and the two scoring paths disagreed).
+    #[test]
+    fn an_extreme_number_is_a_field_error() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("checkpoints/demo");
+        let scorer = Scorer::load(&dir).unwrap();
+        for rows in [1, crate::model::few_rows::FEW_ROWS_MAX + 1] {
+            let records: Vec<HashMap<String, Value<'_>>> = (0..rows)
+                .map(|i| {
+                    let tenure = if i + 1 == rows { 1e308 } else { 12.0 };
+                    HashMap::from([("tenure_months".to_string(), Value::Number(tenure))])
+                })
+                .collect();
+            let message = scorer.score_records(&records).unwrap_err().to_string();
+            assert!(
+                message.contains("field \"tenure_months\"")
+                    && message.contains(&format!("row {}", rows - 1))
+                    && message.contains("standard deviations"),
+                "{message}"
+            );
+        }
+        // Large but representable values still score.
+        let record = HashMap::from([("tenure_months".to_string(), Value::Number(1e4))]);
+        assert!(scorer.score_records(&[record]).is_ok());
+    }
+
     #[test]
     fn an_unknown_offer_is_a_field_error() {
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("checkpoints/demo");

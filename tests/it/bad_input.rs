@@ -335,3 +335,38 @@ fn a_train_that_fails_on_its_data_leaves_no_run_directory() {
     assert!(stderr.contains("gold"), "{stderr}");
     assert!(!run.exists(), "a failed run left {}", run.display());
 }
+
+/// `score` refuses a number the model cannot score, naming file, column
+/// and row, rather than writing garbage scores.
+#[test]
+fn score_refuses_numbers_beyond_the_model() {
+    let tmp = tempfile::tempdir().unwrap();
+    let checkpoint = crate::common::repo().join("checkpoints/demo");
+    // The demo's rows with an absurd tenure in the second.
+    let rows = std::fs::read_to_string(checkpoint.join("rows.csv")).unwrap();
+    let mut lines: Vec<String> = rows.lines().map(str::to_string).collect();
+    let tenure = lines[0]
+        .split(',')
+        .position(|c| c == "tenure_months")
+        .unwrap();
+    let mut cells: Vec<&str> = lines[2].split(',').collect();
+    cells[tenure] = "1e308";
+    lines[2] = cells.join(",");
+    let input = write(tmp.path(), "rows.csv", &(lines.join("\n") + "\n"));
+    let output = tmp.path().join("scores.csv");
+    let stderr = crate::common::run_fails(
+        upsell()
+            .args(["score", "--checkpoint"])
+            .arg(&checkpoint)
+            .arg("--input")
+            .arg(&input)
+            .arg("--output")
+            .arg(&output),
+        2,
+    );
+    assert!(
+        stderr.contains("rows.csv") && stderr.contains("\"tenure_months\", row 2"),
+        "{stderr}"
+    );
+    assert!(!output.exists());
+}
