@@ -15,7 +15,7 @@ mod transform;
 pub use crate::error::DataError;
 pub use fit::{Fitter, fit};
 pub use split::split;
-pub use table::{LoadReport, Table, check_schema, from_frame, load};
+pub use table::{LoadReport, Table, check_schema, check_type, from_frame, load};
 pub use transform::{Batch, check_range, features, targets, transform};
 
 use crate::config::Config;

@@ -111,25 +111,38 @@ pub fn check_schema(path: &Path, schema: &Schema, config: &Config) -> Result<(),
                 available: format!("columns {names:?}"),
             });
         };
-        let kind = Kind::of(role);
-        if !kind.accepts(dtype) {
-            if dtype.is_string() && super::source::all_null(path, column).unwrap_or(false) {
-                return Err(DataError::AllNull {
-                    path: path.to_path_buf(),
-                    column: column.to_string(),
-                    role: role.key(),
-                });
-            }
-            return Err(DataError::WrongType {
-                path: path.to_path_buf(),
-                column: column.to_string(),
-                role: role.key(),
-                found: dtype.to_string(),
-                expected: kind.expected(),
-            });
-        }
+        check_type(path, column, role, dtype)?;
     }
     Ok(())
+}
+
+/// Refuses a column whose type cannot hold its role's values (text in a
+/// numeric column, say), as training and evaluation do; an all-null text
+/// column says so instead.
+pub fn check_type(
+    path: &Path,
+    column: &str,
+    role: ColumnRole,
+    dtype: &DataType,
+) -> Result<(), DataError> {
+    let kind = Kind::of(role);
+    if kind.accepts(dtype) {
+        return Ok(());
+    }
+    if dtype.is_string() && super::source::all_null(path, column).unwrap_or(false) {
+        return Err(DataError::AllNull {
+            path: path.to_path_buf(),
+            column: column.to_string(),
+            role: role.key(),
+        });
+    }
+    Err(DataError::WrongType {
+        path: path.to_path_buf(),
+        column: column.to_string(),
+        role: role.key(),
+        found: dtype.to_string(),
+        expected: kind.expected(),
+    })
 }
 
 /// Loads every file that `path` names, checking all their schemas first.

@@ -119,6 +119,17 @@ impl<'a> Decider<'a> {
                     .into());
                 }
             }
+            // Text in a numeric column is refused, as by eval, not read as null.
+            for feature in &scorer.manifest().preprocessor.numeric {
+                if let Some(dtype) = schema.get(&feature.column) {
+                    crate::data::check_type(
+                        file,
+                        &feature.column,
+                        crate::config::ColumnRole::Numeric,
+                        dtype,
+                    )?;
+                }
+            }
         }
         columns.extend(id_column.clone());
         Ok(Decider {

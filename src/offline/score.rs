@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use polars::prelude::*;
 use serde::Serialize;
 
+use crate::config::ColumnRole;
 use crate::data::shard::{BATCH_ROWS, for_each_batch};
 use crate::data::{DataError, source};
 use crate::preprocess::{Features, Preprocessor};
@@ -301,6 +302,12 @@ pub fn score_shard(
                     available: format!("{} columns", schema.len()),
                 }
                 .into());
+            }
+        }
+        // Text in a numeric column is refused, as by eval, not read as null.
+        for feature in &pre.numeric {
+            if let Some(dtype) = schema.get(&feature.column) {
+                crate::data::check_type(file, &feature.column, ColumnRole::Numeric, dtype)?;
             }
         }
         let has_offer = pre

@@ -370,3 +370,41 @@ fn score_refuses_numbers_beyond_the_model() {
     );
     assert!(!output.exists());
 }
+
+/// `score` and `recommend` refuse text in a numeric column, as `eval` does, rather than
+/// scoring it as a missing value (issue 15, finding 5).
+#[test]
+fn score_refuses_text_in_a_numeric_column() {
+    let tmp = tempfile::tempdir().unwrap();
+    let checkpoint = crate::common::repo().join("checkpoints/demo");
+    let rows = std::fs::read_to_string(checkpoint.join("rows.csv")).unwrap();
+    let mut lines: Vec<String> = rows.lines().map(str::to_string).collect();
+    let tenure = lines[0]
+        .split(',')
+        .position(|c| c == "tenure_months")
+        .unwrap();
+    let mut cells: Vec<&str> = lines[1].split(',').collect();
+    cells[tenure] = "abc";
+    lines[1] = cells.join(",");
+    let input = write(tmp.path(), "rows.csv", &(lines.join("\n") + "\n"));
+    for command in ["score", "recommend"] {
+        let output = tmp.path().join(format!("{command}.csv"));
+        let stderr = crate::common::run_fails(
+            upsell()
+                .args([command, "--checkpoint"])
+                .arg(&checkpoint)
+                .arg("--input")
+                .arg(&input)
+                .arg("--output")
+                .arg(&output),
+            2,
+        );
+        assert!(
+            stderr.contains("rows.csv")
+                && stderr.contains("\"tenure_months\"")
+                && stderr.contains("expected a number"),
+            "{command}: {stderr}"
+        );
+        assert!(!output.exists());
+    }
+}
