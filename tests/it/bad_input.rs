@@ -343,16 +343,7 @@ fn score_refuses_numbers_beyond_the_model() {
     let tmp = tempfile::tempdir().unwrap();
     let checkpoint = crate::common::repo().join("checkpoints/demo");
     // The demo's rows with an absurd tenure in the second.
-    let rows = std::fs::read_to_string(checkpoint.join("rows.csv")).unwrap();
-    let mut lines: Vec<String> = rows.lines().map(str::to_string).collect();
-    let tenure = lines[0]
-        .split(',')
-        .position(|c| c == "tenure_months")
-        .unwrap();
-    let mut cells: Vec<&str> = lines[2].split(',').collect();
-    cells[tenure] = "1e308";
-    lines[2] = cells.join(",");
-    let input = write(tmp.path(), "rows.csv", &(lines.join("\n") + "\n"));
+    let input = demo_rows_with(tmp.path(), 2, "tenure_months", "1e308");
     let output = tmp.path().join("scores.csv");
     let stderr = crate::common::run_fails(
         upsell()
@@ -377,16 +368,7 @@ fn score_refuses_numbers_beyond_the_model() {
 fn score_refuses_text_in_a_numeric_column() {
     let tmp = tempfile::tempdir().unwrap();
     let checkpoint = crate::common::repo().join("checkpoints/demo");
-    let rows = std::fs::read_to_string(checkpoint.join("rows.csv")).unwrap();
-    let mut lines: Vec<String> = rows.lines().map(str::to_string).collect();
-    let tenure = lines[0]
-        .split(',')
-        .position(|c| c == "tenure_months")
-        .unwrap();
-    let mut cells: Vec<&str> = lines[1].split(',').collect();
-    cells[tenure] = "abc";
-    lines[1] = cells.join(",");
-    let input = write(tmp.path(), "rows.csv", &(lines.join("\n") + "\n"));
+    let input = demo_rows_with(tmp.path(), 1, "tenure_months", "abc");
     for command in ["score", "recommend"] {
         let output = tmp.path().join(format!("{command}.csv"));
         let stderr = crate::common::run_fails(
@@ -407,4 +389,17 @@ fn score_refuses_text_in_a_numeric_column() {
         );
         assert!(!output.exists());
     }
+}
+
+/// The demo checkpoint's rows, written to `dir/rows.csv` with data row
+/// `row` (1-based) of `column` set to `value`.
+fn demo_rows_with(dir: &Path, row: usize, column: &str, value: &str) -> std::path::PathBuf {
+    let rows =
+        std::fs::read_to_string(crate::common::repo().join("checkpoints/demo/rows.csv")).unwrap();
+    let mut lines: Vec<String> = rows.lines().map(str::to_string).collect();
+    let at = lines[0].split(',').position(|c| c == column).unwrap();
+    let mut cells: Vec<&str> = lines[row].split(',').collect();
+    cells[at] = value;
+    lines[row] = cells.join(",");
+    write(dir, "rows.csv", &(lines.join("\n") + "\n"))
 }
