@@ -316,6 +316,35 @@ impl Manifest {
             ));
         }
         let pre = &self.preprocessor;
+        let file = Path::new(&self.weights.file);
+        if file.file_name() != Some(file.as_os_str()) {
+            return Some(format!(
+                "weights.file {:?} must be a plain file name inside the checkpoint directory",
+                self.weights.file
+            ));
+        }
+        if let Some(f) = pre
+            .numeric
+            .iter()
+            .find(|f| !(f.mean.is_finite() && f.std.is_finite() && f.std > 0.0))
+        {
+            return Some(format!(
+                "numeric column {:?}: the mean must be finite and the standard deviation finite \
+                 and above 0 (mean {}, std {})",
+                f.column, f.mean, f.std
+            ));
+        }
+        if let Some(h) = pre.hashed.iter().find(|h| h.buckets == 0) {
+            return Some(format!(
+                "hashed column {:?}: the number of buckets must be at least 1",
+                h.column
+            ));
+        }
+        if net.no_offer != pre.no_offer.is_some() {
+            return Some(
+                "the network's no-offer arm and the preprocessing's no_offer value disagree".into(),
+            );
+        }
         if let Some(f) = pre.numeric.iter().find(|f| {
             f.bins.iter().any(|e| !e.is_finite()) || f.bins.windows(2).any(|e| e[0] >= e[1])
         }) {
@@ -351,6 +380,26 @@ impl Manifest {
 pub fn load(dir: &Path, device: &Device) -> Result<(Manifest, Network), CheckpointError> {
     let manifest = read_manifest(dir)?;
     let path = dir.join(&manifest.weights.file);
+    // The size is compared before reading, so that a wrong file (or a
+    // FIFO, or a huge file) is refused without reading it.
+    let metadata = std::fs::metadata(&path).map_err(|source| CheckpointError::Io {
+        path: path.clone(),
+        source,
+    })?;
+    if !metadata.is_file() || metadata.len() != manifest.weights.bytes {
+        return Err(CheckpointError::Weights {
+            path,
+            message: if metadata.is_file() {
+                format!(
+                    "{} bytes where weights.bytes says {}: truncated or replaced",
+                    metadata.len(),
+                    manifest.weights.bytes
+                )
+            } else {
+                "not a regular file".to_string()
+            },
+        });
+    }
     let bytes = std::fs::read(&path).map_err(|source| CheckpointError::Io {
         path: path.clone(),
         source,

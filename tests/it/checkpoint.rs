@@ -327,6 +327,43 @@ fn every_class_of_broken_checkpoint_is_a_clear_error() {
             Box::new(|dir| edit_manifest(dir, |m| m["network"]["dropout"] = 1.5.into())),
             vec!["manifest.json", "dropout 1.5"],
         ),
+        // Issue 15, finding 8: what used to load and then panic or score
+        // wrongly, and a weights path outside the checkpoint.
+        (
+            "no hash buckets",
+            Box::new(|dir| {
+                edit_manifest(dir, |m| {
+                    m["preprocessor"]["hashed"][0]["buckets"] = 0.into()
+                })
+            }),
+            vec!["manifest.json", "buckets must be at least 1"],
+        ),
+        (
+            "a standard deviation of 0",
+            Box::new(|dir| {
+                edit_manifest(dir, |m| m["preprocessor"]["numeric"][0]["std"] = 0.0.into())
+            }),
+            vec!["manifest.json", "standard deviation"],
+        ),
+        (
+            "weights outside the checkpoint",
+            Box::new(|dir| {
+                edit_manifest(dir, |m| {
+                    m["weights"]["file"] = "../model.safetensors".into()
+                })
+            }),
+            vec!["manifest.json", "plain file name"],
+        ),
+        (
+            "weights of another size",
+            Box::new(|dir| {
+                let path = dir.join("model.safetensors");
+                let mut bytes = std::fs::read(&path).unwrap();
+                bytes.extend_from_slice(&[0; 16]);
+                std::fs::write(&path, bytes).unwrap();
+            }),
+            vec!["model.safetensors", "weights.bytes says"],
+        ),
     ];
     for (name, breakage, expected) in cases {
         let tmp = tempfile::tempdir().unwrap();
