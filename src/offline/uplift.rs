@@ -115,16 +115,17 @@ impl UpliftRows {
                 let rows: Vec<usize> = (0..self.offer.len())
                     .filter(|&r| self.offer[r] == p as u32 || self.offer[r] == none)
                     .collect();
-                let pick = |values: &[f64], stride: usize| -> Vec<f64> {
-                    rows.iter()
-                        .map(|&r| values[r * stride + p * (stride > 1) as usize])
-                        .collect()
+                // Per-row values, and this product's column of the per-product ones.
+                let per_row =
+                    |values: &[f64]| -> Vec<f64> { rows.iter().map(|&r| values[r]).collect() };
+                let column = |values: &[f64]| -> Vec<f64> {
+                    rows.iter().map(|&r| values[r * width + p]).collect()
                 };
                 let treated: Vec<bool> = rows.iter().map(|&r| self.offer[r] != none).collect();
-                let conversion = pick(&self.conversion_uplift, width);
-                let value = pick(&self.value_uplift, width);
-                let (converted, realised) = (pick(&self.converted, 1), pick(&self.value, 1));
-                let weight = pick(&self.weight, 1);
+                let conversion = column(&self.conversion_uplift);
+                let value = column(&self.value_uplift);
+                let (converted, realised) = (per_row(&self.converted), per_row(&self.value));
+                let weight = per_row(&self.weight);
                 let weight = Some(weight.as_slice());
                 ProductUplift {
                     product: product.clone(),
