@@ -23,6 +23,16 @@ fn user() -> UserScores {
     }
 }
 
+/// Ten users whose P(convert) for b grows by `step` per row from 0.05.
+fn users_preferring_b(step: f64) -> Vec<UserScores> {
+    (0..10)
+        .map(|i| UserScores {
+            p_convert: vec![vec![0.1, 0.05 + step * i as f64]],
+            ..user()
+        })
+        .collect()
+}
+
 fn no_columns(_: usize, _: &str) -> Option<String> {
     None
 }
@@ -182,13 +192,7 @@ fn sampled_decisions_follow_their_propensities_and_repeat_per_id() {
 fn a_capped_batch_meets_its_cap_by_shadow_price() {
     // Everyone prefers b, by a margin growing with the row: b's expected
     // value is 1.5 + 0.03 i against 1.0 for a.
-    let users: Vec<UserScores> = (0..10)
-        .map(|i| UserScores {
-            p_convert: vec![vec![0.1, 0.05 + 0.001 * i as f64]],
-            value_if_converted: vec![10.0, 30.0],
-            no_offer: None,
-        })
-        .collect();
+    let users = users_preferring_b(0.001);
     let capped = policy(PolicyConfig {
         caps: BTreeMap::from([("b".to_string(), 0.3)]),
         ..PolicyConfig::default()
@@ -250,13 +254,7 @@ fn offers_are_valued_by_what_they_add_to_no_offer() {
 #[test]
 fn a_contact_budget_contacts_the_users_who_gain_most() {
     // b's expected value grows with the row: 1.5 + 0.3 i.
-    let users: Vec<UserScores> = (0..10)
-        .map(|i| UserScores {
-            p_convert: vec![vec![0.1, 0.05 + 0.01 * i as f64]],
-            value_if_converted: vec![10.0, 30.0],
-            no_offer: None,
-        })
-        .collect();
+    let users = users_preferring_b(0.01);
     let config = PolicyConfig {
         contact_budget: Some(0.4),
         ..PolicyConfig::default()
