@@ -28,38 +28,59 @@ products = metadata["parameters"]["products"]
 
 with open(demo / "rows.csv") as f:
     rows = list(csv.DictReader(f))
-inputs = []
-for name, datatype in inputs_meta.items():
-    values = [r[name] for r in rows]
-    if datatype == "FP32" and "" not in values:
-        array = np.array([[float(v)] for v in values], dtype=np.float32)
-        tensor = httpclient.InferInput(name, list(array.shape), "FP32")
-        tensor.set_data_from_numpy(array, binary_data=False)
-    elif datatype == "FP32":
-        # A missing value is JSON null, which numpy cannot hold in a float
-        # array: give the client the list it would have built, with None.
-        tensor = httpclient.InferInput(name, [len(values), 1], "FP32")
-        tensor._data = [float(v) if v != "" else None for v in values]
-    else:
-        array = np.array([[v.encode()] for v in values], dtype=object)
-        tensor = httpclient.InferInput(name, list(array.shape), "BYTES")
-        tensor.set_data_from_numpy(array, binary_data=False)
-    inputs.append(tensor)
-outputs = [
+with open(demo / "expected.csv") as f:
+    expected = list(csv.DictReader(f))
+
+
+def inputs_for(binary):
+    """The demo rows as one tensor per input, as JSON or as binary data."""
+    inputs = []
+    for name, datatype in inputs_meta.items():
+        values = [r[name] for r in rows]
+        if datatype == "FP32" and binary:
+            # Binary floats have no null: NaN is a missing value.
+            array = np.array([[float(v) if v != "" else np.nan] for v in values], dtype=np.float32)
+            tensor = httpclient.InferInput(name, list(array.shape), "FP32")
+            tensor.set_data_from_numpy(array)
+        elif datatype == "FP32" and "" not in values:
+            array = np.array([[float(v)] for v in values], dtype=np.float32)
+            tensor = httpclient.InferInput(name, list(array.shape), "FP32")
+            tensor.set_data_from_numpy(array, binary_data=False)
+        elif datatype == "FP32":
+            # A missing value is JSON null, which numpy cannot hold in a float
+            # array: give the client the list it would have built, with None.
+            tensor = httpclient.InferInput(name, [len(values), 1], "FP32")
+            tensor._data = [float(v) if v != "" else None for v in values]
+        else:
+            array = np.array([[v.encode()] for v in values], dtype=object)
+            tensor = httpclient.InferInput(name, list(array.shape), "BYTES")
+            tensor.set_data_from_numpy(array, binary_data=binary)
+        inputs.append(tensor)
+    return inputs
+
+
+def worst_difference(result):
+    p_convert = result.as_numpy("p_convert")
+    p_plan = result.as_numpy("p_plan")
+    worst = 0.0
+    for row, want in enumerate(expected):
+        for k, product in enumerate(products):
+            worst = max(worst, abs(p_convert[row][k] - float(want[f"p_convert__{product}"])))
+            worst = max(worst, abs(p_plan[row][k] - float(want[f"p_plan__{product}"])))
+    return worst
+
+
+# JSON tensors and outputs, then the client's defaults: binary tensor data
+# both ways (inputs set from numpy, and no outputs named, which asks for
+# every output as binary data).
+json_outputs = [
     httpclient.InferRequestedOutput("p_convert", binary_data=False),
     httpclient.InferRequestedOutput("p_plan", binary_data=False),
 ]
-result = client.infer("upsell", inputs, outputs=outputs)
-p_convert = result.as_numpy("p_convert")
-p_plan = result.as_numpy("p_plan")
-
-with open(demo / "expected.csv") as f:
-    expected = list(csv.DictReader(f))
-worst = 0.0
-for row, want in enumerate(expected):
-    for k, product in enumerate(products):
-        worst = max(worst, abs(p_convert[row][k] - float(want[f"p_convert__{product}"])))
-        worst = max(worst, abs(p_plan[row][k] - float(want[f"p_plan__{product}"])))
-assert worst < 1e-5, f"scores differ from upsell score by {worst}"
-print(f"tritonclient: live, ready, metadata ({len(inputs_meta)} inputs), infer on {len(rows)} rows; "
-      f"largest difference from `upsell score`: {worst:.2e}")
+by_json = worst_difference(client.infer("upsell", inputs_for(False), outputs=json_outputs))
+by_binary = worst_difference(client.infer("upsell", inputs_for(True)))
+for how, worst in (("JSON", by_json), ("binary", by_binary)):
+    assert worst < 1e-5, f"{how}: scores differ from upsell score by {worst}"
+print(f"tritonclient: live, ready, metadata ({len(inputs_meta)} inputs), infer on {len(rows)} rows "
+      f"as JSON and as binary data; largest difference from `upsell score`: "
+      f"{by_json:.2e} (JSON), {by_binary:.2e} (binary)")

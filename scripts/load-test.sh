@@ -30,12 +30,12 @@ for case in infer-1 infer-64 recommend-1; do
     BODY="$work/$case.json" wrk -t2 -c8 -d"${seconds}s" --latency -s "$work/post.lua" "http://$addr$path" \
         | grep RESULT | sed "s/^RESULT/$case:/"
 done
-echo "server-side time per request (mean of upsell_request_seconds, from /metrics):"
+echo "server-side time per request (mean of upsell_request_duration_seconds, from /metrics):"
 curl -s "http://$addr/metrics" | python3 -c '
 import sys, re
 sums, counts = {}, {}
 for line in sys.stdin:
-    m = re.match(r"upsell_request_seconds_(sum|count)\{route=\"([^\"]+)\"\} (\S+)", line)
+    m = re.match(r"upsell_request_duration_seconds_(sum|count)\{route=\"([^\"]+)\"\} (\S+)", line)
     if m:
         (sums if m[1] == "sum" else counts)[m[2]] = float(m[3])
 for route in sums:

@@ -161,30 +161,76 @@ struct OpeArgs {
     overrides: Vec<String>,
 }
 
+/// Every setting can also come from the environment (`UPSELL_...`), as a
+/// container passes it; a flag wins over its variable.
 #[derive(Args)]
 struct ServeArgs {
     /// The checkpoint directory (reloaded on SIGHUP or POST /admin/reload).
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", env = "UPSELL_CHECKPOINT")]
     checkpoint: PathBuf,
     /// The address to listen on.
-    #[arg(long, default_value = "127.0.0.1:8080")]
+    #[arg(long, default_value = "127.0.0.1:8080", env = "UPSELL_ADDR")]
     addr: std::net::SocketAddr,
     /// The model's name in /v2/models/{name}.
-    #[arg(long, default_value = "upsell")]
+    #[arg(long, default_value = "upsell", env = "UPSELL_MODEL_NAME")]
     name: String,
     /// The largest request body, in bytes.
-    #[arg(long, default_value_t = 8 << 20)]
+    #[arg(long, default_value_t = 8 << 20, env = "UPSELL_MAX_BODY_BYTES")]
     max_body_bytes: usize,
     /// The most rows (users) per request.
-    #[arg(long, default_value_t = 4096)]
+    #[arg(long, default_value_t = 4096, env = "UPSELL_MAX_BATCH")]
     max_batch: usize,
     /// The longest a request may take, in milliseconds.
-    #[arg(long, default_value_t = 10_000)]
+    #[arg(long, default_value_t = 10_000, env = "UPSELL_TIMEOUT_MS")]
     timeout_ms: u64,
+    /// Scoring requests handled at once; more get 503 with Retry-After.
+    /// Default: two per core.
+    #[arg(long, env = "UPSELL_MAX_CONCURRENT")]
+    max_concurrent: Option<usize>,
+    /// Open connections; more are closed on accept.
+    #[arg(long, default_value_t = 1024, env = "UPSELL_MAX_CONNECTIONS")]
+    max_connections: usize,
+    /// The longest a client may take to send a request's headers, and the
+    /// longest a kept-alive connection may stay idle, in milliseconds.
+    #[arg(long, default_value_t = 5_000, env = "UPSELL_HEADER_TIMEOUT_MS")]
+    header_timeout_ms: u64,
+    /// How long SIGTERM waits for requests in flight, in milliseconds.
+    #[arg(long, default_value_t = 20_000, env = "UPSELL_SHUTDOWN_TIMEOUT_MS")]
+    shutdown_timeout_ms: u64,
+    /// The most candidates a /v1/recommend decision may list (`top_k`).
+    #[arg(long, default_value_t = 20, env = "UPSELL_MAX_TOP_K")]
+    max_top_k: usize,
+    /// A file holding the bearer token that turns POST /admin/reload on
+    /// (reload over HTTP is off without a token).
+    #[arg(long, value_name = "FILE", env = "UPSELL_ADMIN_TOKEN_FILE")]
+    admin_token_file: Option<PathBuf>,
+    /// The admin token itself, for platforms that pass secrets as
+    /// variables; prefer --admin-token-file, which stays out of `ps`.
+    #[arg(
+        long,
+        env = "UPSELL_ADMIN_TOKEN",
+        hide_env_values = true,
+        conflicts_with = "admin_token_file"
+    )]
+    admin_token: Option<String>,
+    /// The directory reloads may load checkpoints from (default: the one
+    /// holding --checkpoint).
+    #[arg(long, value_name = "DIR", env = "UPSELL_RELOAD_ROOT")]
+    reload_root: Option<PathBuf>,
     /// Append every decision of /v1/recommend to this CSV file as an
     /// exposure row (the columns of `recommend --exposures`).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", env = "UPSELL_LOG_DECISIONS")]
     log_decisions: Option<PathBuf>,
+    /// Log lines as text or as JSON objects (one per line); `RUST_LOG` sets
+    /// the level, e.g. `info,upsell::request=warn` to drop request lines.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "UPSELL_LOG_FORMAT")]
+    log_format: LogFormat,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
 }
 
 /// Where the experiment config comes from.
@@ -687,28 +733,58 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string(&report)?);
         }
         Command::Serve(args) => {
-            tracing_subscriber::fmt()
-                .with_env_filter(
-                    tracing_subscriber::EnvFilter::try_from_default_env()
-                        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-                )
-                .with_writer(std::io::stderr)
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-                .init();
+            let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+            let logs = tracing_subscriber::fmt()
+                .with_env_filter(filter)
+                .with_writer(std::io::stderr);
+            match args.log_format {
+                LogFormat::Json => logs.json().flatten_event(true).init(),
+                LogFormat::Text => logs
+                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+                    .init(),
+            }
             let model = upsell::serve::Model::load(&args.checkpoint)?;
             let log = args
                 .log_decisions
                 .as_deref()
                 .map(|path| upsell::serve::DecisionLog::open(path, model.scorer(), model.policy()))
                 .transpose()?;
+            let token = match (&args.admin_token_file, &args.admin_token) {
+                (Some(file), _) => {
+                    Some(std::fs::read_to_string(file).map_err(|e| upsell::Error::io(file, e))?)
+                }
+                (None, token) => token.clone(),
+            };
+            let admin = token
+                .map(|token| {
+                    let root = match &args.reload_root {
+                        Some(root) => root.clone(),
+                        None => std::path::absolute(&args.checkpoint)?
+                            .parent()
+                            .map_or_else(|| PathBuf::from("/"), PathBuf::from),
+                    };
+                    anyhow::Ok(upsell::serve::Admin::new(&token, &root)?)
+                })
+                .transpose()?;
             let limits = upsell::serve::Limits {
                 max_body_bytes: args.max_body_bytes,
                 max_batch: args.max_batch,
                 timeout: std::time::Duration::from_millis(args.timeout_ms),
+                max_concurrent: args
+                    .max_concurrent
+                    .unwrap_or_else(upsell::serve::default_concurrency),
+                max_connections: args.max_connections,
+                header_timeout: std::time::Duration::from_millis(args.header_timeout_ms),
+                shutdown_timeout: std::time::Duration::from_millis(args.shutdown_timeout_ms),
+                max_top_k: args.max_top_k,
             };
             let mut state = upsell::serve::AppState::new(model, args.checkpoint, args.name, limits);
             if let Some(log) = log {
                 state = state.with_decision_log(log);
+            }
+            if let Some(admin) = admin {
+                state = state.with_admin(admin);
             }
             let state = std::sync::Arc::new(state);
             let runtime = tokio::runtime::Runtime::new()?;

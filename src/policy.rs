@@ -88,9 +88,20 @@ pub struct Policy {
     contexts: Vec<Vec<(String, String)>>,
     config: PolicyConfig,
     seed: u64,
+    /// How many candidates a decision lists (all when `None`).
+    listed: Option<usize>,
 }
 
 impl Policy {
+    /// Decisions list their best `top_k` candidates only; the choice is
+    /// made over all of them either way.
+    pub fn listing(self, top_k: usize) -> Policy {
+        Policy {
+            listed: Some(top_k),
+            ..self
+        }
+    }
+
     /// A policy over `products` (in the model's order) and context
     /// combinations; `seed` makes exploration reproducible per row id.
     pub fn new(
@@ -109,6 +120,7 @@ impl Policy {
             contexts,
             config,
             seed,
+            listed: None,
         }
     }
 
@@ -325,16 +337,32 @@ impl Policy {
         ids: &[Option<String>],
         value: &dyn Fn(usize, &str) -> Option<String>,
     ) -> (Vec<Decision>, Vec<f64>) {
-        let batch: Vec<Vec<Candidate>> = scores
-            .iter()
-            .enumerate()
-            .map(|(row, s)| self.candidates(s, &|column| value(row, column)))
-            .collect();
-        let prices = self.shadow_prices(&batch);
-        let decisions = batch
-            .into_iter()
-            .enumerate()
-            .map(|(row, mut candidates)| {
+        // Caps and a contact budget price the whole batch, so every user's
+        // candidates are built first; without them each user's are built,
+        // decided and cut to `listed` in turn, which keeps a large batch's
+        // memory to what is returned.
+        let constrained =
+            !self.config.caps.is_empty() || self.config.contact_budget.is_some_and(|b| b < 1.0);
+        let mut batch: Vec<Vec<Candidate>> = if constrained {
+            scores
+                .iter()
+                .enumerate()
+                .map(|(row, s)| self.candidates(s, &|column| value(row, column)))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let prices = if constrained {
+            self.shadow_prices(&batch)
+        } else {
+            vec![0.0; self.products.len() + 1]
+        };
+        let decisions = (0..scores.len())
+            .map(|row| {
+                let mut candidates = match batch.get_mut(row) {
+                    Some(built) => std::mem::take(built),
+                    None => self.candidates(&scores[row], &|column| value(row, column)),
+                };
                 let id = ids.get(row).cloned().flatten();
                 let adjusted: Vec<f64> = candidates
                     .iter()
@@ -378,6 +406,10 @@ impl Policy {
                 }
                 let choice = candidates[chosen].clone();
                 candidates.sort_by(|a, b| b.expected_value.total_cmp(&a.expected_value));
+                if let Some(listed) = self.listed {
+                    candidates.truncate(listed);
+                    candidates.shrink_to_fit();
+                }
                 Decision {
                     id,
                     offer: choice.offer,

@@ -146,6 +146,7 @@ pub fn shard_units(files: &[PathBuf], unit_rows: usize, shard: Shard) -> Result<
     let unit_rows = unit_rows.max(1);
     let mut units = Vec::new();
     for file in files {
+        source::check_ragged(file)?;
         let rows = row_count(file)?;
         for offset in (0..rows).step_by(unit_rows) {
             units.push((file.clone(), offset, (rows - offset).min(unit_rows)));
@@ -162,16 +163,11 @@ pub fn shard_units(files: &[PathBuf], unit_rows: usize, shard: Shard) -> Result<
 /// Reads the named columns of one unit.
 pub fn read_unit((file, offset, len): &Unit, columns: &[&str]) -> Result<DataFrame> {
     let selection: Vec<Expr> = columns.iter().map(|c| col(*c)).collect();
-    source::scan(file)?
+    Ok(source::scan(file)?
         .select(selection)
         .slice(*offset as i64, *len as IdxSize)
         .collect()
-        .map_err(|source| {
-            Error::from(DataError::Polars {
-                path: file.clone(),
-                source,
-            })
-        })
+        .map_err(source::polars_error(file))?)
 }
 
 /// Streams the named columns of a file in batches of about `chunk` rows, in
@@ -182,12 +178,8 @@ pub fn for_each_batch(
     chunk: usize,
     mut f: impl FnMut(DataFrame) -> Result<()>,
 ) -> Result<()> {
-    let polars = |source: PolarsError| {
-        Error::from(DataError::Polars {
-            path: path.to_path_buf(),
-            source,
-        })
-    };
+    let polars = |source: PolarsError| Error::from(source::polars_error(path)(source));
+    source::check_ragged(path)?;
     let selection: Vec<Expr> = columns.iter().map(|c| col(*c)).collect();
     let (send, receive) = sync_channel::<DataFrame>(2);
     let frame = source::scan(path)?

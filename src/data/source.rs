@@ -80,7 +80,7 @@ fn io_error(path: &Path, source: std::io::Error) -> DataError {
     }
 }
 
-fn polars_error(path: &Path) -> impl Fn(PolarsError) -> DataError + '_ {
+pub(crate) fn polars_error(path: &Path) -> impl Fn(PolarsError) -> DataError + '_ {
     move |source| {
         // polars' own advice here names a reader option users cannot set.
         if source
@@ -122,6 +122,52 @@ pub(crate) fn scan(path: &Path) -> Result<LazyFrame, DataError> {
             .finish(),
     };
     frame.map_err(polars_error(path))
+}
+
+/// Refuses a CSV file with a row of more or fewer fields than its header.
+/// polars checks this only when it parses every column, so a reader that
+/// projects a few (score, recommend) would otherwise take a shifted or
+/// short row as values. One pass of the csv crate's parser, which costs
+/// far less than the polars read it precedes; Parquet needs none.
+pub(crate) fn check_ragged(path: &Path) -> Result<(), DataError> {
+    if Format::of(path) != Some(Format::Csv) {
+        return Ok(());
+    }
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .from_path(path)
+        .map_err(|e| csv_error(path, e))?;
+    let mut record = csv::ByteRecord::new();
+    while reader
+        .read_byte_record(&mut record)
+        .map_err(|e| csv_error(path, e))?
+    {}
+    Ok(())
+}
+
+fn csv_error(path: &Path, error: csv::Error) -> DataError {
+    let reason = match error.kind() {
+        csv::ErrorKind::UnequalLengths {
+            pos,
+            expected_len,
+            len,
+        } => format!(
+            "row {} has {len} fields where the header has {expected_len} (a ragged CSV row)",
+            // The csv crate counts the header as record 0.
+            pos.as_ref().map_or(0, csv::Position::record)
+        ),
+        csv::ErrorKind::Io(e) => {
+            return DataError::Io {
+                path: path.to_path_buf(),
+                source: std::io::Error::new(e.kind(), e.to_string()),
+            };
+        }
+        _ => error.to_string(),
+    };
+    DataError::BadPath {
+        path: path.to_path_buf(),
+        reason,
+    }
 }
 
 /// The column names and types of a file, read from its metadata (Parquet) or
@@ -181,6 +227,7 @@ pub fn all_null(path: &Path, column: &str) -> Result<bool, DataError> {
 
 /// Reads the named columns of a file.
 pub fn read(path: &Path, columns: &[&str]) -> Result<DataFrame, DataError> {
+    check_ragged(path)?;
     let selection: Vec<Expr> = columns.iter().map(|c| col(*c)).collect();
     let frame = scan(path)?
         .select(selection)

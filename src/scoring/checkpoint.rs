@@ -251,11 +251,29 @@ pub fn manifest(
     }
 }
 
+/// The largest manifest read; real ones are a few kilobytes (vocabularies
+/// included), so this only stops a wrong file from being read whole.
+const MAX_MANIFEST_BYTES: u64 = 256 << 20;
+
 /// Reads and checks a checkpoint's manifest.
 pub fn read_manifest(dir: &Path) -> Result<Manifest, CheckpointError> {
     let path = dir.join(MANIFEST);
-    let text = match std::fs::read(&path) {
-        Ok(text) => text,
+    // A manifest is a small regular file: anything else (a FIFO, a device, a
+    // directory) would block or mislead the read, so it is refused unread.
+    let text = match std::fs::metadata(&path).and_then(|m| {
+        if m.is_file() && m.len() <= MAX_MANIFEST_BYTES {
+            std::fs::read(&path).map(Some)
+        } else {
+            Ok(None)
+        }
+    }) {
+        Ok(Some(text)) => text,
+        Ok(None) => {
+            return Err(CheckpointError::BadManifest {
+                path,
+                message: format!("not a regular file of at most {MAX_MANIFEST_BYTES} bytes"),
+            });
+        }
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             return Err(CheckpointError::MissingManifest {
                 dir: dir.to_path_buf(),

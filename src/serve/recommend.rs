@@ -5,26 +5,35 @@ use super::log::text;
 use super::request::*;
 use super::state::AppState;
 use crate::Result;
-use crate::api::{RecommendRequest, RecommendResponse};
+use crate::api::{DEFAULT_TOP_K, RecommendRequest, RecommendResponse};
 use crate::config::Exploration;
 use crate::preprocess::Value;
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::State;
-use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
 use axum::response::Response;
 
 use std::collections::HashMap;
 use std::sync::Arc;
 
+const ROUTE: &str = "/v1/recommend";
+
 pub(super) async fn recommend(
     State(state): State<Arc<AppState>>,
-    body: Result<Bytes, BytesRejection>,
+    body: Body,
 ) -> Result<Response, ApiError> {
-    let request: RecommendRequest = parse(&body?)?;
+    let (admitted, body) = admit(&state, ROUTE, body).await?;
+    let request: RecommendRequest = parse(&read_body(body, state.limits.max_body_bytes).await?)?;
     let model = state.model();
     let users = &request.users;
     batch_size(users.len(), &state.limits)?;
+    let top_k = request.top_k.unwrap_or(DEFAULT_TOP_K);
+    if top_k > state.limits.max_top_k {
+        return Err(ApiError::bad(format!(
+            "top_k: {top_k} is over this server's limit of {}",
+            state.limits.max_top_k
+        )));
+    }
     let exploration = match &request.policy {
         None => model.policy.exploration,
         Some(s) => s
@@ -54,7 +63,7 @@ pub(super) async fn recommend(
     state
         .metrics
         .batch
-        .with_label_values(&["/v1/recommend"])
+        .with_label_values(&[ROUTE])
         .observe(users.len() as f64);
     let texts: Vec<Vec<(String, Option<String>)>> = users
         .iter()
@@ -71,13 +80,15 @@ pub(super) async fn recommend(
     let users = request.users;
     // Deciding and logging are blocking work, done off the async threads.
     let decisions = blocking(move || -> Result<Vec<crate::policy::Decision>, ApiError> {
+        let _admitted = admitted;
         let scores = deciding
             .scorer
             .user_scores(&features)
             .map_err(|e| ApiError::bad(e.to_string()))?;
         let policy = deciding
             .scorer
-            .policy(deciding.policy.clone(), deciding.seed);
+            .policy(deciding.policy.clone(), deciding.seed)
+            .listing(top_k);
         let value = |row: usize, column: &str| -> Option<String> {
             texts[row]
                 .iter()
@@ -102,7 +113,5 @@ pub(super) async fn recommend(
         policy: exploration.to_string(),
         decisions,
     };
-    Ok(json_response(
-        serde_json::to_value(&response).expect("a response serialises"),
-    ))
+    Ok(json_response(&response))
 }

@@ -5,10 +5,14 @@
 use super::state::{AppState, Limits, Model};
 use crate::Result;
 use crate::preprocess::Value;
+use axum::body::{Body, Bytes};
 use axum::extract::rejection::BytesRejection;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use http_body_util::BodyExt;
+use prometheus::IntGauge;
 use serde_json::{Value as Json, json};
+use tokio::sync::OwnedSemaphorePermit;
 
 /// A failed request: a status and a message, sent as `{"error": "..."}`.
 #[derive(Debug)]
@@ -23,8 +27,89 @@ impl ApiError {
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let body = serde_json::to_vec(&json!({ "error": self.1 })).expect("JSON serialises");
-        (self.0, [(header::CONTENT_TYPE, "application/json")], body).into_response()
+        let mut response =
+            (self.0, [(header::CONTENT_TYPE, "application/json")], body).into_response();
+        // A shed request may be sent again shortly; a missing or wrong admin
+        // token is a bearer-token challenge.
+        let extra = match self.0 {
+            StatusCode::SERVICE_UNAVAILABLE => Some((header::RETRY_AFTER, "1")),
+            StatusCode::UNAUTHORIZED => Some((header::WWW_AUTHENTICATE, "Bearer")),
+            _ => None,
+        };
+        if let Some((name, value)) = extra {
+            response
+                .headers_mut()
+                .insert(name, header::HeaderValue::from_static(value));
+        }
+        response
     }
+}
+
+/// A scoring request's slot under `Limits::max_concurrent`, held until its
+/// blocking work is done (move it into the closure), then given back.
+pub(super) struct Admitted {
+    _permit: OwnedSemaphorePermit,
+    in_flight: IntGauge,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.in_flight.dec();
+    }
+}
+
+/// Admits a scoring request, or sheds it with 503 when `max_concurrent`
+/// are in flight. A shed request's body is read and dropped as it arrives,
+/// never held: a client still sending it would otherwise see the
+/// connection reset instead of the 503.
+pub(super) async fn admit(
+    state: &AppState,
+    route: &str,
+    body: Body,
+) -> Result<(Admitted, Body), ApiError> {
+    match state.scoring.clone().try_acquire_owned() {
+        Ok(permit) => {
+            state.metrics.in_flight.inc();
+            let admitted = Admitted {
+                _permit: permit,
+                in_flight: state.metrics.in_flight.clone(),
+            };
+            Ok((admitted, body))
+        }
+        Err(_) => {
+            state.metrics.shed.with_label_values(&[route]).inc();
+            let mut body = body;
+            let mut read = 0;
+            while read <= state.limits.max_body_bytes {
+                match body.frame().await {
+                    Some(Ok(frame)) => read += frame.data_ref().map_or(0, Bytes::len),
+                    _ => break,
+                }
+            }
+            Err(ApiError(
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "overloaded: {} scoring requests in flight; retry shortly",
+                    state.limits.max_concurrent
+                ),
+            ))
+        }
+    }
+}
+
+/// A request body of at most `limit` bytes.
+pub(super) async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiError> {
+    axum::body::to_bytes(body, limit).await.map_err(|e| {
+        let e = e.into_inner();
+        if e.is::<http_body_util::LengthLimitError>() {
+            ApiError(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                format!("the body exceeds the limit of {limit} bytes"),
+            )
+        } else {
+            ApiError::bad(format!("reading the body: {e}"))
+        }
+    })
 }
 
 impl From<BytesRejection> for ApiError {
@@ -33,10 +118,11 @@ impl From<BytesRejection> for ApiError {
     }
 }
 
-pub(super) fn json_response(value: Json) -> Response {
+/// `value` as a JSON response, serialised straight to bytes.
+pub(super) fn json_response(value: &impl serde::Serialize) -> Response {
     (
         [(header::CONTENT_TYPE, "application/json")],
-        serde_json::to_vec(&value).expect("JSON serialises"),
+        serde_json::to_vec(value).expect("JSON serialises"),
     )
         .into_response()
 }

@@ -166,12 +166,20 @@ fn every_class_of_bad_data_file_is_a_clear_error() {
         (
             "ragged CSV row, too long",
             Some(GOOD.replace("1.5,se,pro,1,0.5", "1.5,se,pro,1,0.5,7")),
-            vec!["train.csv", "more fields than the header"],
+            vec![
+                "train.csv",
+                "row 1 has 6 fields where the header has 5",
+                "ragged CSV row",
+            ],
         ),
         (
             "ragged CSV row, too short",
             Some(GOOD.replace("2.5,de,basic,0,0.25", "2.5,de,basic,0")),
-            vec!["train.csv", "null propensity"],
+            vec![
+                "train.csv",
+                "row 2 has 4 fields where the header has 5",
+                "ragged CSV row",
+            ],
         ),
         (
             "duplicate column names",

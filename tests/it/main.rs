@@ -17,5 +17,6 @@ mod policy;
 mod real_data;
 mod resume;
 mod serve;
+mod serve_findings;
 mod stream;
 mod synth;
