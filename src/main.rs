@@ -221,6 +221,25 @@ struct ServeArgs {
     /// exposure row (the columns of `recommend --exposures`).
     #[arg(long, value_name = "FILE", env = "UPSELL_LOG_DECISIONS")]
     log_decisions: Option<PathBuf>,
+    /// A candidate checkpoint to serve in shadow: it decides every
+    /// /v1/recommend request too, and its decisions go to --shadow-log,
+    /// never to the client.
+    #[arg(
+        long,
+        value_name = "DIR",
+        env = "UPSELL_SHADOW_CHECKPOINT",
+        requires = "shadow_log"
+    )]
+    shadow_checkpoint: Option<PathBuf>,
+    /// Where the shadow checkpoint's decisions are appended, as exposure
+    /// rows (the columns of `recommend --exposures`).
+    #[arg(
+        long,
+        value_name = "FILE",
+        env = "UPSELL_SHADOW_LOG",
+        requires = "shadow_checkpoint"
+    )]
+    shadow_log: Option<PathBuf>,
     /// Log lines as text or as JSON objects (one per line); `RUST_LOG` sets
     /// the level, e.g. `info,upsell::request=warn` to drop request lines.
     #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "UPSELL_LOG_FORMAT")]
@@ -785,6 +804,15 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             }
             if let Some(admin) = admin {
                 state = state.with_admin(admin);
+            }
+            if let (Some(dir), Some(log)) = (&args.shadow_checkpoint, &args.shadow_log) {
+                if args.log_decisions.as_ref() == Some(log) {
+                    anyhow::bail!(upsell::Error::Argument {
+                        argument: "--shadow-log",
+                        message: "must be another file than --log-decisions: the two models' rows would mix".into(),
+                    });
+                }
+                state = state.with_shadow(upsell::serve::Shadow::load(dir, log)?);
             }
             let state = std::sync::Arc::new(state);
             let runtime = tokio::runtime::Runtime::new()?;

@@ -262,6 +262,70 @@ pub struct Preprocessor {
     pub plan: Option<String>,
     /// Offer and plan vocabulary, in a fixed (sorted) order.
     pub products: Vec<Product>,
+    /// The training rows' distribution of each feature, which serving
+    /// compares its traffic with (drift). Absent in checkpoints written
+    /// before it existed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reference: Option<Reference>,
+}
+
+/// How the training rows were spread over each feature's values: what
+/// input drift is measured against. Shares sum to 1 per feature.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Reference {
+    /// Per numeric feature, in [`Preprocessor::numeric`]'s order.
+    pub numeric: Vec<NumericReference>,
+    /// Per categorical feature, in [`Preprocessor::categorical`]'s order:
+    /// the share of training rows at each embedding index (out of
+    /// vocabulary and missing first, as [`Vocabulary::index`] numbers them).
+    pub categorical: Vec<Vec<f64>>,
+}
+
+/// A numeric feature's training distribution over its deciles.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NumericReference {
+    /// Ascending cut points on the (log-transformed) scale of
+    /// [`NumericFeature::raw`]: `edges.len() + 1` bins.
+    pub edges: Vec<f64>,
+    /// The share of training rows in each bin, then the share missing.
+    pub shares: Vec<f64>,
+}
+
+impl NumericReference {
+    /// Bins for drift: a tenth of the training values each, as far as
+    /// ties allow.
+    pub const BINS: usize = 10;
+
+    /// The bin of a (log-transformed) value; missing is the last.
+    pub fn bin(&self, raw: Option<f64>) -> usize {
+        match raw {
+            Some(x) => self.edges.partition_point(|&edge| edge <= x),
+            None => self.edges.len() + 1,
+        }
+    }
+}
+
+/// The population stability index of `observed` counts against `expected`
+/// shares: sum of (a - e) ln(a / e) over the bins, with each share floored
+/// at 1e-4 so that an empty bin counts as rare rather than infinite. Below
+/// 0.1 is usually read as stable, above 0.25 as a shift to act on. `None`
+/// before any row is observed.
+pub fn population_stability_index(expected: &[f64], observed: &[u64]) -> Option<f64> {
+    let total: u64 = observed.iter().sum();
+    if total == 0 {
+        return None;
+    }
+    let floor = 1e-4;
+    Some(
+        expected
+            .iter()
+            .zip(observed)
+            .map(|(&e, &n)| {
+                let (e, a) = (e.max(floor), (n as f64 / total as f64).max(floor));
+                (a - e) * (a / e).ln()
+            })
+            .sum(),
+    )
 }
 
 impl Preprocessor {
@@ -661,6 +725,7 @@ mod tests {
             context: Vec::new(),
             plan: None,
             products: Vec::new(),
+            reference: None,
         };
         assert_eq!(pre.numeric_width(), 6);
         let features = pre
@@ -699,6 +764,13 @@ mod tests {
                 name: "duo".into(),
                 value: 16.99,
             }],
+            reference: Some(Reference {
+                numeric: vec![NumericReference {
+                    edges: vec![0.5, 1.0],
+                    shares: vec![0.3, 0.3, 0.3, 0.1],
+                }],
+                categorical: vec![vec![0.1, 0.1, 0.5, 0.3]],
+            }),
         };
         let json = serde_json::to_string(&pre).unwrap();
         let back: Preprocessor = serde_json::from_str(&json).unwrap();
@@ -706,5 +778,31 @@ mod tests {
         // The lookup table is rebuilt on load, not just the token list.
         assert_eq!(back.categorical[0].index(Some("v")), 3);
         assert_eq!(back.context[0].index(Some("push")), 2);
+    }
+
+    #[test]
+    fn population_stability_index_is_zero_for_the_same_spread_and_grows_with_a_shift() {
+        let expected = [0.25, 0.25, 0.25, 0.25];
+        assert_eq!(population_stability_index(&expected, &[0, 0, 0, 0]), None);
+        let same = population_stability_index(&expected, &[100, 100, 100, 100]).unwrap();
+        assert!(same.abs() < 1e-12);
+        // Half the rows moved from the first bin to the last: PSI by hand
+        // is 2 * 0.125 * ln(0.375 / 0.125)... for each moved bin.
+        let moved = population_stability_index(&expected, &[50, 100, 100, 150]).unwrap();
+        let by_hand =
+            (0.125f64 - 0.25) * (0.125f64 / 0.25).ln() + (0.375f64 - 0.25) * (0.375f64 / 0.25).ln();
+        assert!((moved - by_hand).abs() < 1e-12, "{moved} vs {by_hand}");
+        // Everything in a bin the training rows never reached is a large,
+        // finite shift.
+        let empty = population_stability_index(&[0.5, 0.5, 0.0], &[0, 0, 10]).unwrap();
+        assert!(empty > 5.0 && empty.is_finite());
+        let reference = NumericReference {
+            edges: vec![1.0, 2.0],
+            shares: vec![0.4, 0.3, 0.2, 0.1],
+        };
+        assert_eq!(
+            [Some(0.5), Some(1.0), Some(1.5), Some(9.0), None].map(|x| reference.bin(x)),
+            [0, 1, 1, 2, 3]
+        );
     }
 }

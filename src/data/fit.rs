@@ -16,7 +16,8 @@ use rand::{RngExt, SeedableRng};
 use super::{DataError, Table};
 use crate::config::Config;
 use crate::preprocess::{
-    HashedFeature, NumericFeature, Preprocessor, Product, Vocabulary, quantile_edges,
+    HashedFeature, NumericFeature, NumericReference, Preprocessor, Product, Reference, Vocabulary,
+    quantile_edges,
 };
 
 /// Fits a [`Preprocessor`] on training rows (never on validation rows, so
@@ -113,6 +114,10 @@ pub struct Fitter<'a> {
     numeric: Vec<(NumericFeature, Moments, Reservoir)>,
     categorical: Vec<HashMap<String, u64>>,
     context: Vec<HashMap<String, u64>>,
+    /// Rows seen, and per numeric then categorical column the nulls among
+    /// them: the reference distribution's missing shares.
+    rows: u64,
+    nulls: Vec<u64>,
 }
 
 impl<'a> Fitter<'a> {
@@ -141,6 +146,8 @@ impl<'a> Fitter<'a> {
             numeric,
             categorical: vec![HashMap::new(); columns.categorical.len()],
             context: vec![HashMap::new(); columns.context.len()],
+            rows: 0,
+            nulls: vec![0; columns.numeric.len() + columns.categorical.len()],
         }
     }
 
@@ -151,8 +158,10 @@ impl<'a> Fitter<'a> {
             source,
         };
         let frame = &batch.frame;
-        let bins = self.config.preprocess.numeric_bins > 0;
-        for (feature, moments, sample) in &mut self.numeric {
+        self.rows += frame.height() as u64;
+        // The sample places the quantile bins and the drift reference's
+        // deciles.
+        for (j, (feature, moments, sample)) in self.numeric.iter_mut().enumerate() {
             let values = frame
                 .column(&feature.column)
                 .map_err(polars)?
@@ -160,12 +169,15 @@ impl<'a> Fitter<'a> {
                 .map_err(polars)?;
             let batch = Moments::of(|| values.iter().flatten().map(|v| feature.raw(v)));
             *moments = moments.merge(batch);
-            if bins {
-                values
-                    .iter()
-                    .flatten()
-                    .for_each(|v| sample.push(feature.raw(v)));
-            }
+            values
+                .iter()
+                .flatten()
+                .for_each(|v| sample.push(feature.raw(v)));
+            self.nulls[j] += values.null_count() as u64;
+        }
+        let numeric = self.numeric.len();
+        for (j, name) in self.config.columns.categorical.iter().enumerate() {
+            self.nulls[numeric + j] += frame.column(name).map_err(polars)?.null_count() as u64;
         }
         let columns = &self.config.columns;
         for (names, counts) in [
@@ -192,29 +204,56 @@ impl<'a> Fitter<'a> {
         let config = self.config;
         let columns = &config.columns;
         let prep = &config.preprocess;
+        let rows = self.rows.max(1) as f64;
+        let mut numeric_reference = Vec::new();
         let numeric = self
             .numeric
             .into_iter()
-            .map(|(mut feature, moments, mut sample)| {
+            .zip(&self.nulls)
+            .map(|((mut feature, moments, mut sample), &nulls)| {
                 let std = (moments.m2 / moments.n).sqrt();
                 feature.mean = if moments.n > 0.0 { moments.mean } else { 0.0 };
                 feature.std = if std > 1e-12 { std } else { 1.0 };
                 feature.bins = quantile_edges(&mut sample.values, prep.numeric_bins);
+                numeric_reference.push(numeric_reference_of(
+                    &mut sample.values,
+                    nulls as f64 / rows,
+                ));
                 feature
             })
             .collect();
-        let vocabularies = |names: &[String], counts: Vec<HashMap<String, u64>>| {
+        let vocabularies = |names: &[String], counts: &[HashMap<String, u64>]| -> Vec<Vocabulary> {
             names
                 .iter()
                 .zip(counts)
                 .map(|(name, counts)| {
+                    let counts = counts.iter().map(|(value, &n)| (value.clone(), n));
                     Vocabulary::from_counts(name.clone(), counts, prep.min_count, prep.max_vocab)
                 })
                 .collect()
         };
+        let categorical = vocabularies(&columns.categorical, &self.categorical);
+        let nulls = &self.nulls[numeric_reference.len()..];
+        let categorical_reference = categorical
+            .iter()
+            .zip(&self.categorical)
+            .zip(nulls)
+            .map(|((vocabulary, counts), &nulls)| {
+                let mut shares = vec![0.0; vocabulary.size()];
+                for (value, &n) in counts {
+                    shares[vocabulary.index(Some(value)) as usize] += n as f64 / rows;
+                }
+                shares[vocabulary.index(None) as usize] += nulls as f64 / rows;
+                shares
+            })
+            .collect();
         Preprocessor {
             numeric,
-            categorical: vocabularies(&columns.categorical, self.categorical),
+            reference: Some(Reference {
+                numeric: numeric_reference,
+                categorical: categorical_reference,
+            }),
+            categorical,
             hashed: columns
                 .hashed
                 .iter()
@@ -225,7 +264,7 @@ impl<'a> Fitter<'a> {
                 .collect(),
             offer: columns.offer.clone(),
             no_offer: columns.no_offer.clone(),
-            context: vocabularies(&columns.context, self.context),
+            context: vocabularies(&columns.context, &self.context),
             plan: columns.plan.clone(),
             products: config
                 .products
@@ -237,6 +276,29 @@ impl<'a> Fitter<'a> {
                 .collect(),
         }
     }
+}
+
+/// A numeric column's drift reference from a sample of its (transformed)
+/// values: decile cut points, the sample's share in each bin scaled to the
+/// rows present, then the share missing.
+fn numeric_reference_of(sample: &mut [f64], missing: f64) -> NumericReference {
+    let edges = quantile_edges(sample, NumericReference::BINS);
+    // Every edge but the minimum cuts: a flag's values 0 and 1 get a bin
+    // each, and values at or above the training maximum a bin of their own.
+    let cuts = edges.get(1..).unwrap_or_default().to_vec();
+    let mut reference = NumericReference {
+        edges: cuts,
+        shares: Vec::new(),
+    };
+    let mut counts = vec![0usize; reference.edges.len() + 1];
+    for &x in sample.iter() {
+        counts[reference.bin(Some(x))] += 1;
+    }
+    let present = 1.0 - missing;
+    let n = sample.len().max(1) as f64;
+    reference.shares = counts.iter().map(|&c| present * c as f64 / n).collect();
+    reference.shares.push(missing);
+    reference
 }
 
 #[cfg(test)]

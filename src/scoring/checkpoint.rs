@@ -371,6 +371,27 @@ impl Manifest {
                 f.column
             ));
         }
+        if let Some(reference) = &pre.reference {
+            let share = |x: &f64| x.is_finite() && *x >= 0.0;
+            let numeric_fits = reference.numeric.len() == pre.numeric.len()
+                && reference.numeric.iter().all(|r| {
+                    r.shares.len() == r.edges.len() + 2
+                        && r.shares.iter().all(share)
+                        && r.edges.iter().all(|e| e.is_finite())
+                        && r.edges.windows(2).all(|e| e[0] < e[1])
+                });
+            let categorical_fits = reference.categorical.len() == pre.categorical.len()
+                && reference
+                    .categorical
+                    .iter()
+                    .zip(&pre.categorical)
+                    .all(|(shares, v)| shares.len() == v.size() && shares.iter().all(share));
+            if !(numeric_fits && categorical_fits) {
+                return Some(
+                    "the drift reference does not match the preprocessing's features".into(),
+                );
+            }
+        }
         let context: Vec<usize> = pre.context.iter().map(|v| v.size()).collect();
         if net.embedding_sizes != pre.embedding_sizes()
             || net.context_sizes != context

@@ -307,10 +307,14 @@ impl Scorer {
     }
 
     /// Transforms records (column name -> value; a missing column is null).
-    pub fn transform_records(
+    /// The names may be owned or borrowed.
+    pub fn transform_records<K>(
         &self,
-        records: &[HashMap<String, Value<'_>>],
-    ) -> Result<Features, FieldError> {
+        records: &[HashMap<K, Value<'_>>],
+    ) -> Result<Features, FieldError>
+    where
+        K: std::borrow::Borrow<str> + std::hash::Hash + Eq,
+    {
         self.manifest
             .preprocessor
             .transform(records.len(), |row, column| {

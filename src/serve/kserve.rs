@@ -265,6 +265,9 @@ async fn run(
         .scorer
         .transform_columns(&columns)
         .map_err(|e| ApiError::bad(e.to_string()))?;
+    if let Some(drift) = &model.drift {
+        drift.observe(&features);
+    }
     let with_offer = pre.offer.as_ref().is_some_and(|o| columns.contains_key(o));
     state
         .metrics

@@ -4,6 +4,7 @@
 //! [`crate::policy`]; [`app`] builds the router so tests drive it without a
 //! socket.
 
+mod drift;
 mod kserve;
 mod log;
 mod recommend;
@@ -12,7 +13,7 @@ mod state;
 
 pub use log::DecisionLog;
 pub use request::ApiError;
-pub use state::{Admin, AppState, Limits, Metrics, Model, default_concurrency};
+pub use state::{Admin, AppState, Limits, Metrics, Model, Shadow, default_concurrency};
 
 use crate::api::{ReloadRequest, ReloadResponse};
 use kserve::*;
@@ -128,6 +129,7 @@ async fn observe(State(state): State<Arc<AppState>>, request: Request, next: Nex
 }
 
 async fn metrics(State(state): State<Arc<AppState>>) -> Response {
+    state.metrics.update_drift(&state.model());
     let mut buffer = Vec::new();
     prometheus::TextEncoder::new()
         .encode(&state.metrics.registry.gather(), &mut buffer)

@@ -6,7 +6,8 @@ use crate::scoring::Scorer;
 use crate::{Error, Result};
 use arc_swap::ArcSwap;
 use prometheus::{
-    HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    GaugeVec, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry,
 };
 use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
@@ -132,6 +133,8 @@ pub struct Model {
     pub(super) version: String,
     pub(super) policy: PolicyConfig,
     pub(super) seed: u64,
+    /// Counts of the rows this model scored, against its training rows.
+    pub(super) drift: Option<super::drift::Drift>,
 }
 
 impl Model {
@@ -141,11 +144,13 @@ impl Model {
         let origin = format!("{} (saved config)", dir.display());
         let config = Config::from_toml(&scorer.manifest().config, &origin, Path::new(""), &[])?;
         let version = scorer.manifest().version();
+        let drift = super::drift::Drift::new(&scorer.manifest().preprocessor);
         Ok(Model {
             scorer,
             version,
             policy: config.policy,
             seed: config.seed,
+            drift,
         })
     }
 
@@ -176,6 +181,10 @@ pub struct Metrics {
     pub(super) in_flight: IntGauge,
     pub(super) connections: IntGauge,
     pub(super) connections_refused: IntCounter,
+    pub(super) feature_psi: GaugeVec,
+    pub(super) drift_rows: IntGauge,
+    pub(super) shadow: IntCounterVec,
+    pub(super) shadow_agreement: IntCounterVec,
 }
 
 impl Metrics {
@@ -246,8 +255,43 @@ impl Metrics {
             "Connections closed on accept because max_connections were open.",
         )
         .expect("valid metric");
+        let feature_psi = GaugeVec::new(
+            Opts::new(
+                "upsell_feature_psi",
+                "Population stability index of each feature over the rows the serving model \
+                 scored, against its training rows (below 0.1: stable; above 0.25: shifted).",
+            ),
+            &["feature"],
+        )
+        .expect("valid metric");
+        let drift_rows = IntGauge::new(
+            "upsell_drift_rows",
+            "Rows the serving model scored since it was loaded: what upsell_feature_psi is over.",
+        )
+        .expect("valid metric");
+        let shadow = IntCounterVec::new(
+            Opts::new(
+                "upsell_shadow_requests_total",
+                "Recommend requests decided by the shadow checkpoint, by outcome (logged, \
+                 skipped while it was busy, error).",
+            ),
+            &["outcome"],
+        )
+        .expect("valid metric");
+        let shadow_agreement = IntCounterVec::new(
+            Opts::new(
+                "upsell_shadow_decisions_total",
+                "Shadow decisions by whether they offer what the live model offered.",
+            ),
+            &["agrees"],
+        )
+        .expect("valid metric");
         for metric in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(feature_psi.clone()),
+            Box::new(drift_rows.clone()),
+            Box::new(shadow.clone()),
+            Box::new(shadow_agreement.clone()),
             Box::new(latency.clone()),
             Box::new(batch.clone()),
             Box::new(model.clone()),
@@ -271,6 +315,24 @@ impl Metrics {
             in_flight,
             connections,
             connections_refused,
+            feature_psi,
+            drift_rows,
+            shadow,
+            shadow_agreement,
+        }
+    }
+
+    /// Sets the drift gauges from `model`'s counts, before a scrape.
+    pub(super) fn update_drift(&self, model: &Model) {
+        self.feature_psi.reset();
+        let Some(drift) = &model.drift else {
+            return;
+        };
+        self.drift_rows.set(drift.rows() as i64);
+        for (feature, psi) in drift.stability() {
+            if let Some(psi) = psi {
+                self.feature_psi.with_label_values(&[feature]).set(psi);
+            }
         }
     }
 }
@@ -303,6 +365,32 @@ pub struct AppState {
     pub(super) admin: Option<Admin>,
     /// One permit per scoring request in flight (`Limits::max_concurrent`).
     pub(super) scoring: Arc<Semaphore>,
+    /// A candidate checkpoint decided beside the serving one, if any.
+    pub(super) shadow: Option<Shadow>,
+}
+
+/// A candidate checkpoint served in shadow: it decides for every
+/// `/v1/recommend` request as the serving model does, and its decisions go
+/// to its own log, never to the client.
+pub struct Shadow {
+    pub(super) model: Model,
+    pub(super) log: super::log::DecisionLog,
+    /// Shadow requests in flight; one more is skipped rather than queued.
+    pub(super) slots: Arc<Semaphore>,
+}
+
+impl Shadow {
+    /// The checkpoint at `dir`, logging its decisions to `log` (a file of
+    /// its own: its columns are this model's).
+    pub fn load(dir: &Path, log: &Path) -> Result<Shadow> {
+        let model = Model::load(dir)?;
+        let log = super::log::DecisionLog::open(log, model.scorer(), model.policy())?;
+        Ok(Shadow {
+            model,
+            log,
+            slots: Arc::new(Semaphore::new(2)),
+        })
+    }
 }
 
 impl AppState {
@@ -318,6 +406,15 @@ impl AppState {
             decision_log: None,
             admin: None,
             scoring: Arc::new(Semaphore::new(limits.max_concurrent.max(1))),
+            shadow: None,
+        }
+    }
+
+    /// Decides every `/v1/recommend` request with `shadow` too.
+    pub fn with_shadow(self, shadow: Shadow) -> AppState {
+        AppState {
+            shadow: Some(shadow),
+            ..self
         }
     }
 

@@ -344,41 +344,103 @@ fn a_train_that_fails_on_its_data_leaves_no_run_directory() {
     assert!(!run.exists(), "a failed run left {}", run.display());
 }
 
-/// `score` refuses a number the model cannot score, naming file, column
-/// and row, rather than writing garbage scores.
+/// Issue 15's findings on the command line, one case each: the input is
+/// refused with exit 2 and a message naming the file, column and row, and
+/// nothing is written or lost (the input is unchanged, no output appears).
 #[test]
-fn score_refuses_numbers_beyond_the_model() {
+fn every_cli_finding_is_refused_and_loses_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     let checkpoint = crate::common::repo().join("checkpoints/demo");
-    // The demo's rows with an absurd tenure in the second.
-    let input = demo_rows_with(tmp.path(), 2, "tenure_months", "1e308");
-    let output = tmp.path().join("scores.csv");
-    let stderr = crate::common::run_fails(
-        upsell()
-            .args(["score", "--checkpoint"])
-            .arg(&checkpoint)
-            .arg("--input")
-            .arg(&input)
-            .arg("--output")
-            .arg(&output),
-        2,
-    );
+    let case_dir = |name: &str| {
+        let dir = tmp.path().join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    };
+    let rows = std::fs::read_to_string(checkpoint.join("rows.csv")).unwrap();
+    // A FIFO as a checkpoint's manifest: a read would wait for a writer.
+    let fifo = case_dir("fifo-checkpoint");
+    std::fs::copy(
+        checkpoint.join("model.safetensors"),
+        fifo.join("model.safetensors"),
+    )
+    .unwrap();
     assert!(
-        stderr.contains("rows.csv") && stderr.contains("\"tenure_months\", row 2"),
-        "{stderr}"
+        std::process::Command::new("mkfifo")
+            .arg(fifo.join("manifest.json"))
+            .status()
+            .unwrap()
+            .success()
     );
-    assert!(!output.exists());
-}
-
-/// `score` and `recommend` refuse text in a numeric column, as `eval` does, rather than
-/// scoring it as a missing value (issue 15, finding 5).
-#[test]
-fn score_refuses_text_in_a_numeric_column() {
-    let tmp = tempfile::tempdir().unwrap();
-    let checkpoint = crate::common::repo().join("checkpoints/demo");
-    let input = demo_rows_with(tmp.path(), 1, "tenure_months", "abc");
-    for command in ["score", "recommend"] {
-        let output = tmp.path().join(format!("{command}.csv"));
+    let same = case_dir("same");
+    let same_input = write(&same, "rows.csv", &rows);
+    type Case = (
+        &'static str,
+        &'static str,
+        std::path::PathBuf,
+        std::path::PathBuf,
+        std::path::PathBuf,
+        Vec<&'static str>,
+    );
+    let cases: Vec<Case> = vec![
+        (
+            "3: a number beyond the model",
+            "score",
+            checkpoint.clone(),
+            demo_rows_with(&case_dir("huge"), 2, "tenure_months", "1e308"),
+            tmp.path().join("huge/out.csv"),
+            vec![
+                "rows.csv",
+                "\"tenure_months\", row 2",
+                "standard deviations",
+            ],
+        ),
+        (
+            "4: the output is the input",
+            "score",
+            checkpoint.clone(),
+            same_input.clone(),
+            same_input.clone(),
+            vec!["rows.csv", "also an input"],
+        ),
+        (
+            "5: text in a numeric column (score)",
+            "score",
+            checkpoint.clone(),
+            demo_rows_with(&case_dir("text"), 1, "tenure_months", "abc"),
+            tmp.path().join("text/out.csv"),
+            vec!["rows.csv", "\"tenure_months\"", "expected a number"],
+        ),
+        (
+            "5: a decimal comma (recommend)",
+            "recommend",
+            checkpoint.clone(),
+            demo_rows_with(&case_dir("comma"), 3, "listening_hours_7d", "\"12,5\""),
+            tmp.path().join("comma/out.csv"),
+            vec!["rows.csv", "\"listening_hours_7d\"", "expected a number"],
+        ),
+        (
+            "5: a row with an extra field",
+            "score",
+            checkpoint.clone(),
+            {
+                let mut lines: Vec<String> = rows.lines().map(str::to_string).collect();
+                lines[4].push_str(",7");
+                write(&case_dir("ragged"), "rows.csv", &(lines.join("\n") + "\n"))
+            },
+            tmp.path().join("ragged/out.csv"),
+            vec!["rows.csv", "row 4 has 28 fields where the header has 27"],
+        ),
+        (
+            "8: a FIFO as the manifest",
+            "score",
+            fifo.clone(),
+            demo_rows_with(&case_dir("fifo"), 1, "tenure_months", "10"),
+            tmp.path().join("fifo/out.csv"),
+            vec!["manifest.json", "not a regular file"],
+        ),
+    ];
+    for (what, command, checkpoint, input, output, fragments) in cases {
+        let before = std::fs::read(&input).unwrap();
         let stderr = crate::common::run_fails(
             upsell()
                 .args([command, "--checkpoint"])
@@ -389,13 +451,20 @@ fn score_refuses_text_in_a_numeric_column() {
                 .arg(&output),
             2,
         );
-        assert!(
-            stderr.contains("rows.csv")
-                && stderr.contains("\"tenure_months\"")
-                && stderr.contains("expected a number"),
-            "{command}: {stderr}"
+        for fragment in fragments {
+            assert!(
+                stderr.contains(fragment),
+                "{what}: {fragment:?} not in {stderr}"
+            );
+        }
+        assert_eq!(
+            std::fs::read(&input).unwrap(),
+            before,
+            "{what}: the input changed"
         );
-        assert!(!output.exists());
+        if output != input {
+            assert!(!output.exists(), "{what}: wrote {}", output.display());
+        }
     }
 }
 

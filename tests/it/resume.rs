@@ -160,3 +160,29 @@ fn resume_refuses_a_corrupt_state() {
         "{stderr}"
     );
 }
+
+/// Issue 15, finding 6: a run that fails after fitting (here its report
+/// cannot be written: `report` is already a file) keeps its resumable
+/// state, and its checkpoint, rather than losing the run.
+#[test]
+fn a_failure_after_fitting_keeps_the_resumable_state() {
+    let overrides: Vec<String> = crate::model::tiny(&[
+        "train.synthetic_rows=3000",
+        "train.epochs=1",
+        "train.checkpoint_every_steps=2",
+    ])
+    .into_iter()
+    .filter(|a| a != "--set")
+    .collect();
+    let config = upsell::Config::builtin(&overrides).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("report"), "in the way").unwrap();
+    let device = upsell::model::device::device(config.train.backend).unwrap();
+    let error = upsell::train::train(&config, dir.path(), &device, false).unwrap_err();
+    assert!(error.to_string().contains("report"), "{error}");
+    assert!(
+        dir.path().join("resume.bin").is_file(),
+        "the resumable state is gone"
+    );
+    assert!(dir.path().join("checkpoint/manifest.json").is_file());
+}

@@ -565,18 +565,7 @@ async fn recommend_decisions_are_logged_as_exposure_rows() {
     let logged = std::fs::read_to_string(&path).unwrap();
     assert_eq!(logged.lines().count(), 1 + 2 * 8, "{logged}");
     // The same header as the batch command's exposure log.
-    let exposures = tmp.path().join("exposures.csv");
-    crate::common::run_ok(
-        crate::common::upsell()
-            .args(["recommend", "--checkpoint"])
-            .arg(demo())
-            .arg("--input")
-            .arg(demo().join("rows.csv"))
-            .arg("--output")
-            .arg(tmp.path().join("decisions-batch.csv"))
-            .arg("--exposures")
-            .arg(&exposures),
-    );
+    let exposures = batch_exposures(&demo().join("rows.csv"), tmp.path());
     let batch = std::fs::read_to_string(&exposures).unwrap();
     assert_eq!(logged.lines().next(), batch.lines().next());
     // The first user's row names its id, offer and propensity.
@@ -597,7 +586,7 @@ async fn recommend_decisions_are_logged_as_exposure_rows() {
     }
     let manifest = other.join("manifest.json");
     let text = std::fs::read_to_string(&manifest).unwrap();
-    let with_holdout = text.replace("[policy]\\n", "[policy]\\nholdout = 0.1\\n");
+    let with_holdout = text.replace("holdout = 0.0\\n", "holdout = 0.1\\n");
     assert_ne!(with_holdout, text);
     std::fs::write(&manifest, with_holdout).unwrap();
     let held = Model::load(&other).unwrap();
@@ -609,4 +598,169 @@ async fn recommend_decisions_are_logged_as_exposure_rows() {
         error.contains("--log-decisions") && error.contains("holdout"),
         "{error}"
     );
+}
+
+/// The exposure log `upsell recommend --exposures` writes for `input`
+/// with the demo checkpoint, in `dir`.
+fn batch_exposures(input: &Path, dir: &Path) -> PathBuf {
+    let exposures = dir.join("exposures.csv");
+    crate::common::run_ok(
+        crate::common::upsell()
+            .args(["recommend", "--checkpoint"])
+            .arg(demo())
+            .arg("--input")
+            .arg(input)
+            .arg("--output")
+            .arg(dir.join("decisions-batch.csv"))
+            .arg("--exposures")
+            .arg(&exposures),
+    );
+    exposures
+}
+
+/// Users for requests from a CSV of exposure rows (`recommend --exposures`).
+fn users_from_csv(path: &Path) -> Vec<Json> {
+    let text = std::fs::read_to_string(path).unwrap();
+    let mut lines = text.lines();
+    let header: Vec<&str> = lines.next().unwrap().split(',').collect();
+    let numeric = upsell::data::synth::NUMERIC_COLUMNS;
+    lines
+        .map(|line| {
+            let user: serde_json::Map<String, Json> = header
+                .iter()
+                .zip(line.split(','))
+                .map(|(h, v)| (h.to_string(), cell(v, numeric.contains(h))))
+                .collect();
+            Json::Object(user)
+        })
+        .collect()
+}
+
+/// The population stability index of each feature, from /metrics.
+async fn feature_psi(state: &Arc<AppState>) -> std::collections::BTreeMap<String, f64> {
+    let (_, text) = call(state, "GET", "/metrics", None).await;
+    text.as_str()
+        .unwrap()
+        .lines()
+        .filter_map(|line| {
+            let rest = line.strip_prefix("upsell_feature_psi{feature=\"")?;
+            let (feature, value) = rest.split_once("\"} ")?;
+            Some((feature.to_string(), value.parse().unwrap()))
+        })
+        .collect()
+}
+
+/// `/metrics` shows input drift per feature against the training rows
+/// saved in the checkpoint: rows from the training world are stable
+/// (PSI < 0.1 for every feature), a feed that changed a unit or lost a
+/// vocabulary is not (PSI > 1 for those features, and only those).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_show_input_drift_per_feature() {
+    let tmp = tempfile::tempdir().unwrap();
+    crate::common::run_ok(
+        crate::common::upsell()
+            .args(["synth", "--rows", "3000", "--seed", "7", "--out"])
+            .arg(tmp.path().join("world")),
+    );
+    let exposures = batch_exposures(&tmp.path().join("world/exposures"), tmp.path());
+    let users = users_from_csv(&exposures);
+    assert_eq!(users.len(), 3000);
+
+    let stable = state(Limits::default());
+    assert!(feature_psi(&stable).await.is_empty(), "no rows, no index");
+    for batch in users.chunks(1000) {
+        let (status, body) = post(&stable, "/v1/recommend", &json!({ "users": batch })).await;
+        assert_eq!(status, StatusCode::OK, "{body}");
+    }
+    let psi = feature_psi(&stable).await;
+    assert_eq!(
+        psi.len(),
+        12 + 5,
+        "every numeric and categorical feature: {psi:?}"
+    );
+    assert!(psi.values().all(|&p| p < 0.1), "{psi:?}");
+    let (_, metrics) = call(&stable, "GET", "/metrics", None).await;
+    assert!(metrics.as_str().unwrap().contains("upsell_drift_rows 3000"));
+
+    let shifted = state(Limits::default());
+    let broken: Vec<Json> = users
+        .iter()
+        .map(|user| {
+            let mut user = user.clone();
+            user["tenure_months"] = json!(user["tenure_months"].as_f64().unwrap() * 30.0);
+            user["country"] = json!("XX");
+            user
+        })
+        .collect();
+    for batch in broken.chunks(1000) {
+        post(&shifted, "/v1/recommend", &json!({ "users": batch })).await;
+    }
+    let psi = feature_psi(&shifted).await;
+    for (feature, &value) in &psi {
+        let broken = feature == "tenure_months" || feature == "country";
+        assert_eq!(value > 1.0, broken, "{feature}: {value} in {psi:?}");
+    }
+}
+
+/// A shadow checkpoint decides every request too: its decisions go to its
+/// own log with its version, the client's answer is the live model's
+/// alone, and /metrics counts how often the two agree.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_shadow_checkpoint_is_decided_and_logged_not_returned() {
+    let tmp = tempfile::tempdir().unwrap();
+    let other = other_checkpoint(tmp.path());
+    let log = tmp.path().join("shadow.csv");
+    let shadow = upsell::serve::Shadow::load(&other, &log).unwrap();
+    let shadow_version = Model::load(&other).unwrap().version().to_string();
+    let with_shadow = Arc::new(
+        AppState::new(
+            Model::load(&demo()).unwrap(),
+            demo(),
+            "upsell".into(),
+            Limits::default(),
+        )
+        .with_shadow(shadow),
+    );
+    let plain = state(Limits::default());
+    let request = json!({ "users": users() });
+    let (status, answer) = post(&with_shadow, "/v1/recommend", &request).await;
+    assert_eq!(status, StatusCode::OK, "{answer}");
+    assert_eq!(answer, post(&plain, "/v1/recommend", &request).await.1);
+    // The shadow decides off the request's path: wait for its log.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let logged = loop {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        if text.lines().count() == 1 + 8 {
+            break text;
+        }
+        assert!(std::time::Instant::now() < deadline, "shadow log: {text}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    assert!(
+        logged
+            .lines()
+            .skip(1)
+            .all(|row| row.contains(&shadow_version)),
+        "{logged}"
+    );
+    let (_, metrics) = call(&with_shadow, "GET", "/metrics", None).await;
+    let metrics = metrics.as_str().unwrap();
+    assert!(
+        metrics.contains("upsell_shadow_requests_total{outcome=\"logged\"} 1"),
+        "{metrics}"
+    );
+    let agreed: u64 = ["true", "false"]
+        .iter()
+        .map(|agrees| {
+            metrics
+                .lines()
+                .find_map(|l| {
+                    l.strip_prefix(&format!(
+                        "upsell_shadow_decisions_total{{agrees=\"{agrees}\"}} "
+                    ))
+                })
+                .map_or(0, |n| n.parse().unwrap())
+        })
+        .sum();
+    assert_eq!(agreed, 8, "{metrics}");
 }
