@@ -236,6 +236,8 @@ async fn run(
         .and_then(Json::as_bool)
         .unwrap_or(false);
     let plan_available = model.scorer.manifest().network.products > 0;
+    // Unasked, p_plan is returned when it can be given (see below).
+    let asked = request.outputs.is_some();
     let requested: Vec<(String, bool)> = match &request.outputs {
         None => std::iter::once(P_CONVERT)
             .chain(plan_available.then_some(P_PLAN))
@@ -295,6 +297,9 @@ async fn run(
             (p_plan.take(), plan_width)
         };
         let data = data.unwrap_or_default();
+        if data.is_empty() && !asked {
+            continue;
+        }
         if data.is_empty() {
             return Err(ApiError::bad(format!(
                 "output {name:?} needs the offer input: this model's plan head reads the offer"

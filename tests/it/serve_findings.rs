@@ -144,6 +144,11 @@ async fn every_finding_gets_a_clear_answer() {
         t["data"] = json!(vec![1e308; 8]);
     });
     let good_infer = infer_request(&open.model());
+    let mut without_offer = good_infer.clone();
+    without_offer["inputs"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|input| input["name"] != "offer");
 
     type Case = (
         &'static str,
@@ -343,6 +348,17 @@ async fn every_finding_gets_a_clear_answer() {
             "unknown output \"p_churn\"",
         ),
         (
+            "9: p_plan asked for without the offer its plan head reads",
+            open.clone(),
+            request("POST", "/v2/models/upsell/infer", &{
+                let mut body = without_offer.clone();
+                body["outputs"] = json!([{ "name": "p_plan" }]);
+                body
+            }),
+            StatusCode::BAD_REQUEST,
+            "needs the offer input",
+        ),
+        (
             "9: a version that is not serving",
             open.clone(),
             request(
@@ -392,6 +408,16 @@ async fn every_finding_gets_a_clear_answer() {
     .await;
     assert_eq!(status, StatusCode::OK, "{body}");
     assert_eq!(body["model_version"], version);
+
+    // Unasked, p_plan is left out when it cannot be given.
+    let (status, _, body) = send(
+        &open,
+        request("POST", "/v2/models/upsell/infer", &without_offer),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["outputs"].as_array().unwrap().len(), 1, "{body}");
+    assert_eq!(body["outputs"][0]["name"], "p_convert");
 
     // 9: versioned routes answer for the version serving.
     for uri in [
