@@ -20,6 +20,9 @@ work="$(mktemp -d)"
 addr=127.0.0.1:18181
 server=
 trap 'stop_server; rm -rf "$work"' EXIT
+# As many scoring slots as wrk has connections: this measures latency and
+# failures, not load shedding (scripts/overload-test.sh does that).
+export UPSELL_MAX_CONCURRENT=8
 start_server "$checkpoint" "$addr"
 
 echo "machine: $(nproc) cores, $(cpu_model); server and wrk share it"
