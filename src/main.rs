@@ -17,6 +17,12 @@ use upsell::data::synth;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log lines on stderr (serve's requests; train's epochs when stderr is
+    /// not a terminal) as text or as JSON objects, one per line. `RUST_LOG`
+    /// sets the level, e.g. `warn`, or `info,upsell::request=warn` to drop
+    /// serve's request lines.
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text, env = "UPSELL_LOG_FORMAT")]
+    log_format: LogFormat,
 }
 
 #[derive(Subcommand)]
@@ -240,10 +246,6 @@ struct ServeArgs {
         requires = "shadow_checkpoint"
     )]
     shadow_log: Option<PathBuf>,
-    /// Log lines as text or as JSON objects (one per line); `RUST_LOG` sets
-    /// the level, e.g. `info,upsell::request=warn` to drop request lines.
-    #[arg(long, value_enum, default_value_t = LogFormat::Text, env = "UPSELL_LOG_FORMAT")]
-    log_format: LogFormat,
 }
 
 #[derive(Clone, Copy, clap::ValueEnum)]
@@ -519,7 +521,42 @@ fn keep_large_buffers_on_the_heap() {
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]
 fn keep_large_buffers_on_the_heap() {}
 
+/// Log lines go to stderr (stdout carries each command's JSON result),
+/// at `RUST_LOG`'s level (default `info`).
+fn init_logging(format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => logs.json().flatten_event(true).init(),
+        LogFormat::Text => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+    }
+}
+
+/// One log line per epoch, for runs that no one watches on a terminal
+/// (sweeps, pods, `nohup`): the progress bar is hidden there.
+fn log_epoch(m: &upsell::train::EpochMetrics) {
+    tracing::info!(
+        target: "upsell::train",
+        epoch = m.epoch,
+        seconds = m.seconds,
+        rows_per_sec = m.train_rows_per_sec,
+        lr = m.lr,
+        train_loss = m.train_loss,
+        valid_loss = m.valid_loss,
+        valid_conversion_loss = m.valid_conversion_loss,
+        valid_conversion_auc = m.valid_conversion_auc,
+        valid_plan_accuracy = m.valid_plan_accuracy,
+        "epoch done"
+    );
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    init_logging(cli.log_format);
     if !matches!(cli.command, Command::Serve(_)) {
         keep_large_buffers_on_the_heap();
     }
@@ -589,11 +626,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             // training loop; the weights live on the first device.
             let device = upsell::train::replicas(&config.train)?.remove(0);
             let progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
-            let train = |on_epoch: &mut dyn FnMut(&upsell::train::EpochMetrics)| match &args.resume
-            {
-                Some(_) => upsell::train::resume_observed(&run_dir, &device, progress, on_epoch),
-                None => {
-                    upsell::train::train_observed(&config, &run_dir, &device, progress, on_epoch)
+            let train = |on_epoch: &mut dyn FnMut(&upsell::train::EpochMetrics)| {
+                // Without a terminal (no progress bar), each epoch is logged.
+                let on_epoch = &mut |m: &upsell::train::EpochMetrics| {
+                    if !progress {
+                        log_epoch(m);
+                    }
+                    on_epoch(m);
+                };
+                match &args.resume {
+                    Some(_) => {
+                        upsell::train::resume_observed(&run_dir, &device, progress, on_epoch)
+                    }
+                    None => upsell::train::train_observed(
+                        &config, &run_dir, &device, progress, on_epoch,
+                    ),
                 }
             };
             let summary = match &args.tracking_uri {
@@ -776,17 +823,6 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string(&report)?);
         }
         Command::Serve(args) => {
-            let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-            let logs = tracing_subscriber::fmt()
-                .with_env_filter(filter)
-                .with_writer(std::io::stderr);
-            match args.log_format {
-                LogFormat::Json => logs.json().flatten_event(true).init(),
-                LogFormat::Text => logs
-                    .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-                    .init(),
-            }
             let model = upsell::serve::Model::load(&args.checkpoint)?;
             let log = args
                 .log_decisions

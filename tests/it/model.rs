@@ -369,3 +369,35 @@ fn a_model_trained_on_wgpu_scores_on_the_cpu_and_ndarray_trains_too() {
         assert!((x - y).abs() < 1e-4, "cpu {x} vs wgpu {y}");
     }
 }
+
+/// Without a terminal (a sweep, a pod, `nohup`), `train` logs one line per
+/// epoch on stderr, as text or as JSON objects (`--log-format json`), and
+/// stdout still holds only the final JSON line.
+#[test]
+fn train_logs_each_epoch_when_no_one_watches_a_terminal() {
+    let tmp = tempfile::tempdir().unwrap();
+    let output = crate::common::run_ok(
+        crate::common::upsell()
+            .arg("train")
+            .args(tiny(&["train.synthetic_rows=3000", "train.epochs=2"]))
+            .args(["--log-format", "json", "--out"])
+            .arg(tmp.path().join("run")),
+    );
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(stdout.lines().count(), 1, "{stdout}");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    let epochs: Vec<serde_json::Value> = stderr
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("{e}: {line}")))
+        .filter(|line: &serde_json::Value| line["message"] == "epoch done")
+        .collect();
+    assert_eq!(epochs.len(), 2, "{stderr}");
+    for (i, line) in epochs.iter().enumerate() {
+        assert_eq!(line["epoch"], i + 1, "{line}");
+        assert!(
+            line["valid_conversion_loss"].as_f64().unwrap() > 0.0,
+            "{line}"
+        );
+        assert!(line["rows_per_sec"].as_f64().unwrap() > 0.0, "{line}");
+    }
+}
