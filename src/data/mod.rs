@@ -4,6 +4,7 @@
 //! that `upsell synth` writes. Nothing here knows the model.
 
 mod fit;
+pub mod progress;
 pub mod shard;
 pub mod source;
 mod split;

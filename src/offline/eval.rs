@@ -166,9 +166,11 @@ pub fn evaluate(
     let mut state = Accumulators::new(scorer, products.len());
     let names: Vec<&str> = config.columns.roles().iter().map(|(c, _)| *c).collect();
     let (mut rows_read, mut rows_used) = (0, 0);
+    let mut progress = crate::data::progress::Progress::new("eval");
     for file in &files {
         shard::for_each_batch(file, &names, shard::BATCH_ROWS, |frame| {
             rows_read += frame.height();
+            progress.add(frame.height());
             let table = crate::data::from_frame(file, frame, &config)?;
             let batch = crate::data::transform(pre, &config.columns, &table)?;
             rows_used += batch.features.rows;
@@ -180,6 +182,7 @@ pub fn evaluate(
             Ok(())
         })?;
     }
+    progress.finish();
     Ok(state.into_evaluation(
         products,
         scorer,

@@ -355,9 +355,11 @@ pub fn evaluate(
         holdout: 0,
     };
     let names: Vec<&str> = config.columns.roles().iter().map(|(c, _)| *c).collect();
+    let mut progress = crate::data::progress::Progress::new("ope");
     for file in &files {
         let mut offset = 0usize;
         shard::for_each_batch(file, &names, shard::BATCH_ROWS, |frame| {
+            progress.add(frame.height());
             let table = crate::data::from_frame(file, frame, &config)?;
             let batch = crate::data::transform(pre, &config.columns, &table)?;
             let rows = batch.features.rows;
@@ -485,6 +487,7 @@ pub fn evaluate(
             Ok(())
         })?;
     }
+    progress.finish();
     let point = &sums.replicates[0];
     Ok(OpeSummary {
         checkpoint: checkpoint.to_path_buf(),

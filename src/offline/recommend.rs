@@ -294,8 +294,10 @@ pub fn recommend_files(
             Ok((log, path, staging, score::Writer::new(format)))
         })
         .transpose()?;
+    let mut progress = crate::data::progress::Progress::new("recommend");
     for unit in &mine {
         let (ids, decisions, batch) = decider.decide_rows(unit)?;
+        progress.add(decisions.len());
         if let Some((log, path, staging, writer)) = &mut log {
             let frame =
                 exposure_frame(batch, &decisions, pre, log, with_holdout).map_err(|source| {
@@ -319,6 +321,7 @@ pub fn recommend_files(
         writer.write(&staging, &frame, &output)?;
         rows += decisions.len();
     }
+    progress.finish();
     if rows == 0 {
         // An empty shard still writes an empty output, so a job's N outputs
         // always exist; its schema comes from an empty decision frame.

@@ -373,11 +373,14 @@ pub fn score_shard(
         writer.write(&staging, &frame, output)?;
         Ok(batch.height())
     };
+    let mut progress = crate::data::progress::Progress::new("score");
     if shard == crate::data::shard::Shard::ALL {
         for file in &files {
             let mut file_rows = 0usize;
             for_each_batch(file, &read, BATCH_ROWS, |batch| {
-                file_rows += score_batch(file, batch, file_rows)?;
+                let done = score_batch(file, batch, file_rows)?;
+                file_rows += done;
+                progress.add(done);
                 Ok(())
             })?;
             rows += file_rows;
@@ -385,7 +388,9 @@ pub fn score_shard(
     } else {
         for unit in crate::data::shard::shard_units(&files, unit_rows, shard)? {
             let batch = crate::data::shard::read_unit(&unit, &read)?;
-            rows += score_batch(&unit.0, batch, unit.1)?;
+            let done = score_batch(&unit.0, batch, unit.1)?;
+            rows += done;
+            progress.add(done);
         }
         if rows == 0 {
             // More shards than units: this shard's output is empty, with
@@ -395,6 +400,7 @@ pub fn score_shard(
             score_batch(first, batch, 0)?;
         }
     }
+    progress.finish();
     if !writer.finish(output)? {
         return Err(DataError::Empty {
             path: input.to_path_buf(),

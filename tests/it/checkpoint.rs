@@ -474,3 +474,31 @@ fn an_unknown_product_in_a_scored_file_is_named() {
     );
     assert!(!tmp.path().join("out.csv").exists());
 }
+
+/// Without a terminal, the batch commands log their progress (here only
+/// the final line: a short run) on stderr, as JSON with `--log-format json`;
+/// stdout keeps only the result.
+#[test]
+fn batch_commands_log_their_progress_when_no_one_watches_a_terminal() {
+    let tmp = tempfile::tempdir().unwrap();
+    for command in ["score", "recommend"] {
+        let output = crate::common::run_ok(
+            upsell()
+                .args(["--log-format", "json", command, "--checkpoint"])
+                .arg(demo())
+                .arg("--input")
+                .arg(demo().join("rows.csv"))
+                .arg("--output")
+                .arg(tmp.path().join(format!("{command}.csv"))),
+        );
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        let done: serde_json::Value = stderr
+            .lines()
+            .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+            .find(|line| line["message"] == "done")
+            .unwrap_or_else(|| panic!("{command}: {stderr}"));
+        assert_eq!(done["command"], command);
+        assert_eq!(done["rows"], 8);
+        assert_eq!(String::from_utf8_lossy(&output.stdout).lines().count(), 1);
+    }
+}
