@@ -750,7 +750,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Sweep(args) => {
             // Validate the config and every override once, before any trial.
-            args.config
+            let base = args
+                .config
                 .load_edited(|config| args.paths.apply_with(config, args.backend))?;
             let base_args = upsell::experiment::sweep::train_args(
                 args.config.config.as_deref(),
@@ -765,9 +766,36 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 .map(|g| upsell::experiment::sweep::parse_grid(g))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(upsell::Error::from)?;
-            let trials =
+            // Trials are named within the resolved base config, so editing
+            // the config file reruns them rather than reusing stale results.
+            let context = base.to_toml();
+            let trials: Vec<_> =
                 upsell::experiment::sweep::trials(&grid, args.random.map(|n| (n, args.seed)))
-                    .map_err(upsell::Error::from)?;
+                    .map_err(upsell::Error::from)?
+                    .into_iter()
+                    .map(|trial| trial.within(&context))
+                    .collect();
+            // Every trial's config is checked (a misspelt grid key, a value
+            // of the wrong type) before any trial starts, rather than found
+            // by each failing in turn.
+            for trial in &trials {
+                let with_trial = ConfigArgs {
+                    config: args.config.config.clone(),
+                    overrides: args
+                        .config
+                        .overrides
+                        .iter()
+                        .cloned()
+                        .chain(trial.overrides.iter().map(|(k, v)| format!("{k}={v}")))
+                        .collect(),
+                };
+                with_trial
+                    .load_edited(|config| args.paths.apply_with(config, args.backend))
+                    .map_err(|e| upsell::Error::Argument {
+                        argument: "--grid",
+                        message: format!("trial {}: {e}", trial.label()),
+                    })?;
+            }
             let options = upsell::experiment::sweep::SweepOptions {
                 program: std::env::current_exe()?,
                 base_args,

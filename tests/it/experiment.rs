@@ -574,4 +574,35 @@ fn a_sweep_runs_resumes_and_ranks_its_trials() {
             .unwrap()
             .contains("max")
     );
+
+    // The config file changed: its trials are new ones, not the old
+    // results under the same overrides.
+    let config = data.join("config.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let edited: String = text
+        .lines()
+        .map(|line| match line.starts_with("min_count") {
+            true => "min_count = 2\n".to_string(),
+            false => format!("{line}\n"),
+        })
+        .collect();
+    assert_ne!(edited, text);
+    std::fs::write(&config, edited).unwrap();
+    let third = last_json(&run_ok(&mut sweep()));
+    assert_eq!(third["skipped"], 0, "{third}");
+    assert_eq!(third["finished"], 4, "{third}");
+
+    // A misspelt grid key fails before any trial starts, naming the trial.
+    let typo = dir.path().join("typo");
+    let stderr = crate::common::run_fails(
+        upsell()
+            .args(["sweep", "--grid", "train.lrate=0.1,0.2", "--out"])
+            .arg(&typo),
+        2,
+    );
+    assert!(
+        stderr.contains("train.lrate=0.1") && stderr.contains("lrate"),
+        "{stderr}"
+    );
+    assert!(!typo.join("trials").exists(), "a trial ran");
 }

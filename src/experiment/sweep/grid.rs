@@ -125,6 +125,19 @@ impl Trial {
         format!("t-{:012x}", hash >> 16)
     }
 
+    /// The same trial, named within `context`: what every trial of the
+    /// sweep shares (the resolved base config: the config file's contents,
+    /// the base overrides, the data paths). A sweep rerun after the config
+    /// file changed then reruns its trials instead of reusing results of the
+    /// old config.
+    pub fn within(self, context: &str) -> Trial {
+        let hash = xxhash_rust::xxh3::xxh3_64(format!("{}\n{context}", self.name).as_bytes());
+        Trial {
+            name: format!("t-{:012x}", hash >> 16),
+            ..self
+        }
+    }
+
     /// The overrides as `key=value key=value`, for people to read.
     pub fn label(&self) -> String {
         let pairs: Vec<String> = self
