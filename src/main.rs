@@ -537,6 +537,20 @@ fn init_logging(format: LogFormat) {
     }
 }
 
+/// Where a run came from, saved beside its config as `run.json`: the
+/// command line, upsell's version and the commit it was built from (when
+/// built from a git checkout), and when the run started.
+fn write_provenance(run_dir: &std::path::Path) -> upsell::Result<()> {
+    let provenance = serde_json::json!({
+        "command": std::env::args().collect::<Vec<_>>(),
+        "version": env!("CARGO_PKG_VERSION"),
+        "commit": option_env!("UPSELL_GIT_COMMIT"),
+        "started": humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string(),
+    });
+    let text = serde_json::to_vec_pretty(&provenance).expect("JSON serialises");
+    upsell::atomic::write(&run_dir.join("run.json"), &text)
+}
+
 /// One log line per epoch, for runs that no one watches on a terminal
 /// (sweeps, pods, `nohup`): the progress bar is hidden there.
 fn log_epoch(m: &upsell::train::EpochMetrics) {
@@ -618,6 +632,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                         }
                         None => upsell::train::new_run_dir(&config.out_dir)?,
                     };
+                    write_provenance(&run_dir)?;
                     (config, run_dir)
                 }
             };

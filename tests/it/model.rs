@@ -401,3 +401,40 @@ fn train_logs_each_epoch_when_no_one_watches_a_terminal() {
         assert!(line["rows_per_sec"].as_f64().unwrap() > 0.0, "{line}");
     }
 }
+
+/// A run records where it came from: the command line, the version, the
+/// commit it was built from and its start time, in `run.json`.
+#[test]
+fn a_run_records_its_command_version_and_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let run = tmp.path().join("run");
+    crate::common::run_ok(
+        crate::common::upsell()
+            .arg("train")
+            .args(tiny(&["train.synthetic_rows=2000", "train.epochs=1"]))
+            .arg("--out")
+            .arg(&run),
+    );
+    let provenance: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(run.join("run.json")).unwrap()).unwrap();
+    let command: Vec<&str> = provenance["command"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(command[1], "train");
+    assert!(command.contains(&"train.epochs=1"), "{command:?}");
+    assert_eq!(provenance["version"], env!("CARGO_PKG_VERSION"));
+    // Built from this checkout: a commit is recorded.
+    assert_eq!(
+        provenance["commit"].as_str().unwrap().len(),
+        12,
+        "{provenance}"
+    );
+    let started = provenance["started"].as_str().unwrap();
+    assert!(
+        started.starts_with("20") && started.ends_with('Z'),
+        "{started}"
+    );
+}

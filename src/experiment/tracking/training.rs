@@ -61,7 +61,11 @@ pub fn track_training(
             warn("artifacts", e);
         }
     }
-    for file in ["metrics.jsonl", "config.toml"] {
+    for file in ["metrics.jsonl", "config.toml", "run.json"] {
+        // run.json is the command line's (a library caller may have none).
+        if file == "run.json" && !run_dir.join(file).exists() {
+            continue;
+        }
         if let Err(e) = tracker.log_artifact(&run_dir.join(file), file) {
             warn("artifacts", e);
         }
