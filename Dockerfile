@@ -20,7 +20,9 @@ WORKDIR /src
 # every member, examples/serving included, even when building one), the lock
 # file, the sources, and configs/ (src/config embeds configs/default.toml).
 # .dockerignore keeps everything else out of the context.
-COPY Cargo.toml Cargo.lock ./
+# build.rs records the git commit when there is one (not here: .git stays
+# out of the context, so run.json names no commit).
+COPY Cargo.toml Cargo.lock build.rs ./
 COPY examples/serving examples/serving
 COPY configs configs
 COPY src src
