@@ -1,7 +1,8 @@
-//! Progress of the long batch commands (score, recommend, eval, ope): a
-//! spinner with the rows done and the rate on a terminal; otherwise (a
-//! pod, a sweep, `nohup`) a log line every ten seconds and one at the end,
-//! through `tracing`, so that a run no one watches still shows it is alive.
+//! Progress of the long batch commands (synth, score, recommend, eval,
+//! ope): a spinner with the rows done and the rate on a terminal; otherwise
+//! (a pod, a sweep, `nohup`) a log line every ten seconds and one at the
+//! end, through `tracing`, so that a run no one watches still shows it is
+//! alive.
 
 use std::time::{Duration, Instant};
 

@@ -501,4 +501,14 @@ fn batch_commands_log_their_progress_when_no_one_watches_a_terminal() {
         assert_eq!(done["rows"], 8);
         assert_eq!(String::from_utf8_lossy(&output.stdout).lines().count(), 1);
     }
+    let output = crate::common::run_ok(
+        upsell()
+            .args(["--log-format", "json", "synth", "--rows", "3000", "--out"])
+            .arg(tmp.path().join("synth")),
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        stderr.contains(r#""message":"done","command":"synth","rows":3000"#),
+        "{stderr}"
+    );
 }

@@ -263,6 +263,7 @@ pub(super) fn write_into(dir: &Path, opts: &SynthOptions) -> Result<(usize, u64)
 
         let mut conversions = 0u64;
         let mut part: Option<(usize, Part)> = None;
+        let mut progress = crate::data::progress::Progress::new("synth");
         for (i, task) in tasks.iter().enumerate() {
             let received = receivers[i % workers]
                 .recv()
@@ -297,10 +298,12 @@ pub(super) fn write_into(dir: &Path, opts: &SynthOptions) -> Result<(usize, u64)
                     .write_batch(df)
                     .map_err(|source| polars_error(path, source))?;
             }
+            progress.add(exposures.height());
         }
         if let Some((_, done)) = part.take() {
             finish_part(done)?;
         }
+        progress.finish();
         Ok(conversions)
     })?;
 
