@@ -503,10 +503,9 @@ fn main() -> ExitCode {
 /// Training allocates and frees megabyte-sized buffers at every step.
 /// glibc's malloc serves those with `mmap` and hands them back (the kernel
 /// then zeroes fresh pages on the next one) until its dynamic threshold
-/// adapts, which made a 200,000-row run's first epoch take 1.3-1.8 s
-/// against 0.9 s for the others, and its rate 10-20% lower
-/// (benches/torch-reference.md). Fixed thresholds keep such buffers on the
-/// heap from the first step. The server keeps glibc's defaults, which give
+/// adapts, which made a 200,000-row run's first epoch take up to 1.6 s
+/// against 0.9 s for the others (benches/torch-reference.md). Fixed
+/// thresholds keep such buffers on the heap from the first step. The server keeps glibc's defaults, which give
 /// memory back after a burst of large requests.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn keep_large_buffers_on_the_heap() {

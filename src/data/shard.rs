@@ -176,10 +176,22 @@ pub fn for_each_batch(
     path: &Path,
     columns: &[&str],
     chunk: usize,
+    f: impl FnMut(DataFrame) -> Result<()>,
+) -> Result<()> {
+    source::check_ragged(path)?;
+    for_each_checked_batch(path, columns, chunk, f)
+}
+
+/// [`for_each_batch`] over a file already checked for ragged rows
+/// ([`source::check_ragged`]): a streamed run checks its files once, not
+/// at every epoch.
+pub(crate) fn for_each_checked_batch(
+    path: &Path,
+    columns: &[&str],
+    chunk: usize,
     mut f: impl FnMut(DataFrame) -> Result<()>,
 ) -> Result<()> {
     let polars = |source: PolarsError| Error::from(source::polars_error(path)(source));
-    source::check_ragged(path)?;
     let selection: Vec<Expr> = columns.iter().map(|c| col(*c)).collect();
     let (send, receive) = sync_channel::<DataFrame>(2);
     let frame = source::scan(path)?

@@ -15,7 +15,7 @@ use polars::prelude::*;
 use rand::seq::SliceRandom;
 use rand::{RngExt, SeedableRng};
 
-use super::shard::{BATCH_ROWS, for_each_batch};
+use super::shard::{BATCH_ROWS, for_each_checked_batch};
 use super::{Batch, DataError, Fitter, LoadReport, Table, source};
 use crate::config::{ColumnRole, Config};
 use crate::preprocess::Preprocessor;
@@ -48,6 +48,7 @@ pub fn fit(config: &Config, source: &Path, files: &[PathBuf]) -> Result<Fitted> 
     for file in files {
         let schema = source::schema(file)?;
         super::check_schema(file, &schema, config)?;
+        source::check_ragged(file)?;
     }
     let sample = config.data.fit_rows;
     let mut order = files.to_vec();
@@ -62,7 +63,7 @@ pub fn fit(config: &Config, source: &Path, files: &[PathBuf]) -> Result<Fitted> 
     'files: for file in &order {
         report.files += 1;
         let mut first_row = 0;
-        for_each_batch(file, &names, BATCH_ROWS, |raw| {
+        for_each_checked_batch(file, &names, BATCH_ROWS, |raw| {
             if sample > 0 && report.rows_used as u64 >= sample {
                 return Ok(());
             }
@@ -215,7 +216,7 @@ impl<'a> Stream<'a> {
         let mut report = LoadReport::default();
         for file in &files {
             let mut first_row = 0;
-            for_each_batch(file, &names, BATCH_ROWS, |raw| {
+            for_each_checked_batch(file, &names, BATCH_ROWS, |raw| {
                 let (frame, dropped) =
                     super::table::canonical_chunk(file, &raw, first_row, config)?;
                 first_row += raw.height();

@@ -6,7 +6,6 @@ use super::state::{AppState, Limits, Model};
 use crate::Result;
 use crate::preprocess::Value;
 use axum::body::{Body, Bytes};
-use axum::extract::rejection::BytesRejection;
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use http_body_util::BodyExt;
@@ -110,12 +109,6 @@ pub(super) async fn read_body(body: Body, limit: usize) -> Result<Bytes, ApiErro
             ApiError::bad(format!("reading the body: {e}"))
         }
     })
-}
-
-impl From<BytesRejection> for ApiError {
-    fn from(rejection: BytesRejection) -> ApiError {
-        ApiError(rejection.status(), rejection.body_text())
-    }
 }
 
 /// `value` as a JSON response, serialised straight to bytes.
