@@ -117,6 +117,13 @@ impl Error {
             Error::Report(_) => 1,
             #[cfg(feature = "cli")]
             Error::Sweep(e) => e.exit_code(),
+            // A tracking setting the user can fix, before anything ran.
+            #[cfg(feature = "train")]
+            Error::Tracking(
+                TrackingError::InvalidUri { .. }
+                | TrackingError::Setting { .. }
+                | TrackingError::Certificate { .. },
+            ) => 2,
             #[cfg(feature = "train")]
             Error::Tracking(_) => 1,
         }
@@ -262,6 +269,14 @@ pub enum SweepError {
     BadTrialName { name: String },
 
     /// `--parallel 0`.
+    #[error(
+        "--prune needs a metric best.FIELD, FIELD being a column of metrics.jsonl \
+         (e.g. best.valid_loss); got {metric}"
+    )]
+    PruneMetric {
+        /// The metric given.
+        metric: String,
+    },
     #[error("--parallel 0: at least one trial must run at a time")]
     Parallel,
 
@@ -345,6 +360,22 @@ pub enum TrackingError {
         uri: String,
         /// Why it was refused.
         reason: &'static str,
+    },
+    /// An MLflow environment variable holds a value that cannot be used.
+    #[error("{variable}: {reason}")]
+    Setting {
+        /// The variable, e.g. `MLFLOW_HTTP_REQUEST_MAX_RETRIES`.
+        variable: &'static str,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The CA bundle to trust (`MLFLOW_TRACKING_SERVER_CERT_PATH`) cannot be used.
+    #[error("{}: not a usable PEM certificate bundle (MLFLOW_TRACKING_SERVER_CERT_PATH): {reason}", .path.display())]
+    Certificate {
+        /// The bundle's path.
+        path: PathBuf,
+        /// Why it cannot be used.
+        reason: String,
     },
     /// The request did not complete: connection refused, timeout, broken
     /// connection, unreadable response.

@@ -88,16 +88,35 @@ struct SweepArgs {
     #[command(flatten)]
     paths: DataArgs,
     /// A swept key and its values, e.g. `--grid train.lr=0.001,0.003`
-    /// (TOML values; commas inside [...] stay in a value). Repeatable: the
-    /// trials are the grid's cartesian product.
-    #[arg(long = "grid", value_name = "KEY=V1,V2,...", required = true)]
+    /// (TOML values; commas inside [...] stay in a value), or a range for
+    /// `--trials`: `uniform(LO,HI)`, `loguniform(LO,HI)`, `int(LO,HI)`,
+    /// `logint(LO,HI)`; `choice(V1,...)` is a list. Repeatable: without
+    /// `--trials` the trials are the grid's cartesian product.
+    #[arg(long = "grid", value_name = "KEY=SPEC", required = true)]
     grid: Vec<String>,
+    /// Search: run N trials in all, proposed by `--sampler` from the
+    /// trials finished so far. Rerun with a larger N to search further.
+    #[arg(long, value_name = "N", conflicts_with = "random")]
+    trials: Option<usize>,
+    /// How `--trials` proposes: tpe (random for the first third, at most
+    /// 10, then tree-structured Parzen estimators) or random.
+    #[arg(long, value_enum, default_value = "tpe", requires = "trials")]
+    sampler: SamplerArg,
+    /// Stop bad trials early: asha (rungs at epochs 1, 3, 9, ...; keep the
+    /// top third), asha:MIN_EPOCHS:ETA, median, or median:STARTUP:WARMUP.
+    /// Needs a metric best.FIELD.
+    #[arg(long, value_name = "PRUNER")]
+    prune: Option<upsell::experiment::sweep::Pruner>,
     /// Run N combinations drawn at random from the grid instead of all.
     #[arg(long, value_name = "N")]
     random: Option<usize>,
-    /// Seed of `--random`.
+    /// Seed of `--random` and `--trials`.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+    /// With --tracking-uri, the sweep is a parent run and each trial its
+    /// child run.
+    #[command(flatten)]
+    tracking: TrackingArgs,
     /// Trials run at once (each uses `train.threads` threads).
     #[arg(long, default_value_t = 1)]
     parallel: usize,
@@ -114,6 +133,31 @@ struct SweepArgs {
     /// The compute backend of every trial, instead of `train.backend`.
     #[arg(long, value_name = "flex|ndarray|wgpu")]
     backend: Option<upsell::config::BackendKind>,
+}
+
+/// Where runs are tracked.
+#[derive(Args)]
+struct TrackingArgs {
+    /// Also log to this MLflow tracking server (http(s)://HOST:PORT):
+    /// params, metrics per epoch, the report and checkpoint as artifacts.
+    /// Credentials, certificates and retries come from MLflow's variables
+    /// (MLFLOW_TRACKING_USERNAME/PASSWORD or _TOKEN, ...; see README).
+    #[arg(long, value_name = "URI", env = "MLFLOW_TRACKING_URI")]
+    tracking_uri: Option<String>,
+    /// The MLflow experiment, created if missing.
+    #[arg(
+        long,
+        value_name = "NAME",
+        env = "MLFLOW_EXPERIMENT_NAME",
+        default_value = "upsell"
+    )]
+    experiment: String,
+}
+
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum SamplerArg {
+    Tpe,
+    Random,
 }
 
 #[derive(Args)]
@@ -328,18 +372,15 @@ struct TrainArgs {
     /// Print the resolved config before training.
     #[arg(long)]
     print_config: bool,
-    /// Also log the run to this MLflow tracking server (http://HOST:PORT):
-    /// params, metrics per epoch, the report and checkpoint as artifacts.
-    #[arg(long, value_name = "URI", env = "MLFLOW_TRACKING_URI")]
-    tracking_uri: Option<String>,
-    /// The MLflow experiment, created if missing.
-    #[arg(
-        long,
-        value_name = "NAME",
-        env = "MLFLOW_EXPERIMENT_NAME",
-        default_value = "upsell"
-    )]
-    experiment: String,
+    #[command(flatten)]
+    tracking: TrackingArgs,
+    /// Register the uploaded checkpoint as a new version of this model in
+    /// MLflow's model registry.
+    #[arg(long, value_name = "NAME", requires = "tracking_uri")]
+    register_model: Option<String>,
+    /// Log the run as a child of this MLflow run (a sweep sets it).
+    #[arg(long, value_name = "RUN_ID", env = "UPSELL_MLFLOW_PARENT_RUN")]
+    parent_run: Option<String>,
     /// Continue the run in this directory from its last resumable state
     /// (resume.bin), with the config it started with. With a tracking
     /// server, the resumed run is logged as a new MLflow run holding every
@@ -550,6 +591,35 @@ fn write_provenance(run_dir: &std::path::Path) -> upsell::Result<()> {
     upsell::atomic::write(&run_dir.join("run.json"), &text)
 }
 
+/// Adds when the run ended, and how, to `run.json` (a resumed run's end
+/// replaces the interrupted one's). A failure here only warns: the run's
+/// own outcome is what the command reports.
+fn record_end<T>(run_dir: &std::path::Path, outcome: &upsell::Result<T>) {
+    let path = run_dir.join("run.json");
+    let Ok(text) = std::fs::read(&path) else {
+        return; // A run that failed before it started has no record.
+    };
+    let Ok(serde_json::Value::Object(mut record)) = serde_json::from_slice(&text) else {
+        eprintln!(
+            "warning: {}: not a JSON object; its end time is not recorded",
+            path.display()
+        );
+        return;
+    };
+    let now = humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string();
+    record.insert("ended".into(), now.into());
+    let status = if outcome.is_ok() {
+        "finished"
+    } else {
+        "failed"
+    };
+    record.insert("status".into(), status.into());
+    let text = serde_json::to_vec_pretty(&record).expect("JSON serialises");
+    if let Err(e) = upsell::atomic::write(&path, &text) {
+        eprintln!("warning: {e}");
+    }
+}
+
 /// One log line per epoch, for runs that no one watches on a terminal
 /// (sweeps, pods, `nohup`): the progress bar is hidden there.
 fn log_epoch(m: &upsell::train::EpochMetrics) {
@@ -566,6 +636,230 @@ fn log_epoch(m: &upsell::train::EpochMetrics) {
         valid_plan_accuracy = m.valid_plan_accuracy,
         "epoch done"
     );
+}
+
+/// `upsell sweep`: checks every trial's config, starts the MLflow parent
+/// run when tracking, runs the grid or the search, prints the summary.
+fn sweep(args: SweepArgs) -> anyhow::Result<()> {
+    use upsell::experiment::sweep;
+    // Validate the config and every override once, before any trial.
+    let base = args
+        .config
+        .load_edited(|config| args.paths.apply_with(config, args.backend))?;
+    let base_args = sweep::train_args(
+        args.config.config.as_deref(),
+        args.paths.data.as_deref(),
+        args.paths.valid.as_deref(),
+        args.backend,
+        &args.config.overrides,
+    );
+    let space = sweep::Space::parse(&args.grid).map_err(upsell::Error::from)?;
+    // Trials are named within the resolved base config, so editing the
+    // config file reruns them rather than reusing stale results.
+    let context = base.to_toml();
+    let (trials, search) = match args.trials {
+        Some(n) => {
+            let sampler = match args.sampler {
+                SamplerArg::Tpe => sweep::Sampler::tpe_for(n),
+                SamplerArg::Random => sweep::Sampler::Random,
+            };
+            let search = sweep::Search {
+                trials: n,
+                sampler,
+                seed: args.seed,
+                context: context.clone(),
+            };
+            (Vec::new(), Some(search))
+        }
+        None => {
+            let grid = space.grid().ok_or_else(|| upsell::Error::Argument {
+                argument: "--grid",
+                message: "a range (uniform, loguniform, int, logint) needs --trials N".into(),
+            })?;
+            let trials: Vec<_> = sweep::trials(&grid, args.random.map(|n| (n, args.seed)))
+                .map_err(upsell::Error::from)?
+                .into_iter()
+                .map(|trial| trial.within(&context))
+                .collect();
+            (trials, None)
+        }
+    };
+    // Every trial's config is checked (a misspelt grid key, a value of the
+    // wrong type) before any trial starts, rather than found by each failing
+    // in turn. A search is checked at each parameter's extremes.
+    let probes: Vec<Vec<(String, String)>> = match &search {
+        None => trials.iter().map(|t| t.overrides.clone()).collect(),
+        Some(_) => {
+            let firsts: Vec<(String, String)> = space
+                .0
+                .iter()
+                .map(|(key, param)| (key.clone(), param.probe_values().remove(0)))
+                .collect();
+            let mut probes = Vec::new();
+            for (i, (key, param)) in space.0.iter().enumerate() {
+                for value in param.probe_values() {
+                    let mut probe = firsts.clone();
+                    probe[i] = (key.clone(), value);
+                    probes.push(probe);
+                }
+            }
+            probes
+        }
+    };
+    for overrides in &probes {
+        let with_trial = ConfigArgs {
+            config: args.config.config.clone(),
+            overrides: args
+                .config
+                .overrides
+                .iter()
+                .cloned()
+                .chain(overrides.iter().map(|(k, v)| format!("{k}={v}")))
+                .collect(),
+        };
+        with_trial
+            .load_edited(|config| args.paths.apply_with(config, args.backend))
+            .map_err(|e| {
+                let label: Vec<String> =
+                    overrides.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                upsell::Error::Argument {
+                    argument: "--grid",
+                    message: format!("trial {}: {e}", label.join(" ")),
+                }
+            })?;
+    }
+    let goal = args
+        .goal
+        .unwrap_or_else(|| sweep::Goal::for_metric(&args.metric));
+    let mut options = sweep::SweepOptions {
+        program: std::env::current_exe()?,
+        base_args,
+        out: args.out.clone(),
+        parallel: args.parallel,
+        metric: args.metric.clone(),
+        goal,
+        pruner: args.prune,
+        resume_args: vec!["train".into()],
+        env: Vec::new(),
+    };
+    let parent = match &args.tracking.tracking_uri {
+        Some(uri) => Some(sweep_parent_run(&args, uri, &mut options)?),
+        None => None,
+    };
+    let outcome = match &search {
+        Some(search) => sweep::search(&options, &space, search),
+        None => sweep::run(&options, &trials),
+    };
+    if let Some(parent) = parent {
+        finish_sweep_parent_run(&parent, outcome.as_ref().ok());
+    }
+    let report = outcome.map_err(upsell::Error::from)?;
+    println!("{}", report.summary());
+    if !report.failed().is_empty() {
+        return Err(SweepFailed(report.failed().len()).into());
+    }
+    Ok(())
+}
+
+/// Some trials of the sweep failed (exit 1; the report says which).
+#[derive(Debug)]
+struct SweepFailed(usize);
+
+impl std::fmt::Display for SweepFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} trial(s) failed; see the leaderboard", self.0)
+    }
+}
+
+impl std::error::Error for SweepFailed {}
+
+/// Starts the sweep's MLflow parent run and has every trial log to the
+/// same server and experiment as its child.
+fn sweep_parent_run(
+    args: &SweepArgs,
+    uri: &str,
+    options: &mut upsell::experiment::sweep::SweepOptions,
+) -> anyhow::Result<upsell::experiment::tracking::Tracker> {
+    use upsell::experiment::tracking::{Connection, RunOptions, Tracker};
+    let name = args.out.file_name().map_or_else(
+        || "sweep".to_string(),
+        |n| format!("sweep {}", n.to_string_lossy()),
+    );
+    let mut params: Vec<(String, String)> = args
+        .grid
+        .iter()
+        .filter_map(|g| g.split_once('='))
+        .map(|(k, v)| (format!("grid.{}", k.trim()), v.trim().to_string()))
+        .collect();
+    params.push(("sweep.metric".into(), options.metric.clone()));
+    params.push(("sweep.goal".into(), options.goal.to_string()));
+    if let Some(n) = args.trials {
+        params.push(("sweep.trials".into(), n.to_string()));
+    }
+    if let Some(pruner) = &args.prune {
+        params.push(("sweep.prune".into(), format!("{pruner:?}")));
+    }
+    let run = RunOptions {
+        connection: Connection::from_env().map_err(upsell::Error::from)?,
+        tags: vec![("upsell.sweep_dir".into(), args.out.display().to_string())],
+        ..RunOptions::default()
+    };
+    let parent = Tracker::start_with(uri, &args.tracking.experiment, &name, &params, &run)
+        .map_err(upsell::Error::from)?;
+    options.env.extend([
+        ("MLFLOW_TRACKING_URI".into(), uri.into()),
+        (
+            "MLFLOW_EXPERIMENT_NAME".into(),
+            args.tracking.experiment.clone().into(),
+        ),
+        ("UPSELL_MLFLOW_PARENT_RUN".into(), parent.run_id().into()),
+    ]);
+    Ok(parent)
+}
+
+/// Logs the sweep's best trial to its parent run and ends the run.
+fn finish_sweep_parent_run(
+    parent: &upsell::experiment::tracking::Tracker,
+    report: Option<&upsell::experiment::sweep::SweepReport>,
+) {
+    use upsell::experiment::tracking::RunStatus;
+    let status = match report {
+        Some(report) => {
+            let summary = report.summary();
+            let count = |key: &str| summary[key].as_f64().unwrap_or(0.0);
+            let mut metrics: Vec<(String, f64)> =
+                ["trials", "finished", "skipped", "pruned", "failed"]
+                    .iter()
+                    .map(|k| (format!("sweep.{k}"), count(k)))
+                    .collect();
+            if let Some(best) = report.best() {
+                metrics.push(("best.metric".into(), best.metric.unwrap_or(f64::NAN)));
+                let tags = vec![
+                    ("upsell.best_trial".to_string(), best.trial.name.clone()),
+                    ("upsell.best_overrides".to_string(), best.trial.label()),
+                ];
+                if let Err(e) = parent.set_tags(&tags) {
+                    eprintln!("warning: MLflow parent run tags: {e}");
+                }
+            }
+            if let Err(e) = parent.log_metrics(0, &metrics) {
+                eprintln!("warning: MLflow parent run metrics: {e}");
+            }
+            let artifact = report.leaderboard_md.clone();
+            if let Err(e) = parent.log_artifact(&artifact, "leaderboard.md") {
+                eprintln!("warning: MLflow parent run artifacts: {e}");
+            }
+            if report.failed().is_empty() {
+                RunStatus::Finished
+            } else {
+                RunStatus::Failed
+            }
+        }
+        None => RunStatus::Failed,
+    };
+    if let Err(e) = parent.finish(status) {
+        eprintln!("warning: MLflow parent run status: {e}");
+    }
 }
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -599,6 +893,21 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             println!("{}", serde_json::to_string(&prepared.report)?);
         }
         Command::Train(args) => {
+            // Tracking settings are checked before a run directory is made.
+            let tracking = match &args.tracking.tracking_uri {
+                None => None,
+                Some(uri) => Some(upsell::experiment::tracking::TrainingTracking {
+                    uri: uri.clone(),
+                    experiment: args.tracking.experiment.clone(),
+                    run: upsell::experiment::tracking::RunOptions {
+                        connection: upsell::experiment::tracking::Connection::from_env()
+                            .map_err(upsell::Error::from)?,
+                        parent_run_id: args.parent_run.clone(),
+                        tags: Vec::new(),
+                    },
+                    register_model: args.register_model.clone(),
+                }),
+            };
             let (config, run_dir) = match args.resume.clone() {
                 Some(run_dir) => {
                     let saved = run_dir.join("config.toml");
@@ -657,16 +966,13 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                     ),
                 }
             };
-            let summary = match &args.tracking_uri {
+            let summary = match &tracking {
                 None => train(&mut |_| {}),
-                Some(uri) => upsell::experiment::tracking::track_training(
-                    &config,
-                    &run_dir,
-                    uri,
-                    &args.experiment,
-                    train,
-                ),
+                Some(tracking) => {
+                    upsell::experiment::tracking::track_training(&config, &run_dir, tracking, train)
+                }
             };
+            record_end(&run_dir, &summary);
             // A fresh run that failed before leaving anything to resume
             // leaves no run directory behind.
             if summary.is_err() && args.resume.is_none() {
@@ -762,71 +1068,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             upsell::experiment::bench::run(&options, &args.work)?;
         }
-        Command::Sweep(args) => {
-            // Validate the config and every override once, before any trial.
-            let base = args
-                .config
-                .load_edited(|config| args.paths.apply_with(config, args.backend))?;
-            let base_args = upsell::experiment::sweep::train_args(
-                args.config.config.as_deref(),
-                args.paths.data.as_deref(),
-                args.paths.valid.as_deref(),
-                args.backend,
-                &args.config.overrides,
-            );
-            let grid = args
-                .grid
-                .iter()
-                .map(|g| upsell::experiment::sweep::parse_grid(g))
-                .collect::<Result<Vec<_>, _>>()
-                .map_err(upsell::Error::from)?;
-            // Trials are named within the resolved base config, so editing
-            // the config file reruns them rather than reusing stale results.
-            let context = base.to_toml();
-            let trials: Vec<_> =
-                upsell::experiment::sweep::trials(&grid, args.random.map(|n| (n, args.seed)))
-                    .map_err(upsell::Error::from)?
-                    .into_iter()
-                    .map(|trial| trial.within(&context))
-                    .collect();
-            // Every trial's config is checked (a misspelt grid key, a value
-            // of the wrong type) before any trial starts, rather than found
-            // by each failing in turn.
-            for trial in &trials {
-                let with_trial = ConfigArgs {
-                    config: args.config.config.clone(),
-                    overrides: args
-                        .config
-                        .overrides
-                        .iter()
-                        .cloned()
-                        .chain(trial.overrides.iter().map(|(k, v)| format!("{k}={v}")))
-                        .collect(),
-                };
-                with_trial
-                    .load_edited(|config| args.paths.apply_with(config, args.backend))
-                    .map_err(|e| upsell::Error::Argument {
-                        argument: "--grid",
-                        message: format!("trial {}: {e}", trial.label()),
-                    })?;
-            }
-            let options = upsell::experiment::sweep::SweepOptions {
-                program: std::env::current_exe()?,
-                base_args,
-                out: args.out,
-                parallel: args.parallel,
-                goal: args
-                    .goal
-                    .unwrap_or_else(|| upsell::experiment::sweep::Goal::for_metric(&args.metric)),
-                metric: args.metric,
-            };
-            let report =
-                upsell::experiment::sweep::run(&options, &trials).map_err(upsell::Error::from)?;
-            println!("{}", report.summary());
-            if !report.failed().is_empty() {
-                return Ok(ExitCode::from(1));
-            }
-        }
+        Command::Sweep(args) => sweep(args)?,
         Command::Recommend(args) => {
             let shard = args.shard.shard()?;
             args.batch

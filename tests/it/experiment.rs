@@ -606,3 +606,167 @@ fn a_sweep_runs_resumes_and_ranks_its_trials() {
     );
     assert!(!typo.join("trials").exists(), "a trial ran");
 }
+
+#[test]
+fn a_search_over_ranges_prunes_bad_trials_early() {
+    let dir = tempfile::tempdir().unwrap();
+    // The default network on one thread: epochs of a few hundred
+    // milliseconds, so the sweep sees each one before the next ends.
+    let data = synth(dir.path(), 20_000, 20_000, 9);
+    let out = dir.path().join("search");
+    let summary = last_json(&run_ok(
+        upsell()
+            .arg("sweep")
+            .arg("--config")
+            .arg(data.join("config.toml"))
+            .args([
+                "--set",
+                "train.epochs=4",
+                "--set",
+                "train.threads=1",
+                "--grid",
+                "train.lr=loguniform(0.00001,0.03)",
+                "--grid",
+                "model.embedding_dim=int(2,8)",
+                "--trials",
+                "5",
+                "--seed",
+                "1",
+                "--prune",
+                "asha",
+                "--out",
+            ])
+            .arg(&out),
+    ));
+    assert_eq!(summary["trials"], 5, "{summary}");
+    let pruned = summary["pruned"].as_u64().unwrap();
+    assert!(pruned >= 1, "no trial was stopped early: {summary}");
+    assert_eq!(summary["failed"], 0, "{summary}");
+
+    let csv = std::fs::read_to_string(out.join("leaderboard.csv")).unwrap();
+    let mut reader = csv::Reader::from_reader(csv.as_bytes());
+    let status = reader
+        .headers()
+        .unwrap()
+        .iter()
+        .position(|h| h == "status")
+        .unwrap();
+    let run_dir = reader
+        .headers()
+        .unwrap()
+        .iter()
+        .position(|h| h == "run_dir")
+        .unwrap();
+    let lr = reader
+        .headers()
+        .unwrap()
+        .iter()
+        .position(|h| h == "train.lr")
+        .unwrap();
+    let mut stopped = 0;
+    for record in reader.records() {
+        let record = record.unwrap();
+        let value: f64 = record[lr].parse().unwrap();
+        assert!((0.00001..=0.03).contains(&value), "{value}");
+        let epochs = std::fs::read_to_string(Path::new(&record[run_dir]).join("metrics.jsonl"))
+            .unwrap()
+            .lines()
+            .count();
+        if record[status].starts_with("pruned at epoch") {
+            stopped += 1;
+            assert!(epochs < 4, "a pruned trial ran {epochs} epochs");
+        }
+    }
+    assert_eq!(stopped as u64, pruned);
+    // The best trial ran to its end.
+    let best = Path::new(summary["best"]["run_dir"].as_str().unwrap());
+    assert!(best.join("checkpoint").is_dir(), "{summary}");
+}
+
+/// A sweep killed in the middle of a trial, trial included, resumes that
+/// trial from its saved state when rerun, and ends where an uninterrupted
+/// trial ends.
+#[cfg(unix)]
+#[test]
+fn a_killed_sweep_resumes_its_half_finished_trial() {
+    use std::os::unix::process::CommandExt;
+
+    let dir = tempfile::tempdir().unwrap();
+    let data = synth(dir.path(), 20_000, 20_000, 4);
+    let args = |out: &Path| {
+        let mut args: Vec<std::ffi::OsString> = vec!["sweep".into(), "--config".into()];
+        args.push(data.join("config.toml").into());
+        for arg in [
+            "--set",
+            "train.epochs=6",
+            "--set",
+            "train.threads=1",
+            "--set",
+            "train.checkpoint_every_steps=5",
+            "--grid",
+            "train.lr=0.002",
+            "--out",
+        ] {
+            args.push(arg.into());
+        }
+        args.push(out.into());
+        args
+    };
+    let sweep = |out: &Path| {
+        let mut command = upsell();
+        command.args(args(out));
+        command
+    };
+    let whole = last_json(&run_ok(&mut sweep(&dir.path().join("whole"))));
+
+    // The sweep and its trial share a process group; kill both once the
+    // trial has finished two of its six epochs.
+    let out = dir.path().join("killed");
+    let mut child = std::process::Command::new(assert_cmd::cargo::cargo_bin("upsell"))
+        .args(args(&out))
+        .process_group(0)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let epochs_done = || {
+        let Ok(trials) = std::fs::read_dir(out.join("trials")) else {
+            return 0;
+        };
+        trials
+            .filter_map(|t| std::fs::read_to_string(t.ok()?.path().join("metrics.jsonl")).ok())
+            .map(|text| text.lines().count())
+            .max()
+            .unwrap_or(0)
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while epochs_done() < 2 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no epoch within 120 s"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let killed = std::process::Command::new("kill")
+        .args(["-s", "KILL", "--", &format!("-{}", child.id())])
+        .status()
+        .unwrap();
+    assert!(killed.success());
+    child.wait().unwrap();
+    let interrupted = epochs_done();
+    assert!(interrupted < 6, "the trial finished before the kill");
+
+    let resumed = last_json(&run_ok(&mut sweep(&out)));
+    assert_eq!(resumed["finished"], 1, "{resumed}");
+    let log = std::fs::read_dir(out.join("logs"))
+        .unwrap()
+        .next()
+        .unwrap()
+        .unwrap()
+        .path();
+    let log = std::fs::read_to_string(log).unwrap();
+    assert!(log.contains(" train --resume "), "{log}");
+    assert_eq!(epochs_done(), 6);
+    // Resuming is exact: the same best validation loss as the whole run.
+    assert_eq!(resumed["best"]["metric"], whole["best"]["metric"]);
+}

@@ -403,9 +403,10 @@ fn train_logs_each_epoch_when_no_one_watches_a_terminal() {
 }
 
 /// A run records where it came from: the command line, the version, the
-/// commit it was built from and its start time, in `run.json`.
+/// commit it was built from, its start and end times and how it ended, in
+/// `run.json`.
 #[test]
-fn a_run_records_its_command_version_and_start() {
+fn a_run_records_its_command_version_start_and_end() {
     let tmp = tempfile::tempdir().unwrap();
     let run = tmp.path().join("run");
     crate::common::run_ok(
@@ -437,4 +438,7 @@ fn a_run_records_its_command_version_and_start() {
         started.starts_with("20") && started.ends_with('Z'),
         "{started}"
     );
+    let ended = provenance["ended"].as_str().unwrap();
+    assert!(ended >= started, "{provenance}");
+    assert_eq!(provenance["status"], "finished");
 }

@@ -1,10 +1,13 @@
 //! Hyper-parameter sweeps: many `upsell train` runs over a grid of config
-//! overrides, each a child process, resumable, and ranked by one metric.
+//! overrides, or a search over ranges ([`search`](mod@search): TPE or
+//! random proposals, ASHA or median pruning), each a child process,
+//! resumable, and ranked by one metric.
 //!
 //! A sweep directory holds:
 //!
 //! ```text
-//! OUT/sweep.json          metric, goal, train arguments and trial list (informational)
+//! OUT/sweep.json          metric, goal, train arguments and the trials so far (a
+//!                         search resumes from it)
 //! OUT/trials/NAME/        the trial's run directory (train's --out)
 //! OUT/logs/NAME.log       the trial's command line, then its stdout and stderr
 //! OUT/results/NAME.json   the trial's summary line: present once, and only once, it finished
@@ -19,11 +22,13 @@
 mod grid;
 mod results;
 mod runner;
+pub mod search;
 
 pub use crate::error::SweepError;
 pub use grid::{MAX_FULL_GRID, Trial, parse_grid, trials};
 pub use results::{Goal, SweepReport, TrialResult, TrialStatus};
-pub use runner::{SweepOptions, run, train_args};
+pub use runner::{Search, SweepOptions, run, search, train_args};
+pub use search::{Param, Pruner, Sampler, Space, parse_param};
 
 #[cfg(all(test, unix))]
 mod tests {
@@ -93,6 +98,9 @@ echo "a late warning on stderr" >&2
                 parallel: 1,
                 metric: metric.to_string(),
                 goal,
+                pruner: None,
+                resume_args: vec![self.dir.path().join("train.sh").into(), "train".into()],
+                env: Vec::new(),
             }
         }
 
@@ -549,5 +557,169 @@ echo "a late warning on stderr" >&2
         assert_eq!(Goal::for_metric("seconds"), Goal::Min);
         assert_eq!(Goal::for_metric("best.valid_conversion_auc"), Goal::Max);
         assert_eq!(Goal::for_metric("train_rows_per_sec"), Goal::Max);
+    }
+
+    /// A stand-in for `upsell train` that trains for epochs: each epoch
+    /// (0.3 s) appends `valid_loss = lr + 1/epoch` to `metrics.jsonl` and
+    /// saves `resume.bin`; `crash=K` kills it after epoch K (once: not when
+    /// resumed); `--resume DIR` continues from the saved epoch.
+    const FAKE_EPOCHS: &str = r#"#!/bin/sh
+out= lr=0.5 epochs=3 crash=0 resumed=false
+while [ $# -gt 0 ]; do
+    case "$1" in
+        --set)
+            case "$2" in
+                lr=*) lr=${2#lr=} ;;
+                epochs=*) epochs=${2#epochs=} ;;
+                crash=*) crash=${2#crash=} ;;
+            esac
+            shift 2 ;;
+        --out) out=$2; mkdir "$out" || exit 2; echo "$lr $epochs" > "$out/trial"; shift 2 ;;
+        --resume) out=$2; resumed=true; shift 2 ;;
+        *) shift ;;
+    esac
+done
+read lr epochs < "$out/trial"
+done_epochs=0
+[ -f "$out/resume.bin" ] && done_epochs=$(cat "$out/resume.bin")
+epoch=$((done_epochs + 1))
+while [ "$epoch" -le "$epochs" ]; do
+    sleep 0.3
+    loss=$(echo "$lr $epoch" | awk '{ printf "%.4f", $1 + 1 / $2 }')
+    echo "{\"epoch\":$epoch,\"valid_loss\":$loss}" >> "$out/metrics.jsonl"
+    echo "$epoch" > "$out/resume.bin"
+    if [ "$resumed" = false ] && [ "$epoch" -eq "$crash" ]; then kill -9 $$; fi
+    epoch=$((epoch + 1))
+done
+rm -f "$out/resume.bin"
+echo "{\"status\":\"ok\",\"resumed\":$resumed,\"best\":{\"valid_loss\":$loss}}"
+"#;
+
+    fn epochs_fixture() -> (tempfile::TempDir, SweepOptions) {
+        let dir = tempfile::tempdir().unwrap();
+        let script = dir.path().join("train.sh");
+        fs::write(&script, FAKE_EPOCHS).unwrap();
+        let options = SweepOptions {
+            program: PathBuf::from("/bin/sh"),
+            base_args: vec![script.clone().into(), "train".into()],
+            out: dir.path().join("sweep"),
+            parallel: 1,
+            metric: "best.valid_loss".into(),
+            goal: Goal::Min,
+            pruner: None,
+            resume_args: vec![script.into(), "train".into()],
+            env: Vec::new(),
+        };
+        (dir, options)
+    }
+
+    #[test]
+    fn asha_stops_trials_that_fall_behind_at_a_rung() {
+        let (_dir, mut options) = epochs_fixture();
+        options.pruner = Some("asha".parse().unwrap());
+        let list = trials(&grid(&["lr=0.1,0.2,0.3,0.4"]), None).unwrap();
+        let report = run(&options, &list).unwrap();
+        let pruned: Vec<&TrialResult> = report.results.iter().filter(|r| r.is_pruned()).collect();
+        // The first trial sets the bar at epoch 1; the others are worse.
+        assert_eq!(pruned.len(), 3, "{:?}", report.summary());
+        for result in &pruned {
+            assert_eq!(result.status_label(), "pruned at epoch 1");
+            let lines = fs::read_to_string(result.run_dir.join("metrics.jsonl")).unwrap();
+            assert!(lines.lines().count() < 3, "ran to the end: {lines}");
+        }
+        let best = report.best().unwrap();
+        assert_eq!(best.trial.overrides[0].1, "0.1");
+        assert_eq!(report.summary()["pruned"], 3);
+        assert!(
+            fs::read_to_string(&report.leaderboard_md)
+                .unwrap()
+                .contains("3 pruned")
+        );
+        // Pruned trials are done: a rerun runs nothing.
+        let again = run(&options, &list).unwrap();
+        assert_eq!(again.summary()["pruned"], 3);
+        assert_eq!(again.summary()["skipped"], 1);
+    }
+
+    #[test]
+    fn an_interrupted_trial_resumes_from_its_saved_state() {
+        let (_dir, options) = epochs_fixture();
+        let list = trials(&grid(&["lr=0.1", "crash=2"]), None).unwrap();
+        let first = run(&options, &list).unwrap();
+        assert_eq!(first.failed().len(), 1);
+        let run_dir = &first.results[0].run_dir;
+        assert_eq!(
+            fs::read_to_string(run_dir.join("resume.bin"))
+                .unwrap()
+                .trim(),
+            "2"
+        );
+
+        let second = run(&options, &list).unwrap();
+        let result = &second.results[0];
+        let summary = result
+            .summary()
+            .unwrap_or_else(|| panic!("{:?}", result.status));
+        assert_eq!(summary["resumed"], true);
+        // Epochs 1 and 2 were not trained again.
+        let epochs = fs::read_to_string(run_dir.join("metrics.jsonl")).unwrap();
+        assert_eq!(epochs.lines().count(), 3, "{epochs}");
+        let log = fs::read_to_string(&result.log).unwrap();
+        assert!(log.contains("--resume"), "{log}");
+    }
+
+    #[test]
+    fn a_search_proposes_distinct_trials_and_resumes() {
+        let (_dir, options) = epochs_fixture();
+        let space = Space::parse(&["lr=uniform(0.1,0.9)".into(), "epochs=1".into()]).unwrap();
+        let search = |n| Search {
+            trials: n,
+            sampler: Sampler::tpe_for(n),
+            seed: 3,
+            context: "config".into(),
+        };
+        let first = super::search(&options, &space, &search(5)).unwrap();
+        assert_eq!(first.results.len(), 5);
+        let names: HashSet<&str> = first
+            .results
+            .iter()
+            .map(|r| r.trial.name.as_str())
+            .collect();
+        assert_eq!(names.len(), 5);
+        for result in &first.results {
+            let lr: f64 = result.trial.overrides[0].1.parse().unwrap();
+            assert!((0.1..=0.9).contains(&lr), "{lr}");
+        }
+        // Rerun with more trials: the five are kept, two more proposed.
+        let second = super::search(&options, &space, &search(7)).unwrap();
+        assert_eq!(second.summary()["skipped"], 5);
+        assert_eq!(second.summary()["finished"], 2);
+        let record: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(options.out.join("sweep.json")).unwrap())
+                .unwrap();
+        assert_eq!(record["trials"].as_array().unwrap().len(), 7);
+    }
+
+    #[test]
+    fn pruning_needs_a_per_epoch_metric() {
+        let (_dir, mut options) = epochs_fixture();
+        options.pruner = Some("median".parse().unwrap());
+        options.metric = "seconds".into();
+        let list = trials(&grid(&["lr=0.1"]), None).unwrap();
+        assert!(matches!(
+            run(&options, &list),
+            Err(SweepError::PruneMetric { .. })
+        ));
+    }
+
+    #[test]
+    fn epoch_values_follow_the_best_validation_loss() {
+        let text = "{\"epoch\":1,\"valid_loss\":0.5,\"auc\":0.6}\n\
+                    {\"epoch\":2,\"valid_loss\":0.4,\"auc\":0.7}\n\
+                    {\"epoch\":3,\"valid_loss\":0.45,\"auc\":0.75}\n\
+                    {\"epoch\":4,\"valid_lo";
+        assert_eq!(epoch_values(text, "valid_loss", Goal::Min), [0.5, 0.4, 0.4]);
+        // AUC at the best-loss epoch, negated: a loss for the pruner.
+        assert_eq!(epoch_values(text, "auc", Goal::Max), [-0.6, -0.7, -0.7]);
     }
 }

@@ -70,6 +70,13 @@ pub enum TrialStatus {
         /// The summary read back from `results/NAME.json`.
         summary: Value,
     },
+    /// Stopped early by the pruner after `epoch`, now or by an earlier run.
+    Pruned {
+        /// The last epoch it ran.
+        epoch: usize,
+        /// `{"status": "pruned", "pruned_at_epoch": N, "best": {FIELD: value}}`.
+        summary: Value,
+    },
     /// Exited non-zero (`code`; `None` when killed by a signal), could not
     /// start, or printed no JSON summary.
     Failed {
@@ -99,12 +106,19 @@ pub struct TrialResult {
 }
 
 impl TrialResult {
-    /// The summary of a finished or skipped trial.
+    /// The summary of a finished, skipped or pruned trial.
     pub fn summary(&self) -> Option<&Value> {
         match &self.status {
-            TrialStatus::Finished { summary } | TrialStatus::Skipped { summary } => Some(summary),
+            TrialStatus::Finished { summary }
+            | TrialStatus::Skipped { summary }
+            | TrialStatus::Pruned { summary, .. } => Some(summary),
             TrialStatus::Failed { .. } => None,
         }
+    }
+
+    /// Whether the trial was stopped early by the pruner.
+    pub fn is_pruned(&self) -> bool {
+        matches!(self.status, TrialStatus::Pruned { .. })
     }
 
     /// Whether the trial failed.
@@ -117,6 +131,7 @@ impl TrialResult {
         match &self.status {
             TrialStatus::Finished { .. } => "ok".into(),
             TrialStatus::Skipped { .. } => "skipped".into(),
+            TrialStatus::Pruned { epoch, .. } => format!("pruned at epoch {epoch}"),
             TrialStatus::Failed { code, .. } => format!("failed ({})", exit_label(*code)),
         }
     }
@@ -153,9 +168,11 @@ impl SweepReport {
         self.results.iter().filter(|r| r.is_failed()).collect()
     }
 
-    /// The best trial with the metric, if any.
+    /// The best trial that ran to its end with the metric, if any.
     pub fn best(&self) -> Option<&TrialResult> {
-        self.results.first().filter(|r| r.metric.is_some())
+        self.results
+            .first()
+            .filter(|r| r.metric.is_some() && !r.is_pruned())
     }
 
     /// A one-line JSON summary for the CLI to print: counts, the best trial
@@ -187,6 +204,7 @@ impl SweepReport {
             "trials": self.results.len(),
             "finished": count(|s| matches!(s, TrialStatus::Finished { .. })),
             "skipped": count(|s| matches!(s, TrialStatus::Skipped { .. })),
+            "pruned": count(|s| matches!(s, TrialStatus::Pruned { .. })),
             "failed": failed,
             "best": best,
             "leaderboard_csv": self.leaderboard_csv.display().to_string(),
@@ -233,9 +251,13 @@ pub(super) fn numeric_paths(value: &Value, prefix: &str, paths: &mut Vec<String>
     }
 }
 
-/// By the metric per the goal; trials without it last; ties by name.
+/// By the metric per the goal; pruned trials after those that ran to
+/// their end (a pruned value is from an earlier epoch); trials without the
+/// metric last; ties by name.
 pub(super) fn sort_leaderboard(results: &mut [TrialResult], goal: Goal) {
     results.sort_by(|a, b| {
+        let class = |r: &TrialResult| (r.metric.is_none(), r.is_pruned());
+        let by_class = class(a).cmp(&class(b));
         let by_metric = match (a.metric, b.metric) {
             (Some(x), Some(y)) => match goal {
                 Goal::Min => x.total_cmp(&y),
@@ -245,7 +267,9 @@ pub(super) fn sort_leaderboard(results: &mut [TrialResult], goal: Goal) {
             (None, Some(_)) => std::cmp::Ordering::Greater,
             (None, None) => std::cmp::Ordering::Equal,
         };
-        by_metric.then_with(|| a.trial.name.cmp(&b.trial.name))
+        by_class
+            .then(by_metric)
+            .then_with(|| a.trial.name.cmp(&b.trial.name))
     });
 }
 
@@ -327,11 +351,12 @@ pub(super) fn leaderboard_markdown(
         .iter()
         .filter(|r| matches!(r.status, TrialStatus::Skipped { .. }))
         .count();
+    let pruned = results.iter().filter(|r| r.is_pruned()).count();
     let mut md = format!("# Sweep leaderboard: {metric} ({goal}, {order})\n\n");
     md.push_str(&format!(
-        "{} trials: {} finished now, {skipped} skipped (finished by an earlier run), {} failed.\n\n",
+        "{} trials: {} finished now, {skipped} skipped (finished by an earlier run), {pruned} pruned, {} failed.\n\n",
         results.len(),
-        results.len() - skipped - failed.len(),
+        results.len() - skipped - pruned - failed.len(),
         failed.len()
     ));
     let escape = |cell: &str| cell.replace('|', "\\|").replace('\n', " ");

@@ -4,6 +4,7 @@
 
 use super::grid::{Trial, check_unique};
 use super::results::*;
+use super::search::{Intermediate, Observation, Pruner, Sampler, Space};
 use crate::error::SweepError;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -13,9 +14,16 @@ use std::fs::{self, File, OpenOptions};
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc;
-use std::time::Instant;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+/// `train`'s resume state in a run directory (`train::resume::RESUME_FILE`;
+/// the sweep does not link the training code).
+pub(super) const RESUME_FILE: &str = "resume.bin";
+
+/// How often a running trial's `metrics.jsonl` is read for pruning.
+const PRUNE_POLL: Duration = Duration::from_millis(100);
 
 /// Lines of a failed trial's stderr kept in its [`TrialStatus::Failed`].
 pub(super) const STDERR_TAIL_LINES: usize = 20;
@@ -37,6 +45,36 @@ pub struct SweepOptions {
     pub metric: String,
     /// Whether a lower or higher metric ranks first.
     pub goal: Goal,
+    /// Stop bad trials early, judged by their `metrics.jsonl` as they run.
+    /// Needs a metric `best.FIELD`, FIELD being a column of that file.
+    pub pruner: Option<Pruner>,
+    /// Arguments before `--resume RUN_DIR`, which continues a trial that
+    /// was interrupted after saving its resume state (`train`).
+    pub resume_args: Vec<OsString>,
+    /// Environment variables set for every trial.
+    pub env: Vec<(OsString, OsString)>,
+}
+
+/// A search: how many trials, proposed how.
+#[derive(Clone, Debug)]
+pub struct Search {
+    /// Trials in all, those of earlier runs of the sweep included.
+    pub trials: usize,
+    /// How trials are proposed.
+    pub sampler: Sampler,
+    /// Seed of the proposals.
+    pub seed: u64,
+    /// What every trial shares (the resolved base config), in trial names:
+    /// see [`Trial::within`].
+    pub context: String,
+}
+
+/// Where trials come from.
+enum Source<'a> {
+    /// A list given up front (a grid or a sample of one).
+    Fixed(&'a [Trial]),
+    /// Proposals, each made when a worker is free, from what finished.
+    Search(&'a Space, &'a Search),
 }
 
 /// The sweep directory, locked: its paths, and the lock its trials inherit.
@@ -62,13 +100,40 @@ impl SweepDir<'_> {
 /// Runs the trials not finished yet under `options.out`, at most
 /// `options.parallel` at once, then writes the leaderboards.
 ///
-/// A trial with a result file is skipped; one with only a run directory was
-/// interrupted or failed, so the directory is removed and the trial rerun. A
-/// failed trial does not stop the others: it is in the report. Errors are
-/// bad options, a locked or mismatched sweep directory, I/O failures, and a
+/// A trial with a result file is skipped. One with only a run directory
+/// was interrupted or failed: it is resumed (`train --resume`) when it saved
+/// its resume state, else its directory is removed and it is rerun. A failed
+/// trial does not stop the others: it is in the report. Errors are bad
+/// options, a locked or mismatched sweep directory, I/O failures, and a
 /// metric that no finished trial's summary has (checked before running when
 /// earlier trials finished, so a typo costs no training).
 pub fn run(options: &SweepOptions, trials: &[Trial]) -> Result<SweepReport, SweepError> {
+    check_unique(trials)?;
+    execute(options, Source::Fixed(trials))
+}
+
+/// Searches `space`: `search.trials` trials in all, proposed one at a time
+/// by `search.sampler` from the trials finished so far. Proposals are
+/// recorded in `sweep.json`, so rerunning the command resumes the search:
+/// finished trials are kept, interrupted ones resumed, and the rest
+/// proposed anew. Otherwise as [`run`].
+pub fn search(
+    options: &SweepOptions,
+    space: &Space,
+    search: &Search,
+) -> Result<SweepReport, SweepError> {
+    if search.trials == 0 {
+        return Err(SweepError::NoTrials);
+    }
+    execute(options, Source::Search(space, search))
+}
+
+/// The per-epoch field the pruner reads: `FIELD` of a `best.FIELD` metric.
+fn epoch_field(metric: &str) -> Option<&str> {
+    metric.strip_prefix("best.").filter(|f| !f.contains('.'))
+}
+
+fn execute(options: &SweepOptions, source: Source<'_>) -> Result<SweepReport, SweepError> {
     if options.parallel == 0 {
         return Err(SweepError::Parallel);
     }
@@ -77,19 +142,14 @@ pub fn run(options: &SweepOptions, trials: &[Trial]) -> Result<SweepReport, Swee
             metric: options.metric.clone(),
         });
     }
-    for trial in trials {
-        let plain = trial
-            .name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
-        // Names become paths that are deleted on rerun: no separators, no "..".
-        if !plain || trial.name.is_empty() || trial.name.starts_with('.') {
-            return Err(SweepError::BadTrialName {
-                name: trial.name.clone(),
-            });
-        }
+    if options.pruner.is_some() && epoch_field(&options.metric).is_none() {
+        return Err(SweepError::PruneMetric {
+            metric: options.metric.clone(),
+        });
     }
-    check_unique(trials)?;
+    if let Source::Fixed(trials) = source {
+        check_names(trials)?;
+    }
 
     let out = options.out.as_path();
     for dir in [
@@ -102,36 +162,51 @@ pub fn run(options: &SweepOptions, trials: &[Trial]) -> Result<SweepReport, Swee
     }
     let lock = lock(out)?;
     let layout = SweepDir { out, lock: &lock };
-    record_sweep(options, trials)?;
+    let recorded = read_record(options)?;
+    let (listed, planned) = match source {
+        Source::Fixed(trials) => (trials.to_vec(), trials.len()),
+        Source::Search(_, search) => {
+            let mut listed = recorded.map(|r| r.trials).unwrap_or_default();
+            listed.truncate(search.trials);
+            check_names(&listed)?;
+            (listed, search.trials)
+        }
+    };
+    write_record(options, &listed)?;
 
-    let mut results = Vec::with_capacity(trials.len());
-    let mut pending = Vec::new();
-    for trial in trials {
+    let mut results = Vec::with_capacity(planned);
+    let mut pending = VecDeque::new();
+    let mut intermediate = Intermediate::default();
+    for trial in &listed {
         match read_result(&layout.result(&trial.name))? {
-            Some(summary) => results.push(TrialResult {
-                metric: metric_value(&summary, &options.metric),
-                seconds: summary
-                    .get("seconds")
-                    .and_then(Value::as_f64)
-                    .unwrap_or(0.0),
-                status: TrialStatus::Skipped { summary },
-                trial: trial.clone(),
-                run_dir: layout.run_dir(&trial.name),
-                log: layout.log(&trial.name),
-            }),
-            None => pending.push(trial),
+            Some(summary) => {
+                let result = stored_result(options, &layout, trial, summary);
+                if options.pruner.is_some() {
+                    remember(options, &mut intermediate, &result);
+                }
+                results.push(result);
+            }
+            None => pending.push_back(trial.clone()),
         }
     }
     check_metric(&options.metric, &results, &layout)?;
     eprintln!(
-        "sweep {}: {} trials, {} finished before, {} to run, {} at a time",
+        "sweep {}: {planned} trials, {} finished before, {} to run, {} at a time",
         out.display(),
-        trials.len(),
         results.len(),
-        pending.len(),
-        options.parallel.min(pending.len().max(1)),
+        planned - results.len(),
+        options.parallel.min((planned - results.len()).max(1)),
     );
-    results.extend(run_pending(options, &layout, &pending)?);
+    let state = Mutex::new(State {
+        listed,
+        pending,
+        results,
+        intermediate,
+        planned,
+        ran: 0,
+    });
+    run_workers(options, &layout, &source, &state)?;
+    let mut results = state.into_inner().expect("workers ended").results;
     check_metric(&options.metric, &results, &layout)?;
 
     sort_leaderboard(&mut results, options.goal);
@@ -152,6 +227,168 @@ pub fn run(options: &SweepOptions, trials: &[Trial]) -> Result<SweepReport, Swee
         leaderboard_csv,
         leaderboard_md,
     })
+}
+
+fn check_names(trials: &[Trial]) -> Result<(), SweepError> {
+    for trial in trials {
+        let plain = trial
+            .name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+        // Names become paths that are deleted on rerun: no separators, no "..".
+        if !plain || trial.name.is_empty() || trial.name.starts_with('.') {
+            return Err(SweepError::BadTrialName {
+                name: trial.name.clone(),
+            });
+        }
+    }
+    check_unique(trials)
+}
+
+/// A trial an earlier run of the sweep finished or pruned.
+fn stored_result(
+    options: &SweepOptions,
+    layout: &SweepDir<'_>,
+    trial: &Trial,
+    summary: Value,
+) -> TrialResult {
+    let status = match summary.get("pruned_at_epoch").and_then(Value::as_u64) {
+        Some(epoch) => TrialStatus::Pruned {
+            epoch: epoch as usize,
+            summary: summary.clone(),
+        },
+        None => TrialStatus::Skipped {
+            summary: summary.clone(),
+        },
+    };
+    TrialResult {
+        metric: metric_value(&summary, &options.metric),
+        seconds: summary
+            .get("seconds")
+            .and_then(Value::as_f64)
+            .unwrap_or(0.0),
+        status,
+        trial: trial.clone(),
+        run_dir: layout.run_dir(&trial.name),
+        log: layout.log(&trial.name),
+    }
+}
+
+/// Feeds a finished or pruned trial's epochs to the pruner's record.
+fn remember(options: &SweepOptions, intermediate: &mut Intermediate, result: &TrialResult) {
+    let Some(field) = epoch_field(&options.metric) else {
+        return;
+    };
+    if let Ok(text) = fs::read_to_string(result.run_dir.join("metrics.jsonl")) {
+        intermediate.record(&result.trial.name, epoch_values(&text, field, options.goal));
+    }
+    if matches!(
+        result.status,
+        TrialStatus::Finished { .. } | TrialStatus::Skipped { .. }
+    ) {
+        intermediate.finish(&result.trial.name);
+    }
+}
+
+/// A trial's value after each epoch, as a loss (negated for `Goal::Max`):
+/// `field` at the epoch of lowest `valid_loss` so far, as the summary's
+/// `best.FIELD` is at the end. A missing or null value counts as the worst.
+pub(super) fn epoch_values(metrics_jsonl: &str, field: &str, goal: Goal) -> Vec<f64> {
+    let mut values = Vec::new();
+    let mut best: Option<(f64, f64)> = None;
+    for line in metrics_jsonl.lines() {
+        // A line being written is incomplete: stop there.
+        let Ok(epoch) = serde_json::from_str::<Value>(line) else {
+            break;
+        };
+        let as_loss = |v: Option<f64>| match (v, goal) {
+            (Some(v), Goal::Min) if v.is_finite() => v,
+            (Some(v), Goal::Max) if v.is_finite() => -v,
+            _ => f64::INFINITY,
+        };
+        let value = as_loss(epoch.get(field).and_then(Value::as_f64));
+        let loss = epoch
+            .get("valid_loss")
+            .and_then(Value::as_f64)
+            .unwrap_or(f64::INFINITY);
+        if best.is_none_or(|(best_loss, _)| loss < best_loss) {
+            best = Some((loss, value));
+        }
+        values.push(best.map_or(f64::INFINITY, |(_, v)| v));
+    }
+    values
+}
+
+/// What the workers share.
+struct State {
+    /// Every trial of the sweep so far, in proposal order (`sweep.json`).
+    listed: Vec<Trial>,
+    /// Listed trials still to run.
+    pending: VecDeque<Trial>,
+    /// Every trial that ended, in this run or before.
+    results: Vec<TrialResult>,
+    /// Per-epoch values, for the pruner.
+    intermediate: Intermediate,
+    /// Trials in all.
+    planned: usize,
+    /// Trials run by this run, for the progress lines.
+    ran: usize,
+}
+
+impl State {
+    /// The next trial to run: a pending one, else a new proposal.
+    fn next(
+        &mut self,
+        options: &SweepOptions,
+        source: &Source<'_>,
+    ) -> Result<Option<Trial>, SweepError> {
+        if let Some(trial) = self.pending.pop_front() {
+            return Ok(Some(trial));
+        }
+        let Source::Search(space, search) = source else {
+            return Ok(None);
+        };
+        if self.listed.len() >= search.trials {
+            return Ok(None);
+        }
+        let observed: Vec<Observation<'_>> = self
+            .results
+            .iter()
+            .filter_map(|r| match r.status {
+                TrialStatus::Finished { .. } | TrialStatus::Skipped { .. } => Some(Observation {
+                    trial: &r.trial,
+                    loss: r.metric.map(|m| match options.goal {
+                        Goal::Min => m,
+                        Goal::Max => -m,
+                    }),
+                }),
+                TrialStatus::Pruned { .. } => Some(Observation {
+                    trial: &r.trial,
+                    loss: None,
+                }),
+                TrialStatus::Failed { .. } => None,
+            })
+            .collect();
+        // A proposal equal to an earlier trial is drawn again, from
+        // another stream; a space that small is exhausted.
+        let index = self.listed.len() as u64;
+        for attempt in 0..100u64 {
+            let trial = space
+                .propose(
+                    search.sampler,
+                    search.seed,
+                    index + (attempt << 32),
+                    &observed,
+                )
+                .within(&search.context);
+            if self.listed.iter().all(|t| t.name != trial.name) {
+                self.listed.push(trial.clone());
+                write_record(options, &self.listed)?;
+                return Ok(Some(trial));
+            }
+        }
+        Ok(None)
+    }
 }
 
 /// Locks `OUT/.lock` so two sweeps cannot run the same trial at once. The
@@ -197,16 +434,11 @@ pub(super) struct SweepRecord {
     trials: Vec<Trial>,
 }
 
-/// Writes `sweep.json`, refusing to resume a sweep whose train arguments
+/// Reads `sweep.json`, refusing to resume a sweep whose train arguments
 /// differ: its finished trials would be skipped though they trained another
 /// experiment. The program path is not compared, so a rebuilt binary resumes.
-pub(super) fn record_sweep(options: &SweepOptions, trials: &[Trial]) -> Result<(), SweepError> {
+pub(super) fn read_record(options: &SweepOptions) -> Result<Option<SweepRecord>, SweepError> {
     let path = options.out.join("sweep.json");
-    let base_args: Vec<String> = options
-        .base_args
-        .iter()
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect();
     match fs::read_to_string(&path) {
         Ok(text) => {
             let before: SweepRecord =
@@ -214,22 +446,37 @@ pub(super) fn record_sweep(options: &SweepOptions, trials: &[Trial]) -> Result<(
                     path: path.clone(),
                     reason: format!("not a sweep record ({e})"),
                 })?;
-            if before.base_args != base_args {
+            let now = base_args(options);
+            if before.base_args != now {
                 return Err(SweepError::ArgsChanged {
                     path,
                     before: before.base_args,
-                    now: base_args,
+                    now,
                 });
             }
+            Ok(Some(before))
         }
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(SweepError::io(&path, e)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(SweepError::io(&path, e)),
     }
+}
+
+fn base_args(options: &SweepOptions) -> Vec<String> {
+    options
+        .base_args
+        .iter()
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect()
+}
+
+/// Writes `sweep.json`: the arguments and every trial so far.
+pub(super) fn write_record(options: &SweepOptions, trials: &[Trial]) -> Result<(), SweepError> {
+    let path = options.out.join("sweep.json");
     let record = SweepRecord {
         metric: options.metric.clone(),
         goal: options.goal,
         program: options.program.display().to_string(),
-        base_args,
+        base_args: base_args(options),
         trials: trials.to_vec(),
     };
     let mut json = serde_json::to_string_pretty(&record).map_err(|e| SweepError::Corrupt {
@@ -256,59 +503,54 @@ pub(super) fn read_result(path: &Path) -> Result<Option<Value>, SweepError> {
     }
 }
 
-/// Runs `pending` on `options.parallel` worker threads, each waiting on one
-/// child at a time; progress is printed here, in the calling thread.
-pub(super) fn run_pending(
+/// Runs trials on `options.parallel` worker threads until none is left;
+/// progress lines are printed as trials end.
+fn run_workers(
     options: &SweepOptions,
     layout: &SweepDir<'_>,
-    pending: &[&Trial],
-) -> Result<Vec<TrialResult>, SweepError> {
-    let next = AtomicUsize::new(0);
+    source: &Source<'_>,
+    state: &Mutex<State>,
+) -> Result<(), SweepError> {
     let stop = AtomicBool::new(false);
-    let (sender, receiver) = mpsc::channel();
-    let mut results = Vec::with_capacity(pending.len());
-    let mut first_error = None;
+    let first_error = Mutex::new(None);
+    let fail = |e: SweepError| {
+        // An I/O failure of the sweep itself (a full disk, say): let
+        // running trials end, start no more.
+        stop.store(true, Ordering::Relaxed);
+        first_error.lock().expect("not poisoned").get_or_insert(e);
+    };
     std::thread::scope(|scope| {
-        for _ in 0..options.parallel.min(pending.len()) {
-            let sender = sender.clone();
-            let (next, stop) = (&next, &stop);
-            scope.spawn(move || {
+        for _ in 0..options.parallel {
+            scope.spawn(|| {
                 while !stop.load(Ordering::Relaxed) {
-                    let Some(trial) = pending.get(next.fetch_add(1, Ordering::Relaxed)) else {
-                        break;
+                    let next = state.lock().expect("not poisoned").next(options, source);
+                    let trial = match next {
+                        Ok(Some(trial)) => trial,
+                        Ok(None) => break,
+                        Err(e) => return fail(e),
                     };
-                    if sender.send(run_trial(options, layout, trial)).is_err() {
-                        break;
+                    let result = match run_trial(options, layout, &trial, state) {
+                        Ok(result) => result,
+                        Err(e) => return fail(e),
+                    };
+                    let mut state = state.lock().expect("not poisoned");
+                    if options.pruner.is_some() {
+                        remember(options, &mut state.intermediate, &result);
                     }
+                    state.ran += 1;
+                    let done = state.results.len() + 1;
+                    eprintln!(
+                        "{}",
+                        progress_line(done, state.planned, &result, &options.metric)
+                    );
+                    state.results.push(result);
                 }
             });
         }
-        // The loop below ends once every worker has dropped its sender.
-        drop(sender);
-        for outcome in receiver {
-            match outcome {
-                Ok(result) => {
-                    results.push(result);
-                    let line = progress_line(
-                        results.len(),
-                        pending.len(),
-                        &results[results.len() - 1],
-                        &options.metric,
-                    );
-                    eprintln!("{line}");
-                }
-                Err(e) => {
-                    // An I/O failure of the sweep itself (a full disk, say):
-                    // let running trials end, start no more.
-                    stop.store(true, Ordering::Relaxed);
-                    first_error.get_or_insert(e);
-                }
-            }
-        }
     });
-    match first_error {
+    match first_error.into_inner().expect("not poisoned") {
         Some(e) => Err(e),
-        None => Ok(results),
+        None => Ok(()),
     }
 }
 
@@ -340,12 +582,14 @@ pub(super) fn progress_line(
     }
 }
 
-/// Runs one trial to its end. `Err` only for failures of the sweep's own
-/// files; everything the child does wrong is a [`TrialStatus::Failed`].
-pub(super) fn run_trial(
+/// Runs one trial to its end, or until the pruner stops it. `Err` only for
+/// failures of the sweep's own files; everything the child does wrong is a
+/// [`TrialStatus::Failed`].
+fn run_trial(
     options: &SweepOptions,
     layout: &SweepDir<'_>,
     trial: &Trial,
+    state: &Mutex<State>,
 ) -> Result<TrialResult, SweepError> {
     let run_dir = layout.run_dir(&trial.name);
     let log_path = layout.log(&trial.name);
@@ -357,20 +601,37 @@ pub(super) fn run_trial(
         run_dir: run_dir.clone(),
         log: log_path.clone(),
     };
-    // Train refuses an existing --out; one without a result is left over
-    // from an interrupted or failed attempt.
-    match fs::remove_dir_all(&run_dir) {
-        Ok(()) => {}
-        Err(e) if e.kind() == io::ErrorKind::NotFound => {}
-        Err(e) => return Err(SweepError::io(&run_dir, e)),
-    }
-    let mut log = File::create(&log_path).map_err(|e| SweepError::io(&log_path, e))?;
-
     let mut command = Command::new(&options.program);
-    command.args(&options.base_args);
-    for (key, value) in &trial.overrides {
-        command.arg("--set").arg(format!("{key}={value}"));
+    // An interrupted trial that saved its state picks up where it stopped;
+    // one without (it failed before its first epoch ended) starts again,
+    // and train refuses an existing --out.
+    let resume = run_dir.join(RESUME_FILE).is_file();
+    if resume {
+        command
+            .args(&options.resume_args)
+            .arg("--resume")
+            .arg(&run_dir);
+    } else {
+        match fs::remove_dir_all(&run_dir) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(SweepError::io(&run_dir, e)),
+        }
+        command.args(&options.base_args);
+        for (key, value) in &trial.overrides {
+            command.arg("--set").arg(format!("{key}={value}"));
+        }
+        command.arg("--out").arg(&run_dir);
     }
+    // A resumed trial's log keeps what the interrupted attempt wrote.
+    let mut log = OpenOptions::new()
+        .create(true)
+        .append(resume)
+        .write(true)
+        .truncate(!resume)
+        .open(&log_path)
+        .map_err(|e| SweepError::io(&log_path, e))?;
+
     // The lock file as stdin: as empty as /dev/null, and it keeps the sweep
     // directory locked until this child exits, even if the sweep is killed.
     let stdin = layout
@@ -378,8 +639,7 @@ pub(super) fn run_trial(
         .try_clone()
         .map_err(|e| SweepError::io(layout.out.join(".lock"), e))?;
     command
-        .arg("--out")
-        .arg(&run_dir)
+        .envs(options.env.iter().map(|(k, v)| (k, v)))
         .stdin(Stdio::from(stdin))
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
@@ -403,24 +663,46 @@ pub(super) fn run_trial(
         ));
     };
     // stdout is read apart from stderr so that the summary line is found
-    // even when stderr is written last; both go to the one log.
-    let (stdout_tail, stderr_tail) = std::thread::scope(|scope| {
+    // even when stderr is written last; both go to the one log. This thread
+    // waits for the child, reading its metrics for the pruner meanwhile.
+    let (exit, pruned, stdout_tail, stderr_tail) = std::thread::scope(|scope| {
         let log = &log;
         let stderr_copier = scope.spawn(move || copy_lines(stderr, log, STDERR_TAIL_LINES));
-        let stdout_tail = copy_lines(stdout, log, 1);
-        let stderr_tail = stderr_copier
-            .join()
-            .unwrap_or_else(|_| Err(io::Error::other("stderr copier panicked")));
-        (stdout_tail, stderr_tail)
+        let stdout_copier = scope.spawn(move || copy_lines(stdout, log, 1));
+        let (exit, pruned) = watch(options, trial, &run_dir, &mut child, state);
+        let join = |copier: std::thread::ScopedJoinHandle<'_, io::Result<VecDeque<String>>>| {
+            copier
+                .join()
+                .unwrap_or_else(|_| Err(io::Error::other("output copier panicked")))
+        };
+        (exit, pruned, join(stdout_copier), join(stderr_copier))
     });
-    // Wait before looking at copy errors, so no child is left unreaped.
-    let exit = child
-        .wait()
-        .map_err(|e| SweepError::io(&options.program, e))?;
+    let exit = exit.map_err(|e| SweepError::io(&options.program, e))?;
     let seconds = started.elapsed().as_secs_f64();
     let stdout_tail = stdout_tail.map_err(|e| SweepError::io(&log_path, e))?;
     let stderr_tail = stderr_tail.map_err(|e| SweepError::io(&log_path, e))?;
 
+    if let Some((epoch, value)) = pruned {
+        // Recorded like a finished trial's summary, so the trial is not
+        // run again and its metric path resolves.
+        let mut summary = serde_json::json!({
+            "status": "pruned",
+            "pruned_at_epoch": epoch,
+            "seconds": seconds,
+        });
+        if let Some(field) = epoch_field(&options.metric) {
+            summary["best"] = serde_json::json!({ field: value });
+        }
+        writeln!(log, "pruned after epoch {epoch}").map_err(|e| SweepError::io(&log_path, e))?;
+        write_atomic(
+            &layout.result(&trial.name),
+            format!("{summary}\n").as_bytes(),
+        )?;
+        return Ok(TrialResult {
+            metric: metric_value(&summary, &options.metric),
+            ..result(TrialStatus::Pruned { epoch, summary }, seconds)
+        });
+    }
     if !exit.success() {
         let tail = Vec::from(stderr_tail).join("\n");
         let error = match (exit.code(), tail.is_empty()) {
@@ -456,6 +738,51 @@ pub(super) fn run_trial(
         metric: metric_value(&summary, &options.metric),
         ..result(TrialStatus::Finished { summary }, seconds)
     })
+}
+
+/// Waits for the child. With a pruner, reads the trial's `metrics.jsonl`
+/// as it grows and kills the child when the pruner says so; returns the
+/// exit status and, for a pruned trial, its epoch and value (as reported).
+fn watch(
+    options: &SweepOptions,
+    trial: &Trial,
+    run_dir: &Path,
+    child: &mut std::process::Child,
+    state: &Mutex<State>,
+) -> (io::Result<std::process::ExitStatus>, Option<(usize, f64)>) {
+    let (Some(pruner), Some(field)) = (options.pruner, epoch_field(&options.metric)) else {
+        return (child.wait(), None);
+    };
+    let metrics = run_dir.join("metrics.jsonl");
+    let mut judged = 0;
+    loop {
+        match child.try_wait() {
+            Ok(Some(exit)) => return (Ok(exit), None),
+            Ok(None) => {}
+            Err(e) => return (Err(e), None),
+        }
+        let values = fs::read_to_string(&metrics)
+            .map(|text| epoch_values(&text, field, options.goal))
+            .unwrap_or_default();
+        if values.len() > judged {
+            let mut state = state.lock().expect("not poisoned");
+            state.intermediate.record(&trial.name, values.clone());
+            let stop = (judged + 1..=values.len())
+                .find(|&epoch| state.intermediate.should_prune(pruner, &trial.name, epoch));
+            drop(state);
+            judged = values.len();
+            if let Some(epoch) = stop {
+                let _ = child.kill();
+                let exit = child.wait();
+                let value = match options.goal {
+                    Goal::Min => values[epoch - 1],
+                    Goal::Max => -values[epoch - 1],
+                };
+                return (exit, Some((epoch, value)));
+            }
+        }
+        std::thread::sleep(PRUNE_POLL);
+    }
 }
 
 /// Copies `reader` to `log` line by line and keeps its last `keep` non-blank

@@ -4,14 +4,27 @@
 use super::client::Result;
 use crate::error::TrackingError;
 use std::path::{Path, PathBuf};
+use url::Url;
 
 /// Where a run's artifacts are written.
 #[derive(Debug, PartialEq)]
 pub(super) enum ArtifactRoot {
-    /// PUT each file to this URL prefix plus its path.
-    Http(String),
+    /// PUT each file to this URL plus its path.
+    Http(Url),
     /// Copy each file below this directory.
     Local(PathBuf),
+}
+
+impl ArtifactRoot {
+    /// The URL of the artifact at `segments` below an HTTP root.
+    pub(super) fn file_url(root: &Url, segments: &[&str]) -> Url {
+        let mut url = root.clone();
+        url.path_segments_mut()
+            .expect("http URLs have a path")
+            .pop_if_empty()
+            .extend(segments);
+        url
+    }
 }
 
 /// Resolves a run's `artifact_uri` against the tracking server's `base`
@@ -21,60 +34,39 @@ pub(super) enum ArtifactRoot {
 /// `mlflow-artifacts:` URI's path goes below the tracking URI's path prefix
 /// and `/api/2.0/mlflow-artifacts/artifacts`, and its host, when it names
 /// one, replaces the tracking URI's.
-pub(super) fn artifact_root(base: &str, artifact_uri: &str) -> Option<ArtifactRoot> {
-    const SERVICE: &str = "api/2.0/mlflow-artifacts/artifacts";
-    if let Some(rest) = artifact_uri.strip_prefix("mlflow-artifacts:") {
-        let after_scheme = base.strip_prefix("http://")?;
-        let (base_host, prefix) = after_scheme
-            .split_once('/')
-            .map_or((after_scheme, ""), |(host, prefix)| (host, prefix));
-        let (host, path) = match rest.strip_prefix("//") {
-            Some(authority_and_path) => {
-                let (host, path) = authority_and_path
-                    .split_once('/')
-                    .unwrap_or((authority_and_path, ""));
-                (if host.is_empty() { base_host } else { host }, path)
+pub(super) fn artifact_root(base: &Url, artifact_uri: &str) -> Option<ArtifactRoot> {
+    const SERVICE: [&str; 4] = ["api", "2.0", "mlflow-artifacts", "artifacts"];
+    // A one-letter "scheme" is a Windows drive (C:\...), so a bare path.
+    let parsed = Url::parse(artifact_uri)
+        .ok()
+        .filter(|url| url.scheme().len() > 1);
+    let Some(uri) = parsed else {
+        return Some(ArtifactRoot::Local(PathBuf::from(artifact_uri)));
+    };
+    match uri.scheme() {
+        "mlflow-artifacts" => {
+            let mut root = base.clone();
+            if let Some(host) = uri.host_str().filter(|h| !h.is_empty()) {
+                root.set_host(Some(host)).ok()?;
+                root.set_port(uri.port()).ok()?;
             }
-            None => (base_host, rest),
-        };
-        let segments = [prefix, SERVICE, path]
-            .into_iter()
-            .flat_map(|part| part.split('/'))
-            .filter(|s| !s.is_empty())
-            .collect::<Vec<_>>()
-            .join("/");
-        return Some(ArtifactRoot::Http(format!("http://{host}/{segments}")));
-    }
-    if artifact_uri.starts_with("http://") {
-        return Some(ArtifactRoot::Http(
-            artifact_uri.trim_end_matches('/').to_owned(),
-        ));
-    }
-    if let Some(rest) = artifact_uri.strip_prefix("file:") {
+            let path: Vec<&str> = uri.path_segments()?.filter(|s| !s.is_empty()).collect();
+            root.path_segments_mut()
+                .ok()?
+                .pop_if_empty()
+                .extend(SERVICE)
+                .extend(path);
+            Some(ArtifactRoot::Http(root))
+        }
+        "http" | "https" => {
+            let mut root = uri;
+            root.path_segments_mut().ok()?.pop_if_empty();
+            Some(ArtifactRoot::Http(root))
+        }
         // file:///p, file:/p and file://localhost/p name a local path; a
         // file URI naming another host does not.
-        let path = match rest.strip_prefix("//") {
-            Some(authority_and_path) => {
-                let slash = authority_and_path.find('/')?;
-                let host = &authority_and_path[..slash];
-                if !(host.is_empty() || host == "localhost") {
-                    return None;
-                }
-                &authority_and_path[slash..]
-            }
-            None => rest,
-        };
-        return Some(ArtifactRoot::Local(PathBuf::from(percent_decode(path)?)));
-    }
-    // A bare path. A one-letter "scheme" is a Windows drive (C:\...).
-    let scheme_len = artifact_uri.find(':').filter(|&i| {
-        artifact_uri[..i]
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c))
-    });
-    match scheme_len {
-        Some(len) if len > 1 => None,
-        _ => Some(ArtifactRoot::Local(PathBuf::from(artifact_uri))),
+        "file" => uri.to_file_path().ok().map(ArtifactRoot::Local),
+        _ => None,
     }
 }
 
@@ -104,43 +96,6 @@ pub(super) fn artifact_segments(path: &str) -> Result<Vec<&str>> {
         return Err(invalid("has an empty, '.' or '..' segment"));
     }
     Ok(segments)
-}
-
-/// Percent-encodes each segment (everything but RFC 3986 unreserved
-/// characters) and joins them with `/`.
-pub(super) fn encode_segments(segments: &[&str]) -> String {
-    let mut out = String::new();
-    for (i, segment) in segments.iter().enumerate() {
-        if i > 0 {
-            out.push('/');
-        }
-        for byte in segment.bytes() {
-            if byte.is_ascii_alphanumeric() || b"-._~".contains(&byte) {
-                out.push(char::from(byte));
-            } else {
-                out.push_str(&format!("%{byte:02X}"));
-            }
-        }
-    }
-    out
-}
-
-/// Decodes `%XX` escapes; `None` when they are malformed or not UTF-8.
-pub(super) fn percent_decode(text: &str) -> Option<String> {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = text.get(i + 1..i + 3)?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
 }
 
 pub(super) fn copy_file(from: &Path, to: &Path) -> Result<()> {

@@ -1,5 +1,5 @@
-//! MLflow's REST API over HTTP: requests with a timeout, errors that quote
-//! the server, JSON bodies.
+//! MLflow's REST API over HTTP(S): credentials, trusted certificates,
+//! timeouts and retries; errors that quote the server; JSON bodies.
 
 use super::wire::*;
 use crate::error::TrackingError;
@@ -8,8 +8,10 @@ use crate::error::TrackingError;
 pub type Result<T, E = TrackingError> = std::result::Result<T, E>;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use url::Url;
 
 /// Budget for each phase of a request (see the module docs).
 pub(super) const TIMEOUT: Duration = Duration::from_secs(10);
@@ -21,53 +23,237 @@ pub(super) const UPLOAD_RESPONSE_FACTOR: u32 = 6;
 /// Recorded as the run's `mlflow.source.name` tag.
 pub(super) const SOURCE_NAME: &str = "upsell";
 
+/// Statuses worth another try: MLflow's own client retries these.
+const RETRY_STATUSES: [u16; 5] = [429, 500, 502, 503, 504];
+
+/// The longest wait between tries, whatever the backoff or `Retry-After` say.
+const MAX_RETRY_WAIT: Duration = Duration::from_secs(60);
+
+/// Credentials sent with every request.
+#[derive(Clone, PartialEq, Eq)]
+pub enum Auth {
+    /// HTTP basic authentication (MLflow's `basic-auth` app).
+    Basic {
+        /// The user name.
+        username: String,
+        /// The password.
+        password: String,
+    },
+    /// A bearer token (managed MLflow services).
+    Bearer(String),
+}
+
+// Secrets stay out of logs and panic messages.
+impl std::fmt::Debug for Auth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Auth::Basic { username, .. } => write!(f, "Basic({username:?}, password hidden)"),
+            Auth::Bearer(_) => f.write_str("Bearer(token hidden)"),
+        }
+    }
+}
+
+impl Auth {
+    fn header(&self) -> String {
+        use base64::Engine;
+        match self {
+            Auth::Basic { username, password } => format!(
+                "Basic {}",
+                base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"))
+            ),
+            Auth::Bearer(token) => format!("Bearer {token}"),
+        }
+    }
+}
+
+/// How to reach a tracking server: credentials, which certificates to
+/// trust, timeouts and retries. [`Connection::from_env`] reads MLflow's
+/// standard environment variables, so a run configured for MLflow's Python
+/// client works unchanged.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Connection {
+    /// Credentials for every request.
+    pub auth: Option<Auth>,
+    /// A PEM bundle of CA certificates to trust instead of the built-in
+    /// (Mozilla) roots: a server with a private or self-signed certificate.
+    pub ca_bundle: Option<PathBuf>,
+    /// Skip certificate verification entirely (testing only).
+    pub insecure_tls: bool,
+    /// Budget for each phase of a request.
+    pub timeout: Duration,
+    /// Further tries after a 429, a 5xx or a connection failure.
+    pub max_retries: u32,
+    /// The wait before try `n + 1` is `backoff * 2^(n - 1)`, unless the
+    /// server's `Retry-After` says otherwise; at most 60 s.
+    pub backoff: Duration,
+}
+
+impl Default for Connection {
+    fn default() -> Connection {
+        Connection {
+            auth: None,
+            ca_bundle: None,
+            insecure_tls: false,
+            timeout: TIMEOUT,
+            max_retries: 5,
+            backoff: Duration::from_secs(2),
+        }
+    }
+}
+
+impl Connection {
+    /// The connection MLflow's environment variables describe:
+    /// `MLFLOW_TRACKING_USERNAME` and `MLFLOW_TRACKING_PASSWORD` (basic
+    /// authentication) or `MLFLOW_TRACKING_TOKEN` (a bearer token),
+    /// `MLFLOW_TRACKING_SERVER_CERT_PATH` (a CA bundle),
+    /// `MLFLOW_TRACKING_INSECURE_TLS`, `MLFLOW_HTTP_REQUEST_MAX_RETRIES` and
+    /// `MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR` (seconds). A malformed value is
+    /// an error naming its variable.
+    pub fn from_env() -> Result<Connection> {
+        Connection::from_vars(|name| std::env::var(name).ok())
+    }
+
+    /// [`Connection::from_env`] over any source of variables.
+    pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Connection> {
+        let var = |name: &str| var(name).filter(|value| !value.is_empty());
+        let bad =
+            |variable: &'static str, reason: String| TrackingError::Setting { variable, reason };
+        // MLflow's order: a user name and password win over a token.
+        let auth = match (
+            var("MLFLOW_TRACKING_USERNAME"),
+            var("MLFLOW_TRACKING_PASSWORD"),
+            var("MLFLOW_TRACKING_TOKEN"),
+        ) {
+            (Some(username), Some(password), _) => Some(Auth::Basic { username, password }),
+            (Some(_), None, _) => {
+                return Err(bad(
+                    "MLFLOW_TRACKING_PASSWORD",
+                    "not set, but MLFLOW_TRACKING_USERNAME is".into(),
+                ));
+            }
+            (None, Some(_), _) => {
+                return Err(bad(
+                    "MLFLOW_TRACKING_USERNAME",
+                    "not set, but MLFLOW_TRACKING_PASSWORD is".into(),
+                ));
+            }
+            (None, None, token) => token.map(Auth::Bearer),
+        };
+        let mut connection = Connection {
+            auth,
+            ca_bundle: var("MLFLOW_TRACKING_SERVER_CERT_PATH").map(PathBuf::from),
+            ..Connection::default()
+        };
+        if let Some(value) = var("MLFLOW_TRACKING_INSECURE_TLS") {
+            connection.insecure_tls = match value.to_ascii_lowercase().as_str() {
+                "true" | "1" => true,
+                "false" | "0" => false,
+                _ => {
+                    return Err(bad(
+                        "MLFLOW_TRACKING_INSECURE_TLS",
+                        format!("expected true or false, got {value:?}"),
+                    ));
+                }
+            };
+        }
+        if let Some(value) = var("MLFLOW_HTTP_REQUEST_MAX_RETRIES") {
+            connection.max_retries = value.trim().parse().map_err(|_| {
+                bad(
+                    "MLFLOW_HTTP_REQUEST_MAX_RETRIES",
+                    format!("expected a count, got {value:?}"),
+                )
+            })?;
+        }
+        if let Some(value) = var("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR") {
+            connection.backoff = value
+                .trim()
+                .parse::<f64>()
+                .ok()
+                .and_then(|seconds| Duration::try_from_secs_f64(seconds).ok())
+                .ok_or_else(|| {
+                    bad(
+                        "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR",
+                        format!("expected seconds (a number, 0 or more), got {value:?}"),
+                    )
+                })?;
+        }
+        Ok(connection)
+    }
+
+    /// The wait before retry `attempt` (1 for the first retry).
+    fn backoff_for(&self, attempt: u32) -> Duration {
+        self.backoff
+            .saturating_mul(1u32 << attempt.saturating_sub(1).min(16))
+            .min(MAX_RETRY_WAIT)
+    }
+
+    fn tls_config(&self) -> Result<ureq::tls::TlsConfig> {
+        use ureq::tls::{PemItem, RootCerts, TlsConfig};
+        let mut tls = TlsConfig::builder().disable_verification(self.insecure_tls);
+        if let Some(path) = &self.ca_bundle {
+            let bad = |reason: String| TrackingError::Certificate {
+                path: path.clone(),
+                reason,
+            };
+            let pem = std::fs::read(path).map_err(|e| bad(e.to_string()))?;
+            let mut certs = Vec::new();
+            for item in ureq::tls::parse_pem(&pem) {
+                if let PemItem::Certificate(cert) = item.map_err(|e| bad(e.to_string()))? {
+                    certs.push(cert);
+                }
+            }
+            if certs.is_empty() {
+                return Err(bad("no PEM certificate in the file".into()));
+            }
+            tls = tls.root_certs(RootCerts::Specific(Arc::new(certs)));
+        }
+        Ok(tls.build())
+    }
+}
+
 #[derive(Debug)]
 pub(super) struct Client {
     pub(super) agent: ureq::Agent,
-    /// `http://host:port` plus any path prefix, without a trailing slash.
-    pub(super) base: String,
-    pub(super) timeout: Duration,
+    /// `http(s)://host:port/` plus any path prefix, always ending in `/`.
+    pub(super) base: Url,
+    pub(super) connection: Connection,
 }
 
 impl Client {
-    pub(super) fn new(uri: &str, timeout: Duration) -> Result<Client> {
-        let invalid = |reason| TrackingError::InvalidUri {
-            uri: uri.to_owned(),
-            reason,
-        };
-        let Some(rest) = uri.strip_prefix("http://") else {
-            return Err(invalid(if uri.starts_with("https://") {
-                "https is not supported (this build has no TLS); use http://HOST:PORT"
-            } else {
-                "expected http://HOST:PORT"
-            }));
-        };
-        if rest.is_empty() || rest.starts_with('/') {
-            return Err(invalid("no host"));
-        }
-        if rest.contains(['?', '#']) {
-            return Err(invalid("a query or fragment is not allowed"));
-        }
+    pub(super) fn new(uri: &str, connection: Connection) -> Result<Client> {
+        let base = parse_base(uri)?;
+        let timeout = Some(connection.timeout);
         let agent = ureq::Agent::config_builder()
             // Error statuses carry MLflow's JSON error body; read it ourselves.
             .http_status_as_error(false)
-            .timeout_resolve(Some(timeout))
-            .timeout_connect(Some(timeout))
-            .timeout_send_request(Some(timeout))
-            .timeout_per_write(Some(timeout))
-            .timeout_recv_response(Some(timeout))
-            .timeout_per_read(Some(timeout))
+            .tls_config(connection.tls_config()?)
+            .timeout_resolve(timeout)
+            .timeout_connect(timeout)
+            .timeout_send_request(timeout)
+            .timeout_per_write(timeout)
+            .timeout_recv_response(timeout)
+            .timeout_per_read(timeout)
             .build()
             .into();
         Ok(Client {
             agent,
-            base: uri.trim_end_matches('/').to_owned(),
-            timeout,
+            base,
+            connection,
         })
     }
 
-    pub(super) fn url(&self, endpoint: &str) -> String {
-        format!("{}/api/2.0/mlflow/{endpoint}", self.base)
+    pub(super) fn url(&self, endpoint: &str) -> Url {
+        self.base
+            .join(&format!("api/2.0/mlflow/{endpoint}"))
+            .expect("endpoints are relative paths")
+    }
+
+    /// Adds the credentials, when there are any.
+    fn authorised<B>(&self, request: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
+        match &self.connection.auth {
+            Some(auth) => request.header("Authorization", auth.header()),
+            None => request,
+        }
     }
 
     pub(super) fn get<T: DeserializeOwned>(
@@ -76,13 +262,15 @@ impl Client {
         query: &[(&str, &str)],
     ) -> Result<T> {
         let url = self.url(endpoint);
-        let request = query
-            .iter()
-            .fold(self.agent.get(&url), |request, (key, value)| {
-                request.query(*key, *value)
-            });
-        let body = read_response("GET", &url, request.call())?;
-        parse_body("GET", &url, &body)
+        let body = self.send("GET", &url, || {
+            let request = query
+                .iter()
+                .fold(self.agent.get(url.as_str()), |request, (key, value)| {
+                    request.query(*key, *value)
+                });
+            self.authorised(request).call()
+        })?;
+        parse_body("GET", url.as_str(), &body)
     }
 
     pub(super) fn post<T: DeserializeOwned>(
@@ -91,30 +279,76 @@ impl Client {
         payload: &impl Serialize,
     ) -> Result<T> {
         let url = self.url(endpoint);
-        let response = self
-            .agent
-            .post(&url)
-            .content_type("application/json")
-            .send(to_json(payload));
-        let body = read_response("POST", &url, response)?;
-        parse_body("POST", &url, &body)
+        let json = to_json(payload);
+        let body = self.send("POST", &url, || {
+            self.authorised(self.agent.post(url.as_str()))
+                .content_type("application/json")
+                .send(&json[..])
+        })?;
+        parse_body("POST", url.as_str(), &body)
     }
 
-    pub(super) fn put_file(&self, url: &str, local: &Path) -> Result<()> {
-        let file = std::fs::File::open(local).map_err(|source| TrackingError::Io {
-            path: local.to_owned(),
-            source,
+    pub(super) fn put_file(&self, url: &Url, local: &Path) -> Result<()> {
+        let open = || {
+            std::fs::File::open(local).map_err(|source| TrackingError::Io {
+                path: local.to_owned(),
+                source,
+            })
+        };
+        // Opened once up front so a missing file is an Io error, not a
+        // transport one; each try then reads the file from its start.
+        open()?;
+        self.send("PUT", url, || {
+            let file = open().map_err(|e| match e {
+                TrackingError::Io { source, .. } => ureq::Error::Io(source),
+                other => ureq::Error::Io(std::io::Error::other(other.to_string())),
+            })?;
+            self.authorised(self.agent.put(url.as_str()))
+                .content_type("application/octet-stream")
+                .config()
+                .timeout_recv_response(Some(self.connection.timeout * UPLOAD_RESPONSE_FACTOR))
+                .build()
+                .send(file)
         })?;
-        let response = self
-            .agent
-            .put(url)
-            .content_type("application/octet-stream")
-            .config()
-            .timeout_recv_response(Some(self.timeout * UPLOAD_RESPONSE_FACTOR))
-            .build()
-            .send(file);
-        read_response("PUT", url, response)?;
         Ok(())
+    }
+
+    /// Sends a request made by `attempt`, trying again after a retryable
+    /// status or connection failure, and returns the 2xx body.
+    fn send(
+        &self,
+        method: &'static str,
+        url: &Url,
+        attempt: impl Fn() -> std::result::Result<ureq::http::Response<ureq::Body>, ureq::Error>,
+    ) -> Result<String> {
+        let mut retries = 0;
+        loop {
+            let outcome = attempt();
+            let wait = match &outcome {
+                Ok(response) if RETRY_STATUSES.contains(&response.status().as_u16()) => {
+                    Some(retry_after(response))
+                }
+                Err(error) if retryable(error) => Some(None),
+                _ => None,
+            };
+            match wait {
+                Some(hint) if retries < self.connection.max_retries => {
+                    retries += 1;
+                    let wait = hint
+                        .unwrap_or_else(|| self.connection.backoff_for(retries))
+                        .min(MAX_RETRY_WAIT);
+                    tracing::debug!(
+                        method,
+                        url = url.as_str(),
+                        retries,
+                        ?wait,
+                        "MLflow request retried"
+                    );
+                    std::thread::sleep(wait);
+                }
+                _ => return read_response(method, url.as_str(), outcome),
+            }
+        }
     }
 
     /// The experiment's id, creating it when missing.
@@ -134,7 +368,7 @@ impl Client {
                 self.find_experiment(name)?
                     .ok_or_else(|| TrackingError::Response {
                         method: "GET",
-                        url: self.url("experiments/get-by-name"),
+                        url: self.url("experiments/get-by-name").into(),
                         reason: format!(
                             "experiment {name:?} was reported to exist but cannot be found"
                         ),
@@ -166,6 +400,55 @@ impl Client {
             Err(err) => Err(err),
         }
     }
+}
+
+/// Failures that another try may not meet: the connection, not the
+/// request. A refused certificate (rustls reports it as invalid data) stays
+/// refused.
+fn retryable(error: &ureq::Error) -> bool {
+    match error {
+        ureq::Error::Io(e) => e.kind() != std::io::ErrorKind::InvalidData,
+        ureq::Error::Timeout(_) | ureq::Error::ConnectionFailed | ureq::Error::HostNotFound => true,
+        _ => false,
+    }
+}
+
+/// A `Retry-After` given in seconds (the HTTP-date form is not used by
+/// MLflow or the proxies in front of it).
+fn retry_after(response: &ureq::http::Response<ureq::Body>) -> Option<Duration> {
+    let value = response.headers().get("retry-after")?.to_str().ok()?;
+    value.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+/// The tracking server's base URL: http or https, a host, no credentials,
+/// query or fragment; its path (a reverse proxy's prefix) ends in `/`.
+pub(super) fn parse_base(uri: &str) -> Result<Url> {
+    let invalid = |reason| TrackingError::InvalidUri {
+        uri: uri.to_owned(),
+        reason,
+    };
+    let mut url =
+        Url::parse(uri).map_err(|_| invalid("expected http(s)://HOST[:PORT][/PREFIX]"))?;
+    if !matches!(url.scheme(), "http" | "https") {
+        return Err(invalid("expected an http:// or https:// URL"));
+    }
+    if url.host_str().is_none_or(str::is_empty) {
+        return Err(invalid("no host"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        // Credentials in the URL end up in logs and run records.
+        return Err(invalid(
+            "credentials in the URL are not allowed; set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD",
+        ));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(invalid("a query or fragment is not allowed"));
+    }
+    if !url.path().ends_with('/') {
+        let path = format!("{}/", url.path());
+        url.set_path(&path);
+    }
+    Ok(url)
 }
 
 /// The body of a 2xx response, or the error the response stands for.

@@ -1,7 +1,9 @@
 //! Logs a training run to an MLflow tracking server through its REST API.
 //!
-//! Speaks MLflow 2.x/3.x's `/api/2.0/mlflow/...` endpoints over plain HTTP
-//! with one blocking `ureq` agent; no MLflow client library is involved.
+//! Speaks MLflow 2.x/3.x's `/api/2.0/mlflow/...` endpoints over HTTP or
+//! HTTPS (rustls) with one blocking `ureq` agent; no MLflow client library
+//! is involved. Credentials, trusted certificates and retries come from
+//! MLflow's own environment variables ([`Connection::from_env`]).
 //!
 //! ```no_run
 //! # use upsell::experiment::tracking::{RunStatus, Tracker};
@@ -21,6 +23,12 @@
 //!   server fails a call instead of hanging training. Uploads are not capped
 //!   as a whole, only per read/write, and may wait 60 s for their response
 //!   (a server proxying to object storage answers after storing the file).
+//! - A 429, a 5xx or a failed connection is tried again, up to
+//!   `MLFLOW_HTTP_REQUEST_MAX_RETRIES` times (5), waiting
+//!   `MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR` (2 s) times 1, 2, 4, ... or what
+//!   the server's `Retry-After` asks, at most 60 s. As with MLflow's own
+//!   client, a retried POST may be applied twice when only its answer was
+//!   lost.
 //! - `HTTP_PROXY`/`ALL_PROXY`/`NO_PROXY` are honoured (ureq's default).
 //! - Param values longer than MLflow's 6000-character limit are truncated
 //!   with a visible `...[truncated from N chars]` marker rather than failing
@@ -45,8 +53,9 @@ mod training;
 mod wire;
 
 pub use crate::error::TrackingError;
-pub use tracker::{RunStatus, Tracker, flatten_params};
-pub use training::track_training;
+pub use client::{Auth, Connection};
+pub use tracker::{RunOptions, RunStatus, Tracker, flatten_params};
+pub use training::{TrainingTracking, track_training};
 
 /// Shorthand for this module's results.
 pub use client::Result;
@@ -63,6 +72,7 @@ mod tests {
     use serde_json::{Value, json};
     use std::io::{Read, Write};
     use std::net::TcpListener;
+    use url::Url;
 
     fn body(batch: &LogBatch) -> Value {
         serde_json::from_slice(&to_json(batch)).unwrap()
@@ -237,30 +247,131 @@ mod tests {
         assert!(message.len() <= 303);
     }
 
+    fn base(uri: &str) -> Url {
+        Url::parse(uri).unwrap()
+    }
+
+    /// No retries, a short timeout: what tests of failures want.
+    fn impatient() -> Connection {
+        Connection {
+            timeout: Duration::from_millis(500),
+            max_retries: 0,
+            ..Connection::default()
+        }
+    }
+
     #[test]
-    fn refuses_non_http_tracking_uris() {
+    fn refuses_tracking_uris_it_cannot_use() {
         for uri in [
-            "https://mlflow.example.com",
             "databricks",
             "file:///tmp/mlruns",
             "http://",
             "http://h/?x=1",
+            "https://user:secret@h",
+            "ftp://h",
         ] {
-            let err = Client::new(uri, TIMEOUT).unwrap_err();
+            let err = Client::new(uri, Connection::default()).unwrap_err();
             assert!(
                 matches!(err, TrackingError::InvalidUri { .. }),
                 "{uri}: {err:?}"
             );
         }
+        let url = |uri| Client::new(uri, Connection::default()).unwrap().base;
+        assert_eq!(url("http://h:5000"), base("http://h:5000/"));
+        assert_eq!(url("https://h/mlflow"), base("https://h/mlflow/"));
         assert_eq!(
-            Client::new("http://h:5000/", TIMEOUT).unwrap().base,
-            "http://h:5000"
+            Client::new("https://h/mlflow/", Connection::default())
+                .unwrap()
+                .url("runs/create")
+                .as_str(),
+            "https://h/mlflow/api/2.0/mlflow/runs/create"
+        );
+    }
+
+    #[test]
+    fn reads_mlflow_environment_variables() {
+        let from = |pairs: &[(&str, &str)]| {
+            let map: std::collections::HashMap<String, String> = pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            Connection::from_vars(|name| map.get(name).cloned())
+        };
+        assert_eq!(from(&[]).unwrap(), Connection::default());
+        let c = from(&[
+            ("MLFLOW_TRACKING_USERNAME", "u"),
+            ("MLFLOW_TRACKING_PASSWORD", "p"),
+            ("MLFLOW_TRACKING_TOKEN", "t"),
+            ("MLFLOW_TRACKING_SERVER_CERT_PATH", "/ca.pem"),
+            ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2"),
+            ("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "0.25"),
+        ])
+        .unwrap();
+        // MLflow's order: user and password before the token.
+        assert_eq!(
+            c.auth,
+            Some(Auth::Basic {
+                username: "u".into(),
+                password: "p".into()
+            })
+        );
+        assert_eq!(c.ca_bundle, Some(PathBuf::from("/ca.pem")));
+        assert_eq!((c.max_retries, c.backoff), (2, Duration::from_millis(250)));
+        assert_eq!(
+            from(&[("MLFLOW_TRACKING_TOKEN", "t")]).unwrap().auth,
+            Some(Auth::Bearer("t".into()))
+        );
+        assert!(
+            from(&[("MLFLOW_TRACKING_INSECURE_TLS", "true")])
+                .unwrap()
+                .insecure_tls
+        );
+        for (name, value) in [
+            ("MLFLOW_TRACKING_USERNAME", "u"),
+            ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "-1"),
+            ("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "soon"),
+            ("MLFLOW_TRACKING_INSECURE_TLS", "maybe"),
+        ] {
+            let err = from(&[(name, value)]).unwrap_err();
+            let TrackingError::Setting { variable, .. } = &err else {
+                panic!("{name}: {err:?}");
+            };
+            let expected = if name == "MLFLOW_TRACKING_USERNAME" {
+                "MLFLOW_TRACKING_PASSWORD"
+            } else {
+                name
+            };
+            assert_eq!(*variable, expected, "{err}");
+        }
+        // Secrets never show in debug output.
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("\"p\""), "{debug}");
+    }
+
+    #[test]
+    fn a_ca_bundle_without_certificates_is_an_error_naming_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ca.pem");
+        std::fs::write(&path, "not a certificate").unwrap();
+        let connection = Connection {
+            ca_bundle: Some(path.clone()),
+            ..Connection::default()
+        };
+        let err = Client::new("https://h", connection).unwrap_err();
+        assert!(
+            matches!(&err, TrackingError::Certificate { path: p, .. } if *p == path),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string().contains("MLFLOW_TRACKING_SERVER_CERT_PATH"),
+            "{err}"
         );
     }
 
     #[test]
     fn resolves_artifact_roots_like_mlflow() {
-        let http = |s: &str| Some(ArtifactRoot::Http(s.to_string()));
+        let http = |s: &str| Some(ArtifactRoot::Http(base(s)));
+        let artifact_root = |b: &str, uri: &str| artifact_root(&base(b), uri);
         let local = |s: &str| Some(ArtifactRoot::Local(PathBuf::from(s)));
         assert_eq!(
             artifact_root("http://h:5000", "mlflow-artifacts:/1/abc/artifacts"),
@@ -303,7 +414,10 @@ mod tests {
             artifact_root("http://h", "s3://bucket/1/abc/artifacts"),
             None
         );
-        assert_eq!(artifact_root("http://h", "https://store/x"), None);
+        assert_eq!(
+            artifact_root("https://h/", "https://store/x/"),
+            http("https://store/x")
+        );
     }
 
     #[test]
@@ -322,8 +436,12 @@ mod tests {
             );
         }
         assert_eq!(
-            encode_segments(&["my report", "r\u{e9}sum\u{e9}+1%.html"]),
-            "my%20report/r%C3%A9sum%C3%A9%2B1%25.html"
+            ArtifactRoot::file_url(
+                &base("http://h/api/2.0/mlflow-artifacts/artifacts/1"),
+                &["my report", "r\u{e9}sum\u{e9}?1%.html"]
+            )
+            .as_str(),
+            "http://h/api/2.0/mlflow-artifacts/artifacts/1/my%20report/r%C3%A9sum%C3%A9%3F1%25.html"
         );
     }
 
@@ -351,7 +469,7 @@ mod tests {
         std::fs::write(source.join("report/report.html"), "<html/>").unwrap();
         let root = dir.path().join("artifacts");
         let tracker = Tracker {
-            client: Client::new("http://127.0.0.1:9", TIMEOUT).unwrap(),
+            client: Client::new("http://127.0.0.1:9", impatient()).unwrap(),
             run_id: "abc".into(),
             artifact_uri: format!("file://{}", root.display()),
         };
@@ -369,7 +487,7 @@ mod tests {
         let file = dir.path().join("f");
         std::fs::write(&file, "x").unwrap();
         let tracker = Tracker {
-            client: Client::new("http://127.0.0.1:9", TIMEOUT).unwrap(),
+            client: Client::new("http://127.0.0.1:9", impatient()).unwrap(),
             run_id: "abc".into(),
             artifact_uri: "s3://bucket/1/abc/artifacts".into(),
         };
@@ -410,8 +528,14 @@ mod tests {
     fn a_stalled_server_times_out() {
         let (uri, handle) = one_shot_server(None);
         let started = std::time::Instant::now();
-        let err = Tracker::start_with_timeout(&uri, "e", "r", &[], Duration::from_millis(200))
-            .unwrap_err();
+        let options = RunOptions {
+            connection: Connection {
+                timeout: Duration::from_millis(200),
+                ..impatient()
+            },
+            ..RunOptions::default()
+        };
+        let err = Tracker::start_with(&uri, "e", "r", &[], &options).unwrap_err();
         assert!(
             started.elapsed() < Duration::from_secs(2),
             "{:?}",
@@ -436,7 +560,12 @@ mod tests {
             .local_addr()
             .unwrap()
             .port();
-        let err = Tracker::start(&format!("http://127.0.0.1:{port}"), "e", "r", &[]).unwrap_err();
+        let options = RunOptions {
+            connection: impatient(),
+            ..RunOptions::default()
+        };
+        let uri = format!("http://127.0.0.1:{port}");
+        let err = Tracker::start_with(&uri, "e", "r", &[], &options).unwrap_err();
         assert!(matches!(err, TrackingError::Transport { .. }), "{err:?}");
     }
 
@@ -448,7 +577,11 @@ mod tests {
              Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
         )));
-        let err = Tracker::start(&uri, "e", "r", &[]).unwrap_err();
+        let options = RunOptions {
+            connection: impatient(),
+            ..RunOptions::default()
+        };
+        let err = Tracker::start_with(&uri, "e", "r", &[], &options).unwrap_err();
         handle.join().unwrap();
         let TrackingError::Api {
             status,
@@ -462,5 +595,115 @@ mod tests {
         assert_eq!(*status, 403);
         assert_eq!(error_code.as_deref(), Some("PERMISSION_DENIED"));
         assert_eq!(message, "no access");
+    }
+
+    /// A server answering successive connections with `responses`, in
+    /// order; returns each request's head, lower-cased.
+    fn scripted_server(responses: Vec<String>) -> (String, std::thread::JoinHandle<Vec<String>>) {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let uri = format!("http://{}", listener.local_addr().unwrap());
+        let handle = std::thread::spawn(move || {
+            let mut heads = Vec::new();
+            for response in responses {
+                let (mut stream, _) = listener.accept().unwrap();
+                let mut request = Vec::new();
+                let mut buf = [0; 4096];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf) {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                heads.push(String::from_utf8_lossy(&request).to_lowercase());
+                stream.write_all(response.as_bytes()).unwrap();
+            }
+            heads
+        });
+        (uri, handle)
+    }
+
+    fn response(status: &str, extra: &str, body: &str) -> String {
+        format!(
+            "HTTP/1.1 {status}\r\n{extra}Content-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        )
+    }
+
+    #[test]
+    fn overloaded_servers_are_retried_with_credentials_each_time() {
+        let found = r#"{"experiment": {"experiment_id": "7"}}"#;
+        let (uri, handle) = scripted_server(vec![
+            response("503 Service Unavailable", "", "busy"),
+            response("429 Too Many Requests", "Retry-After: 0\r\n", "{}"),
+            response("200 OK", "", found),
+        ]);
+        let connection = Connection {
+            auth: Some(Auth::Basic {
+                username: "u".into(),
+                password: "p".into(),
+            }),
+            max_retries: 2,
+            backoff: Duration::from_millis(10),
+            ..impatient()
+        };
+        let client = Client::new(&uri, connection).unwrap();
+        assert_eq!(client.find_experiment("e").unwrap().as_deref(), Some("7"));
+        let heads = handle.join().unwrap();
+        assert_eq!(heads.len(), 3);
+        // base64("u:p")
+        assert!(
+            heads
+                .iter()
+                .all(|h| h.contains("authorization: basic dtpw")),
+            "{heads:?}"
+        );
+    }
+
+    #[test]
+    fn retries_end_with_the_last_error() {
+        let (uri, handle) = scripted_server(vec![
+            response("502 Bad Gateway", "", "down"),
+            response(
+                "503 Service Unavailable",
+                "",
+                r#"{"message": "still down"}"#,
+            ),
+        ]);
+        let connection = Connection {
+            max_retries: 1,
+            backoff: Duration::from_millis(10),
+            ..impatient()
+        };
+        let client = Client::new(&uri, connection).unwrap();
+        let err = client.find_experiment("e").unwrap_err();
+        assert_eq!(handle.join().unwrap().len(), 2);
+        assert!(
+            matches!(&err, TrackingError::Api { status: 503, message, .. } if message == "still down"),
+            "{err:?}"
+        );
+    }
+
+    #[test]
+    fn client_errors_are_not_retried() {
+        let (uri, handle) = scripted_server(vec![response(
+            "401 Unauthorized",
+            "WWW-Authenticate: Basic\r\n",
+            "",
+        )]);
+        let connection = Connection {
+            max_retries: 3,
+            backoff: Duration::from_millis(10),
+            ..impatient()
+        };
+        let err = Client::new(&uri, connection)
+            .unwrap()
+            .find_experiment("e")
+            .unwrap_err();
+        assert_eq!(handle.join().unwrap().len(), 1);
+        assert!(
+            matches!(err, TrackingError::Api { status: 401, .. }),
+            "{err:?}"
+        );
     }
 }

@@ -2,7 +2,6 @@
 //! artifacts and final status.
 
 use std::path::Path;
-use std::time::Duration;
 
 use super::artifacts::*;
 use super::client::*;
@@ -40,37 +39,51 @@ pub struct Tracker {
 }
 
 impl Tracker {
-    /// Gets or creates `experiment`, creates a run named `run_name`, logs `params` (in batches).
-    ///
-    /// `uri` is the server's base URL, `http://HOST:PORT`, optionally with a
-    /// path prefix when the server sits behind a reverse proxy. The run is
-    /// tagged `mlflow.runName`, `mlflow.source.name=upsell`,
-    /// `mlflow.source.type=LOCAL` and `mlflow.user` (from `$USER`, when set).
-    /// An empty `run_name` lets MLflow pick one. If logging `params` fails,
-    /// the run is marked `FAILED` (best effort) before the error is returned.
+    /// Gets or creates `experiment`, creates a run named `run_name`, logs
+    /// `params` (in batches), connecting as MLflow's environment variables
+    /// say ([`Connection::from_env`]). See [`Tracker::start_with`].
     pub fn start(
         uri: &str,
         experiment: &str,
         run_name: &str,
         params: &[(String, String)],
     ) -> Result<Tracker> {
-        Self::start_with_timeout(uri, experiment, run_name, params, TIMEOUT)
+        let options = RunOptions {
+            connection: Connection::from_env()?,
+            ..RunOptions::default()
+        };
+        Self::start_with(uri, experiment, run_name, params, &options)
     }
 
-    pub(super) fn start_with_timeout(
+    /// Gets or creates `experiment`, creates a run named `run_name`, logs
+    /// `params` (in batches).
+    ///
+    /// `uri` is the server's base URL, `http(s)://HOST:PORT`, optionally
+    /// with a path prefix when the server sits behind a reverse proxy. The
+    /// run is tagged `mlflow.runName`, `mlflow.source.name=upsell`,
+    /// `mlflow.source.type=LOCAL`, `mlflow.user` (from `$USER`, when set),
+    /// `mlflow.source.git.commit` (when built from a git checkout),
+    /// `upsell.command` (this process's command line), `upsell.host` and
+    /// `upsell.version`; with `mlflow.parentRunId` when it has a parent, and
+    /// with `options.tags`. An empty `run_name` lets MLflow pick one. If
+    /// logging `params` fails, the run is marked `FAILED` (best effort)
+    /// before the error is returned.
+    pub fn start_with(
         uri: &str,
         experiment: &str,
         run_name: &str,
         params: &[(String, String)],
-        timeout: Duration,
+        options: &RunOptions,
     ) -> Result<Tracker> {
-        let client = Client::new(uri, timeout)?;
+        let client = Client::new(uri, options.connection.clone())?;
         let experiment_id = client.get_or_create_experiment(experiment)?;
 
+        let provenance = provenance_tags();
         let mut tags = vec![
             Tag::new("mlflow.source.name", SOURCE_NAME),
             Tag::new("mlflow.source.type", "LOCAL"),
         ];
+        tags.extend(provenance.iter().map(|(k, v)| Tag::new(k, v)));
         if !run_name.is_empty() {
             tags.push(Tag::new("mlflow.runName", run_name));
         }
@@ -78,6 +91,10 @@ impl Tracker {
         if let Ok(user) = &user {
             tags.push(Tag::new("mlflow.user", user));
         }
+        if let Some(parent) = &options.parent_run_id {
+            tags.push(Tag::new("mlflow.parentRunId", parent));
+        }
+        tags.extend(options.tags.iter().map(|(k, v)| Tag::new(k, v)));
         let request = CreateRun {
             experiment_id: &experiment_id,
             run_name: (!run_name.is_empty()).then_some(run_name),
@@ -122,8 +139,8 @@ impl Tracker {
     pub fn log_artifact(&self, local: &Path, artifact_path: &str) -> Result<()> {
         let segments = artifact_segments(artifact_path)?;
         match artifact_root(&self.client.base, &self.artifact_uri) {
-            Some(ArtifactRoot::Http(prefix)) => {
-                let url = format!("{prefix}/{}", encode_segments(&segments));
+            Some(ArtifactRoot::Http(root)) => {
+                let url = ArtifactRoot::file_url(&root, &segments);
                 self.client.put_file(&url, local)
             }
             Some(ArtifactRoot::Local(root)) => {
@@ -159,6 +176,55 @@ impl Tracker {
             self.log_artifact(&path, &artifact_path)?;
         }
         Ok(())
+    }
+
+    /// The run's id.
+    pub fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
+    /// Sets tags on the run (an existing tag is overwritten).
+    pub fn set_tags(&self, tags: &[(String, String)]) -> Result<()> {
+        for (key, value) in tags {
+            let request = SetTag {
+                run_id: &self.run_id,
+                key,
+                value: truncate_tag(value),
+            };
+            let _: serde::de::IgnoredAny = self.client.post("runs/set-tag", &request)?;
+        }
+        Ok(())
+    }
+
+    /// Registers the run's artifact directory `artifact_path` (e.g. the
+    /// uploaded `checkpoint`) as a new version of registered model `name`,
+    /// creating the model when it does not exist; returns the version.
+    pub fn register_model(&self, name: &str, artifact_path: &str) -> Result<String> {
+        artifact_segments(artifact_path)?;
+        match self.client.post::<serde::de::IgnoredAny>(
+            "registered-models/create",
+            &CreateRegisteredModel { name },
+        ) {
+            Ok(_) => {}
+            Err(TrackingError::Api {
+                error_code: Some(code),
+                ..
+            }) if code == "RESOURCE_ALREADY_EXISTS" => {}
+            Err(err) => return Err(err),
+        }
+        let source = format!(
+            "{}/{artifact_path}",
+            self.artifact_uri.trim_end_matches('/')
+        );
+        let created: CreateModelVersionResponse = self.client.post(
+            "model-versions/create",
+            &CreateModelVersion {
+                name,
+                source: &source,
+                run_id: &self.run_id,
+            },
+        )?;
+        Ok(created.model_version.version)
     }
 
     /// Sets the run's status and end time.
@@ -207,6 +273,51 @@ pub fn flatten_params(value: &serde_json::Value) -> Vec<(String, String)> {
         walk("", value, &mut out);
     }
     out
+}
+
+/// Options of [`Tracker::start_with`].
+#[derive(Clone, Debug, Default)]
+pub struct RunOptions {
+    /// Credentials, certificates, timeouts, retries.
+    pub connection: Connection,
+    /// Log the run as a child of this run (a sweep's parent run).
+    pub parent_run_id: Option<String>,
+    /// More tags for the run.
+    pub tags: Vec<(String, String)>,
+}
+
+/// Where this run comes from: the code's commit and version, the command
+/// line and the host.
+fn provenance_tags() -> Vec<(&'static str, String)> {
+    let mut tags = vec![
+        ("upsell.version", env!("CARGO_PKG_VERSION").to_string()),
+        (
+            "upsell.command",
+            truncate_tag(&std::env::args().collect::<Vec<_>>().join(" ")).into_owned(),
+        ),
+    ];
+    if let Some(commit) = option_env!("UPSELL_GIT_COMMIT") {
+        tags.push(("mlflow.source.git.commit", commit.to_string()));
+    }
+    if let Some(host) = hostname() {
+        tags.push(("upsell.host", host));
+    }
+    tags
+}
+
+/// This machine's host name, when the system gives one.
+fn hostname() -> Option<String> {
+    let mut buffer = [0u8; 256];
+    // SAFETY: the buffer is valid for its length; gethostname writes at most
+    // that many bytes and the result is read only up to its first NUL.
+    let status = unsafe { libc::gethostname(buffer.as_mut_ptr().cast(), buffer.len()) };
+    if status != 0 {
+        return None;
+    }
+    let end = buffer.iter().position(|&b| b == 0)?;
+    String::from_utf8(buffer[..end].to_vec())
+        .ok()
+        .filter(|h| !h.is_empty())
 }
 
 // ---------------------------------------------------------------------------

@@ -4,20 +4,33 @@
 
 use std::path::Path;
 
-use super::tracker::{RunStatus, Tracker, flatten_params};
+use super::tracker::{RunOptions, RunStatus, Tracker, flatten_params};
 use crate::Config;
 use crate::error::TrackingError;
 use crate::train::{EpochMetrics, TrainSummary};
 
+/// Where and how a training run is tracked.
+#[derive(Clone, Debug)]
+pub struct TrainingTracking {
+    /// The server's base URL.
+    pub uri: String,
+    /// The MLflow experiment, created if missing.
+    pub experiment: String,
+    /// Connection, parent run and extra tags.
+    pub run: RunOptions,
+    /// Register the uploaded checkpoint as a new version of this model.
+    pub register_model: Option<String>,
+}
+
 /// Runs `train` (a new or a resumed run) while logging to an MLflow server.
-/// The server must be reachable at the start; later logging failures are
-/// reported on stderr and do not stop training (the local run directory has
-/// everything), and the run is marked FAILED if training fails.
+/// The server must be reachable at the start; later logging failures
+/// (registering the model included) are reported on stderr and do not stop
+/// training (the local run directory has everything), and the run is marked
+/// FAILED if training fails.
 pub fn track_training(
     config: &Config,
     run_dir: &Path,
-    uri: &str,
-    experiment: &str,
+    tracking: &TrainingTracking,
     train: impl FnOnce(&mut dyn FnMut(&EpochMetrics)) -> crate::Result<TrainSummary>,
 ) -> crate::Result<TrainSummary> {
     let params = flatten_params(&serde_json::to_value(config).expect("a config serialises"));
@@ -25,7 +38,13 @@ pub fn track_training(
         || "upsell".to_string(),
         |n| n.to_string_lossy().into_owned(),
     );
-    let tracker = Tracker::start(uri, experiment, &name, &params)?;
+    let tracker = Tracker::start_with(
+        &tracking.uri,
+        &tracking.experiment,
+        &name,
+        &params,
+        &tracking.run,
+    )?;
     let mut failures = 0usize;
     let mut warn = |what: &str, e: TrackingError| {
         failures += 1;
@@ -56,9 +75,33 @@ pub fn track_training(
             warn("metrics", e);
         }
     }
+    let mut checkpoint_uploaded = false;
     for (local, artifact) in [("report", "report"), ("checkpoint", "checkpoint")] {
-        if let Err(e) = tracker.log_artifacts(&run_dir.join(local), artifact) {
-            warn("artifacts", e);
+        match tracker.log_artifacts(&run_dir.join(local), artifact) {
+            Ok(()) => checkpoint_uploaded |= artifact == "checkpoint",
+            Err(e) => warn("artifacts", e),
+        }
+    }
+    if let Some(model) = &tracking.register_model {
+        if checkpoint_uploaded {
+            match tracker.register_model(model, "checkpoint") {
+                Ok(version) => tracing::info!(
+                    target: "upsell::train",
+                    model = model.as_str(),
+                    version = version.as_str(),
+                    "checkpoint registered in the MLflow model registry"
+                ),
+                Err(e) => warn("model registry", e),
+            }
+        } else {
+            warn(
+                "model registry",
+                TrackingError::Response {
+                    method: "POST",
+                    url: "model-versions/create".into(),
+                    reason: format!("{model} not registered: the checkpoint did not upload"),
+                },
+            );
         }
     }
     for file in ["metrics.jsonl", "config.toml", "run.json"] {

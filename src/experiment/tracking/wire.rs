@@ -17,6 +17,9 @@ pub(super) const MAX_BATCH_BYTES: usize = 900_000;
 /// Longest param value MLflow accepts, in characters (Python `len`).
 pub(super) const MAX_PARAM_VALUE_CHARS: usize = 6000;
 
+/// Longest tag value every MLflow 2.x and 3.x server accepts.
+pub(super) const MAX_TAG_VALUE_CHARS: usize = 5000;
+
 #[derive(Serialize)]
 pub(super) struct CreateExperiment<'a> {
     pub(super) name: &'a str,
@@ -80,6 +83,35 @@ pub(super) struct UpdateRun<'a> {
     pub(super) run_id: &'a str,
     pub(super) status: &'static str,
     pub(super) end_time: i64,
+}
+
+#[derive(Serialize)]
+pub(super) struct SetTag<'a> {
+    pub(super) run_id: &'a str,
+    pub(super) key: &'a str,
+    pub(super) value: Cow<'a, str>,
+}
+
+#[derive(Serialize)]
+pub(super) struct CreateRegisteredModel<'a> {
+    pub(super) name: &'a str,
+}
+
+#[derive(Serialize)]
+pub(super) struct CreateModelVersion<'a> {
+    pub(super) name: &'a str,
+    pub(super) source: &'a str,
+    pub(super) run_id: &'a str,
+}
+
+#[derive(Deserialize)]
+pub(super) struct CreateModelVersionResponse {
+    pub(super) model_version: ModelVersion,
+}
+
+#[derive(Deserialize)]
+pub(super) struct ModelVersion {
+    pub(super) version: String,
 }
 
 /// One `runs/log-batch` request body.
@@ -177,14 +209,23 @@ pub(super) fn chunk<T: Serialize>(items: impl Iterator<Item = T>, max_items: usi
     chunks
 }
 
-/// `value`, cut to MLflow's limit with a marker saying how long it was.
+/// `value`, cut to MLflow's param limit with a marker saying how long it was.
 pub(super) fn truncate_param(value: &str) -> Cow<'_, str> {
+    truncate(value, MAX_PARAM_VALUE_CHARS)
+}
+
+/// `value`, cut to MLflow's tag limit with a marker saying how long it was.
+pub(super) fn truncate_tag(value: &str) -> Cow<'_, str> {
+    truncate(value, MAX_TAG_VALUE_CHARS)
+}
+
+fn truncate(value: &str, max: usize) -> Cow<'_, str> {
     let chars = value.chars().count();
-    if chars <= MAX_PARAM_VALUE_CHARS {
+    if chars <= max {
         return Cow::Borrowed(value);
     }
     let marker = format!("...[truncated from {chars} chars]");
-    let keep = MAX_PARAM_VALUE_CHARS - marker.len();
+    let keep = max - marker.len();
     let end = value
         .char_indices()
         .nth(keep)
