@@ -18,7 +18,8 @@
 # are added for the decisions. Environment: UPSELL (a prebuilt binary),
 # UPSELL_SWEEP_OUT (keep the sweeps here instead of a temporary directory;
 # a rerun reuses the world and every finished trial), UPSELL_SWEEP_SEARCH
-# (the search's own arguments, default "--sampler tpe"), UPSELL_SWEEP_RETRAIN
+# (the search's own arguments, default "--sampler tpe"), UPSELL_SWEEP_TRIALS
+# (trials per search, default 9: a third of the grid), UPSELL_SWEEP_RETRAIN
 # (trainings of each best config that its share of lift averages, default 3).
 set -euo pipefail
 source "$(dirname "$0")/lib.sh"
@@ -31,7 +32,9 @@ held_out=20000
 keep=${UPSELL_SWEEP_OUT:+$(caller_path "$UPSELL_SWEEP_OUT")}
 read -r -a search_args <<<"${UPSELL_SWEEP_SEARCH:---sampler tpe}"
 retrain=${UPSELL_SWEEP_RETRAIN:-3}
+trials=${UPSELL_SWEEP_TRIALS:-9}
 variant=$(printf '%s' "${search_args[*]}" | tr -c 'a-zA-Z0-9:' '-')
+[[ $trials == 9 ]] || variant+="-t$trials"
 cd "$(dirname "$0")/.."
 upsell=$(upsell_bin)
 machine="$(cpu_cores), $(mem_gib) GiB; $(date -u +%Y-%m-%d)"
@@ -57,6 +60,9 @@ done
 
 common=(sweep --config "$world/config.toml" --data "$work/train" --set train.threads=2
     --metric best.valid_loss)
+
+# epochs DIR: the epochs a sweep trained, all trials together.
+epochs() { cat "$1"/trials/*/metrics.jsonl | wc -l; }
 
 # judge SUMMARY: "valid_loss share_of_lift overrides" of a sweep's best
 # trial, the share being the mean over RETRAIN trainings of the best config
@@ -91,32 +97,32 @@ read -r grid_loss grid_share grid_overrides <<<"$judged"
 
 searches=()
 for seed in $(seq "$seeds"); do
-    echo "search seed $seed: 9 trials, ${search_args[*]}" >&2
-    summary=$("$upsell" "${common[@]}" --out "$work/search$variant-$seed" --trials 9 --seed "$seed" "${search_args[@]}" \
+    echo "search seed $seed: $trials trials, ${search_args[*]}" >&2
+    summary=$("$upsell" "${common[@]}" --out "$work/search$variant-$seed" --trials "$trials" --seed "$seed" "${search_args[@]}" \
         --grid 'train.lr=loguniform(0.0005,0.008)' --grid 'model.dropout=uniform(0,0.3)' \
         --grid model.embedding_dim=8,16,32 | tail -n 1)
     judged=$(judge "$summary")
     read -r loss share overrides <<<"$judged"
     pruned=$(jq -r .pruned <<<"$summary")
-    searches+=("$seed $loss $share $pruned $overrides")
+    searches+=("$seed $loss $share $pruned $(epochs "$work/search$variant-$seed") $overrides")
 done
 
 median() { sort -g | awk '{ v[NR] = $1 } END { print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2 }'; }
 median_loss=$(printf '%s\n' "${searches[@]}" | awk '{ print $2 }' | median)
 median_share=$(printf '%s\n' "${searches[@]}" | awk '{ print $3 }' | median)
 
-echo "# A third of the trials (\`${search_args[*]}\`) against the full grid"
+echo "# $trials trials (\`${search_args[*]}\`) against the full grid of 27"
 echo
 echo "World \`$world_kind\` (seed $world_seed), $rows training rows, $held_out held-out users; sweep metric best.valid_loss (lower is better); share of lift: \`upsell eval --truth\` on the held-out users of the best config trained with seeds 1..$retrain, the mean (higher is better). Machine: $machine."
 echo
-echo "| sweep | trials | pruned | best valid_loss | share of lift | best config |"
-echo "|---|---|---|---|---|---|"
-printf '| grid (3x3x3) | 27 | 0 | %.5f | %.3f | %s |\n' "$grid_loss" "$grid_share" "$grid_overrides"
+echo "| sweep | trials | pruned | epochs trained | best valid_loss | share of lift | best config |"
+echo "|---|---|---|---|---|---|---|"
+printf '| grid (3x3x3) | 27 | 0 | %s | %.5f | %.3f | %s |\n' "$(epochs "$work/grid")" "$grid_loss" "$grid_share" "$grid_overrides"
 for line in "${searches[@]}"; do
-    read -r seed loss share pruned overrides <<<"$line"
-    printf '| search, seed %s | 9 | %s | %.5f | %.3f | %s |\n' "$seed" "$pruned" "$loss" "$share" "$overrides"
+    read -r seed loss share pruned trained overrides <<<"$line"
+    printf '| search, seed %s | %s | %s | %s | %.5f | %.3f | %s |\n' "$seed" "$trials" "$pruned" "$trained" "$loss" "$share" "$overrides"
 done
-printf '| **search, median of %s seeds** | 9 | | **%.5f** | **%.3f** | |\n' "$seeds" "$median_loss" "$median_share"
+printf '| **search, median of %s seeds** | %s | | | **%.5f** | **%.3f** | |\n' "$seeds" "$trials" "$median_loss" "$median_share"
 echo
 awk -v m="$median_loss" -v g="$grid_loss" -v ms="$median_share" -v gs="$grid_share" 'BEGIN {
     printf "Median search best against the grid best: valid_loss %s (%+.5f), share of lift %s (%+.3f).\n",

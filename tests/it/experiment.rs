@@ -681,6 +681,25 @@ fn a_search_over_ranges_prunes_bad_trials_early() {
     // The best trial ran to its end.
     let best = Path::new(summary["best"]["run_dir"].as_str().unwrap());
     assert!(best.join("checkpoint").is_dir(), "{summary}");
+
+    // A misspelt key, or a range a key cannot take, fails before any trial.
+    for (grid, named) in [
+        ("train.lrate=loguniform(0.001,0.01)", "lrate"),
+        ("train.epochs=uniform(1,3)", "train.epochs"),
+    ] {
+        let typo = dir.path().join("typo");
+        let stderr = run_fails(
+            upsell()
+                .arg("sweep")
+                .arg("--config")
+                .arg(data.join("config.toml"))
+                .args(["--grid", grid, "--trials", "3", "--out"])
+                .arg(&typo),
+            2,
+        );
+        assert!(stderr.contains(named), "{stderr}");
+        assert!(!typo.join("trials").exists(), "a trial ran");
+    }
 }
 
 /// A sweep killed in the middle of a trial, trial included, resumes that
