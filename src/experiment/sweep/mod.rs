@@ -698,6 +698,21 @@ echo "{\"status\":\"ok\",\"resumed\":$resumed,\"best\":{\"valid_loss\":$loss}}"
             serde_json::from_str(&fs::read_to_string(options.out.join("sweep.json")).unwrap())
                 .unwrap();
         assert_eq!(record["trials"].as_array().unwrap().len(), 7);
+
+        // Another base config: the same proposals, trained again.
+        let edited = Search {
+            context: "edited config".into(),
+            ..search(7)
+        };
+        let third = super::search(&options, &space, &edited).unwrap();
+        assert_eq!(third.summary()["skipped"], 0);
+        assert_eq!(third.summary()["finished"], 7);
+        let labels = |r: &SweepReport| {
+            let mut labels: Vec<String> = r.results.iter().map(|r| r.trial.label()).collect();
+            labels.sort();
+            labels
+        };
+        assert_eq!(labels(&third), labels(&second));
     }
 
     #[test]

@@ -166,7 +166,14 @@ fn execute(options: &SweepOptions, source: Source<'_>) -> Result<SweepReport, Sw
     let (listed, planned) = match source {
         Source::Fixed(trials) => (trials.to_vec(), trials.len()),
         Source::Search(_, search) => {
-            let mut listed = recorded.map(|r| r.trials).unwrap_or_default();
+            // Named again within today's base config: after an edit of the
+            // config file the same proposals are trained again, not reused.
+            let mut listed: Vec<Trial> = recorded
+                .map(|r| r.trials)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|t| Trial::new(t.overrides).within(&search.context))
+                .collect();
             listed.truncate(search.trials);
             check_names(&listed)?;
             (listed, search.trials)

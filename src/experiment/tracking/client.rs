@@ -436,10 +436,15 @@ pub(super) fn parse_base(uri: &str) -> Result<Url> {
         return Err(invalid("no host"));
     }
     if !url.username().is_empty() || url.password().is_some() {
-        // Credentials in the URL end up in logs and run records.
-        return Err(invalid(
-            "credentials in the URL are not allowed; set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD",
-        ));
+        // Credentials in the URL end up in logs and run records; the error
+        // itself shows the URL without them.
+        let mut shown = url.clone();
+        let _ = shown.set_username("");
+        let _ = shown.set_password(None);
+        return Err(TrackingError::InvalidUri {
+            uri: shown.to_string(),
+            reason: "credentials in the URL are not allowed; set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD",
+        });
     }
     if url.query().is_some() || url.fragment().is_some() {
         return Err(invalid("a query or fragment is not allowed"));

@@ -276,6 +276,9 @@ mod tests {
                 "{uri}: {err:?}"
             );
         }
+        // The refusal does not repeat the password.
+        let err = Client::new("https://user:secret@h/x", Connection::default()).unwrap_err();
+        assert!(!err.to_string().contains("secret"), "{err}");
         let url = |uri| Client::new(uri, Connection::default()).unwrap().base;
         assert_eq!(url("http://h:5000"), base("http://h:5000/"));
         assert_eq!(url("https://h/mlflow"), base("https://h/mlflow/"));
