@@ -210,7 +210,6 @@ fn execute(options: &SweepOptions, source: Source<'_>) -> Result<SweepReport, Sw
         results,
         intermediate,
         planned,
-        ran: 0,
     });
     run_workers(options, &layout, &source, &state)?;
     let mut results = state.into_inner().expect("workers ended").results;
@@ -338,8 +337,6 @@ struct State {
     intermediate: Intermediate,
     /// Trials in all.
     planned: usize,
-    /// Trials run by this run, for the progress lines.
-    ran: usize,
 }
 
 impl State {
@@ -544,7 +541,6 @@ fn run_workers(
                     if options.pruner.is_some() {
                         remember(options, &mut state.intermediate, &result);
                     }
-                    state.ran += 1;
                     let done = state.results.len() + 1;
                     eprintln!(
                         "{}",

@@ -6,7 +6,6 @@ use std::path::Path;
 
 use super::tracker::{RunOptions, RunStatus, Tracker, flatten_params};
 use crate::Config;
-use crate::error::TrackingError;
 use crate::train::{EpochMetrics, TrainSummary};
 
 /// Where and how a training run is tracked.
@@ -46,14 +45,14 @@ pub fn track_training(
         &tracking.run,
     )?;
     let mut failures = 0usize;
-    let mut warn = |what: &str, e: TrackingError| {
+    let mut warn = |what: &str, e: &dyn std::fmt::Display| {
         failures += 1;
         eprintln!("warning: MLflow {what}: {e}");
     };
     let mut on_epoch = |line: &EpochMetrics| {
         let metrics = numeric_fields(&serde_json::to_value(line).expect("metrics serialise"));
         if let Err(e) = tracker.log_metrics(line.epoch as i64, &metrics) {
-            warn("metrics", e);
+            warn("metrics", &e);
         }
     };
     let outcome = train(&mut on_epoch);
@@ -72,14 +71,14 @@ pub fn track_training(
         .map(|(k, v)| (format!("calibration.{k}"), v))
         .collect::<Vec<_>>();
         if let Err(e) = tracker.log_metrics(summary.best.epoch as i64, &metrics) {
-            warn("metrics", e);
+            warn("metrics", &e);
         }
     }
     let mut checkpoint_uploaded = false;
     for (local, artifact) in [("report", "report"), ("checkpoint", "checkpoint")] {
         match tracker.log_artifacts(&run_dir.join(local), artifact) {
             Ok(()) => checkpoint_uploaded |= artifact == "checkpoint",
-            Err(e) => warn("artifacts", e),
+            Err(e) => warn("artifacts", &e),
         }
     }
     if let Some(model) = &tracking.register_model {
@@ -91,17 +90,11 @@ pub fn track_training(
                     version = version.as_str(),
                     "checkpoint registered in the MLflow model registry"
                 ),
-                Err(e) => warn("model registry", e),
+                Err(e) => warn("model registry", &e),
             }
         } else {
-            warn(
-                "model registry",
-                TrackingError::Response {
-                    method: "POST",
-                    url: "model-versions/create".into(),
-                    reason: format!("{model} not registered: the checkpoint did not upload"),
-                },
-            );
+            let why = format!("{model} not registered: the checkpoint did not upload");
+            warn("model registry", &why);
         }
     }
     for file in ["metrics.jsonl", "config.toml", "run.json"] {
@@ -110,11 +103,11 @@ pub fn track_training(
             continue;
         }
         if let Err(e) = tracker.log_artifact(&run_dir.join(file), file) {
-            warn("artifacts", e);
+            warn("artifacts", &e);
         }
     }
     if let Err(e) = tracker.finish(RunStatus::Finished) {
-        warn("run status", e);
+        warn("run status", &e);
     }
     if failures > 0 {
         eprintln!(
