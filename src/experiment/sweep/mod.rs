@@ -716,6 +716,35 @@ echo "{\"status\":\"ok\",\"resumed\":$resumed,\"best\":{\"valid_loss\":$loss}}"
     }
 
     #[test]
+    fn a_parallel_search_with_pruning_proposes_each_trial_once() {
+        let (_dir, mut options) = epochs_fixture();
+        options.parallel = 2;
+        options.pruner = Some("asha".parse().unwrap());
+        let space = Space::parse(&["lr=uniform(0.1,0.9)".into()]).unwrap();
+        let search = Search {
+            trials: 6,
+            sampler: Sampler::tpe_for(6),
+            seed: 1,
+            context: String::new(),
+        };
+        let report = super::search(&options, &space, &search).unwrap();
+        assert_eq!(report.results.len(), 6);
+        let names: HashSet<&str> = report
+            .results
+            .iter()
+            .map(|r| r.trial.name.as_str())
+            .collect();
+        assert_eq!(names.len(), 6);
+        assert!(report.failed().is_empty(), "{:?}", report.summary());
+        // Each trial's log holds one run: no trial was started twice.
+        for result in &report.results {
+            let log = fs::read_to_string(&result.log).unwrap();
+            assert_eq!(log.matches("$ ").count(), 1, "{log}");
+        }
+        assert!(report.best().is_some());
+    }
+
+    #[test]
     fn pruning_needs_a_per_epoch_metric() {
         let (_dir, mut options) = epochs_fixture();
         options.pruner = Some("median".parse().unwrap());
