@@ -29,7 +29,10 @@
 # epochs, and each run's time to quality is its training seconds until the
 # end of the first epoch whose validation loss is at or below it (so it is
 # measured at epoch granularity). GFLOP/s counts the dense layers' FLOPs per
-# training row as `upsell bench` does.
+# training row as `upsell bench` does; each side's share is of its own
+# library's f32 matmul rate ([2048, 2048] x [2048, 2048], burn's through
+# `upsell bench`, PyTorch's through torch), measured after the pairs on the
+# same threads.
 #
 # Every run uses the same seed: the pairs measure the machine's noise, not
 # seed-to-seed variation. Run it on a quiet machine: a busy one slows
@@ -111,6 +114,23 @@ for pair in $(seq "$pairs"); do
     fi
 done
 load_after=$(cut -d' ' -f1-3 /proc/loadavg)
+# The yardsticks, measured in this run on the same threads: burn's f32
+# matmul (`upsell bench`, flex) and PyTorch's, both [2048, 2048] x [2048, 2048].
+echo "matrix-multiply rates: burn (upsell bench) and PyTorch" >&2
+"$upsell" bench --backend flex --size small --train-rows 2000 --file-rows 2000 --latency-calls 10 \
+    --min-seconds 3 --threads "$threads" --work "$work" 2>/dev/null |
+    jq -s '[.[] | select(.bench == "matmul" and (.case | contains("[2048, 2048]")))][0].value' >"$work/matmul-burn"
+"$python" -c '
+import sys, time, torch
+torch.set_num_threads(int(sys.argv[1]))
+a, b = torch.rand(2048, 2048), torch.rand(2048, 2048)
+a @ b
+calls, start = 0, time.perf_counter()
+while time.perf_counter() - start < 3.0:
+    a @ b
+    calls += 1
+print(2 * 2048**3 * calls / (time.perf_counter() - start) / 1e9)
+' "$threads" >"$work/matmul-torch"
 # Same rows, same network, same metric: upsell's first checkpoint scored by
 # the PyTorch network reproduces its validation loss (and the split).
 "$python" scripts/torch_reference.py --config "$work/config.toml" \
@@ -171,6 +191,12 @@ for pair, impl, eps, rate in runs:
     print(f"| {pair} | {impl} | {rate:,.0f} | {rate * flops / 1e9:.1f} | {losses} | {'not reached' if t is None else f'{t:.1f} s'} |")
 print()
 rate = {impl: [r for _, i, _, r in runs if i == impl] for impl in ("upsell", "pytorch")}
+matmul = {"upsell": float((work / "matmul-burn").read_text()), "pytorch": float((work / "matmul-torch").read_text())}
+print("training's share of the matrix-multiply rate measured in this run ([2048, 2048] x [2048, 2048], same threads): "
+      f"upsell {statistics.median(rate['upsell']) * flops / 1e9:.1f} GFLOP/s of burn's {matmul['upsell']:.1f} "
+      f"({statistics.median(rate['upsell']) * flops / 1e9 / matmul['upsell']:.1%}); "
+      f"PyTorch {statistics.median(rate['pytorch']) * flops / 1e9:.1f} GFLOP/s of torch's {matmul['pytorch']:.1f} "
+      f"({statistics.median(rate['pytorch']) * flops / 1e9 / matmul['pytorch']:.1%})")
 ratios = [u / t for u, t in zip(rate["upsell"], rate["pytorch"])]
 print(f"rows/s, median: upsell {statistics.median(rate['upsell']):,.0f}, PyTorch {statistics.median(rate['pytorch']):,.0f}; "
       f"upsell / PyTorch per pair {', '.join(f'{r:.2f}' for r in ratios)}, median {statistics.median(ratios):.2f}x")
