@@ -74,7 +74,10 @@ mod tests {
         let module = burn::nn::DropoutConfig::new(prob).init();
         seed_dropout(seed);
         let ones = Tensor::<2>::ones([500, 64], &device);
-        apply(&module, ones).into_data().try_to_vec::<f32>().unwrap()
+        apply(&module, ones)
+            .into_data()
+            .try_to_vec::<f32>()
+            .unwrap()
     }
 
     #[test]
