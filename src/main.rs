@@ -755,23 +755,13 @@ fn sweep(args: SweepArgs) -> anyhow::Result<()> {
     }
     let report = outcome.map_err(upsell::Error::from)?;
     println!("{}", report.summary());
-    if !report.failed().is_empty() {
-        return Err(SweepFailed(report.failed().len()).into());
+    let failed = report.failed().len();
+    if failed > 0 {
+        // Exit 1: the summary above and the leaderboard say which.
+        anyhow::bail!("{failed} trial(s) failed; see the leaderboard");
     }
     Ok(())
 }
-
-/// Some trials of the sweep failed (exit 1; the report says which).
-#[derive(Debug)]
-struct SweepFailed(usize);
-
-impl std::fmt::Display for SweepFailed {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} trial(s) failed; see the leaderboard", self.0)
-    }
-}
-
-impl std::error::Error for SweepFailed {}
 
 /// Starts the sweep's MLflow parent run and has every trial log to the
 /// same server and experiment as its child.

@@ -258,21 +258,21 @@ fn stored_result(
     trial: &Trial,
     summary: Value,
 ) -> TrialResult {
+    let metric = metric_value(&summary, &options.metric);
+    let seconds = summary
+        .get("seconds")
+        .and_then(Value::as_f64)
+        .unwrap_or(0.0);
     let status = match summary.get("pruned_at_epoch").and_then(Value::as_u64) {
         Some(epoch) => TrialStatus::Pruned {
             epoch: epoch as usize,
-            summary: summary.clone(),
+            summary,
         },
-        None => TrialStatus::Skipped {
-            summary: summary.clone(),
-        },
+        None => TrialStatus::Skipped { summary },
     };
     TrialResult {
-        metric: metric_value(&summary, &options.metric),
-        seconds: summary
-            .get("seconds")
-            .and_then(Value::as_f64)
-            .unwrap_or(0.0),
+        metric,
+        seconds,
         status,
         trial: trial.clone(),
         run_dir: layout.run_dir(&trial.name),

@@ -261,12 +261,8 @@ impl Space {
         Ok(Space(params))
     }
 
-    /// Whether every parameter is a choice, so the space is a grid.
-    pub fn is_grid(&self) -> bool {
-        self.0.iter().all(|(_, p)| matches!(p, Param::Choice(_)))
-    }
-
-    /// The grid's `(key, values)` when [`Space::is_grid`].
+    /// The grid's `(key, values)` when every parameter is a choice; `None`
+    /// when one is a range.
     pub fn grid(&self) -> Option<Vec<(String, Vec<String>)>> {
         self.0
             .iter()

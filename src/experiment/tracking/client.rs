@@ -217,6 +217,8 @@ pub(super) struct Client {
     /// `http(s)://host:port/` plus any path prefix, always ending in `/`.
     pub(super) base: Url,
     pub(super) connection: Connection,
+    /// The `Authorization` header's value, made once.
+    authorization: Option<String>,
 }
 
 impl Client {
@@ -238,6 +240,7 @@ impl Client {
         Ok(Client {
             agent,
             base,
+            authorization: connection.auth.as_ref().map(Auth::header),
             connection,
         })
     }
@@ -250,8 +253,8 @@ impl Client {
 
     /// Adds the credentials, when there are any.
     fn authorised<B>(&self, request: ureq::RequestBuilder<B>) -> ureq::RequestBuilder<B> {
-        match &self.connection.auth {
-            Some(auth) => request.header("Authorization", auth.header()),
+        match &self.authorization {
+            Some(value) => request.header("Authorization", value),
             None => request,
         }
     }
@@ -289,20 +292,14 @@ impl Client {
     }
 
     pub(super) fn put_file(&self, url: &Url, local: &Path) -> Result<()> {
-        let open = || {
-            std::fs::File::open(local).map_err(|source| TrackingError::Io {
-                path: local.to_owned(),
-                source,
-            })
-        };
-        // Opened once up front so a missing file is an Io error, not a
-        // transport one; each try then reads the file from its start.
-        open()?;
+        // Checked up front so a missing file is an Io error naming it, not
+        // a transport one; each try then reads the file from its start.
+        std::fs::metadata(local).map_err(|source| TrackingError::Io {
+            path: local.to_owned(),
+            source,
+        })?;
         self.send("PUT", url, || {
-            let file = open().map_err(|e| match e {
-                TrackingError::Io { source, .. } => ureq::Error::Io(source),
-                other => ureq::Error::Io(std::io::Error::other(other.to_string())),
-            })?;
+            let file = std::fs::File::open(local).map_err(ureq::Error::Io)?;
             self.authorised(self.agent.put(url.as_str()))
                 .content_type("application/octet-stream")
                 .config()

@@ -260,6 +260,13 @@ mod tests {
         }
     }
 
+    fn impatient_run() -> RunOptions {
+        RunOptions {
+            connection: impatient(),
+            ..RunOptions::default()
+        }
+    }
+
     #[test]
     fn refuses_tracking_uris_it_cannot_use() {
         for uri in [
@@ -563,10 +570,7 @@ mod tests {
             .local_addr()
             .unwrap()
             .port();
-        let options = RunOptions {
-            connection: impatient(),
-            ..RunOptions::default()
-        };
+        let options = impatient_run();
         let uri = format!("http://127.0.0.1:{port}");
         let err = Tracker::start_with(&uri, "e", "r", &[], &options).unwrap_err();
         assert!(matches!(err, TrackingError::Transport { .. }), "{err:?}");
@@ -580,10 +584,7 @@ mod tests {
              Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
         )));
-        let options = RunOptions {
-            connection: impatient(),
-            ..RunOptions::default()
-        };
+        let options = impatient_run();
         let err = Tracker::start_with(&uri, "e", "r", &[], &options).unwrap_err();
         handle.join().unwrap();
         let TrackingError::Api {
