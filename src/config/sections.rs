@@ -732,3 +732,24 @@ impl fmt::Display for Exploration {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::TrainConfig;
+
+    #[test]
+    fn small_data_gets_smaller_batches_large_data_full_ones() {
+        let cfg = TrainConfig::default();
+        // 200,000 rows less validation: full batches.
+        assert_eq!(cfg.batch_rows(180_000), 1024);
+        // 20,000 rows less validation: 50 steps of 360 rows an epoch.
+        assert_eq!(cfg.batch_rows(18_000), 360);
+        // Tiny data: batches bottom out at 32 rows.
+        assert_eq!(cfg.batch_rows(1_200), 32);
+        let fixed = TrainConfig {
+            min_steps_per_epoch: 0,
+            ..cfg
+        };
+        assert_eq!(fixed.batch_rows(1_200), 1024);
+    }
+}
