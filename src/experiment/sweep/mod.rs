@@ -668,6 +668,16 @@ echo "{\"status\":\"ok\",\"resumed\":$resumed,\"best\":{\"valid_loss\":$loss}}"
         assert!(log.contains("--resume"), "{log}");
     }
 
+    /// How many differently named trials a report holds.
+    fn distinct_names(report: &SweepReport) -> usize {
+        let names: HashSet<&str> = report
+            .results
+            .iter()
+            .map(|r| r.trial.name.as_str())
+            .collect();
+        names.len()
+    }
+
     #[test]
     fn a_search_proposes_distinct_trials_and_resumes() {
         let (_dir, options) = epochs_fixture();
@@ -680,12 +690,7 @@ echo "{\"status\":\"ok\",\"resumed\":$resumed,\"best\":{\"valid_loss\":$loss}}"
         };
         let first = super::search(&options, &space, &search(5)).unwrap();
         assert_eq!(first.results.len(), 5);
-        let names: HashSet<&str> = first
-            .results
-            .iter()
-            .map(|r| r.trial.name.as_str())
-            .collect();
-        assert_eq!(names.len(), 5);
+        assert_eq!(distinct_names(&first), 5);
         for result in &first.results {
             let lr: f64 = result.trial.overrides[0].1.parse().unwrap();
             assert!((0.1..=0.9).contains(&lr), "{lr}");
@@ -729,12 +734,7 @@ echo "{\"status\":\"ok\",\"resumed\":$resumed,\"best\":{\"valid_loss\":$loss}}"
         };
         let report = super::search(&options, &space, &search).unwrap();
         assert_eq!(report.results.len(), 6);
-        let names: HashSet<&str> = report
-            .results
-            .iter()
-            .map(|r| r.trial.name.as_str())
-            .collect();
-        assert_eq!(names.len(), 6);
+        assert_eq!(distinct_names(&report), 6);
         assert!(report.failed().is_empty(), "{:?}", report.summary());
         // Each trial's log holds one run: no trial was started twice.
         for result in &report.results {
