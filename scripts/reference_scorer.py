@@ -172,7 +172,12 @@ class Member:
     def wide(self, f):
         if "wide.weight" not in self.w:
             return None
-        sums = sum(self.w["wide.weight"][self.user_offsets[j] + index] for j, index in enumerate(f.embedded))
+        least = self.net.get("wide_min_values", 0)
+        sums = sum(
+            self.w["wide.weight"][self.user_offsets[j] + index]
+            for j, index in enumerate(f.embedded)
+            if self.net["embedding_sizes"][j] >= least
+        )
         return sums * WIDE_SCALE
 
     def logits(self, f):

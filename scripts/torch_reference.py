@@ -17,7 +17,7 @@ own virtual environment when started by a Python without torch (below).
   filled in), with the same `--set` overrides as the upsell run. The model
   and training settings are read from it: `model.*` (embedding_dim,
   offer_dim, hidden, tower, activation, dropout, layer_norm,
-  plan_uses_offer, product_heads, wide, members) and `train.*` (epochs,
+  plan_uses_offer, product_heads, wide, wide_min_values, members) and `train.*` (epochs,
   batch_size with min_steps_per_epoch, lr, weight_decay, warmup_steps,
   decay, min_lr_ratio, grad_clip, embedding_prior, wide_prior, objective,
   conversion_weight, plan_weight, ipw, ipw_clip). `--epochs`, `--members`
@@ -477,7 +477,10 @@ class Member(nn.Module):
         self.plan_uses_offer = bool(net["plan_uses_offer"] and net["has_offer"])
         plan_input = user + (net["offer_dim"] if self.plan_uses_offer else 0)
         self.plan = nn.Linear(plan_input, net["products"]) if net["products"] > 0 else None
-        wide = (1 + net["products"]) if net.get("wide") and net["embedding_sizes"] else 0
+        least = net.get("wide_min_values", 0)
+        # The embedded columns with wide biases (ids, by `wide_min_values`).
+        self.wide_columns = [j for j, size in enumerate(net["embedding_sizes"]) if net.get("wide") and size >= least]
+        wide = (1 + net["products"]) if self.wide_columns else 0
         self.wide = None
         if wide:
             self.wide = nn.Embedding(user_rows, wide)
@@ -509,7 +512,7 @@ class Member(nn.Module):
             plan_in = torch.cat([user, offer_vec], 1) if self.plan_uses_offer and offer_vec is not None else user
             plan = self.plan(plan_in)
         if self.wide is not None:
-            sums = self.wide(embedded).sum(1) * WIDE_SCALE
+            sums = self.wide(embedded[:, self.wide_columns]).sum(1) * WIDE_SCALE
             conversion = conversion + sums[:, 0]
             if plan is not None:
                 plan = plan + sums[:, 1:]
@@ -599,6 +602,7 @@ def network_config(config, pre, members):
         "product_heads": model["product_heads"],
         "members": members,
         "wide": model["wide"],
+        "wide_min_values": model.get("wide_min_values", 0),
         "no_offer": pre.get("no_offer") is not None,
     }
 

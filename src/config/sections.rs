@@ -269,10 +269,16 @@ pub struct ModelConfig {
     /// output. Default true.
     pub product_heads: bool,
     /// A wide part beside the deep one (Cheng et al., 2016): each value of
-    /// each categorical and hashed column adds its own learned bias to the
+    /// each id column (`wide_min_values`) adds its own learned bias to the
     /// conversion logit and to every plan logit, as a logistic regression
-    /// on one-hot columns would. Default false.
+    /// on one-hot columns would. Default true.
     pub wide: bool,
+    /// The fewest values (vocabulary entries or hash buckets, the reserved
+    /// ones included) a categorical or hashed column needs for wide biases:
+    /// ids, whose embeddings learn each value slowly from few rows, rather
+    /// than short lists of levels, which the encoder learns well. 0 gives
+    /// every column biases. Default 50.
+    pub wide_min_values: usize,
     /// How the tasks share the user encoder: `shared_bottom` (one encoder)
     /// or `mmoe` (a mixture of `experts` encoders, one gate per task).
     /// Default `shared_bottom`.
@@ -306,7 +312,8 @@ impl Default for ModelConfig {
             layer_norm: false,
             plan_uses_offer: true,
             product_heads: true,
-            wide: false,
+            wide: true,
+            wide_min_values: 50,
             sharing: Sharing::default(),
             experts: 4,
             members: 3,

@@ -167,6 +167,8 @@ pub struct FewRowMember {
     /// The wide part, `[rows, 1 + plan logits]`: a conversion bias shared
     /// by every product, then one per plan logit.
     pub wide_table: Option<Vec<f32>>,
+    /// The embedded columns with wide biases.
+    pub wide_columns: Vec<usize>,
     pub products: usize,
     pub plan_uses_offer: bool,
 }
@@ -213,8 +215,8 @@ impl FewRowMember {
         };
         let mut sums = vec![0.0; width];
         let columns = self.embedded_offsets.len();
-        for (j, &offset) in self.embedded_offsets.iter().enumerate() {
-            let index = offset + features.embedded[row * columns + j] as usize;
+        for &j in &self.wide_columns {
+            let index = self.embedded_offsets[j] + features.embedded[row * columns + j] as usize;
             add(&mut sums, &table[index * width..(index + 1) * width]);
         }
         sums

@@ -14,10 +14,13 @@ use crate::preprocess::{Features, Targets};
 ///   shared user table
 /// - `offer`: `[batch]`
 /// - `context`: `[batch, context columns]`, offset into the context table
+/// - `wide`: `[batch, wide columns]`, the columns of `embedded` that have
+///   wide biases (`model.wide_min_values`)
 #[derive(Debug, Clone)]
 pub struct Inputs {
     pub numeric: Tensor<2>,
     pub embedded: Option<Tensor<2, Int>>,
+    pub wide: Option<Tensor<2, Int>>,
     pub offer: Option<Tensor<1, Int>>,
     pub context: Option<Tensor<2, Int>>,
 }
@@ -40,6 +43,8 @@ pub struct Layout {
     numeric_width: usize,
     embedded_offsets: Vec<i32>,
     context_offsets: Vec<i32>,
+    /// The embedded columns with wide biases.
+    wide_columns: Vec<usize>,
     has_offer: bool,
 }
 
@@ -59,6 +64,7 @@ impl Layout {
             numeric_width: config.numeric_width,
             embedded_offsets: offsets(&config.embedding_sizes),
             context_offsets: offsets(&config.context_sizes),
+            wide_columns: config.wide_columns(),
             has_offer: config.has_offer,
         }
     }
@@ -106,9 +112,22 @@ impl Layout {
                 .collect();
             Tensor::from_data(TensorData::new(data, [n]), device)
         });
+        let embedded = shared(&features.embedded, &self.embedded_offsets);
+        let wide = match &embedded {
+            Some(all) if self.wide_columns.len() == self.embedded_offsets.len() => {
+                Some(all.clone())
+            }
+            Some(all) if !self.wide_columns.is_empty() => {
+                let columns: Vec<i32> = self.wide_columns.iter().map(|&c| c as i32).collect();
+                let columns = Tensor::from_data(TensorData::new(columns, [self.wide_columns.len()]), device);
+                Some(all.clone().select(1, columns))
+            }
+            _ => None,
+        };
         Inputs {
             numeric,
-            embedded: shared(&features.embedded, &self.embedded_offsets),
+            embedded,
+            wide,
             offer,
             context: shared(&features.context, &self.context_offsets),
         }

@@ -280,7 +280,7 @@ impl Member {
     /// The wide part's sums over a batch's columns: `(conversion [batch, 1],
     /// plan [batch, products])`, the plan part absent without a plan head.
     fn wide(&self, inputs: &Inputs) -> Option<(Tensor<2>, Option<Tensor<2>>)> {
-        let (table, indices) = (self.wide.as_ref()?, inputs.embedded.clone()?);
+        let (table, indices) = (self.wide.as_ref()?, inputs.wide.clone()?);
         let [batch, _] = indices.dims();
         let [_, width] = table.weight.dims();
         let sums: Tensor<2> = table
@@ -573,6 +573,7 @@ impl Member {
                 .wide
                 .as_ref()
                 .map(|e| values(e.weight.val().mul_scalar(WIDE_SCALE))),
+            wide_columns: config.wide_columns(),
             products: self.products,
             plan_uses_offer: self.plan_uses_offer,
         }

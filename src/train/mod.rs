@@ -80,6 +80,7 @@ pub fn network_config(config: &Config, pre: &Preprocessor) -> NetworkConfig {
         task_uncertainty: config.train.task_weighting == TaskWeighting::Uncertainty,
         product_heads: model.product_heads,
         wide: model.wide,
+        wide_min_values: model.wide_min_values,
         members: model.members,
         no_offer: pre.no_offer.is_some(),
     }

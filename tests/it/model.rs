@@ -205,34 +205,42 @@ fn assert_scoring_paths_agree(
     }
 }
 
-/// The wide part learns per-value biases, and every scoring path adds
-/// them the same way: each row's own offer (training's forward pass), every
-/// product as the offer (batched scoring) and the few-row path.
+/// The wide part learns per-value biases, on every column or on the ids
+/// alone (`model.wide_min_values`; here `region_id`'s 1,024 buckets and not
+/// `country`'s few values), and every scoring path adds them the same way:
+/// each row's own offer (training's forward pass), every product as the
+/// offer (batched scoring) and the few-row path.
 #[test]
 fn the_wide_part_learns_and_every_scoring_path_adds_it() {
-    let (_tmp, dir) = small_checkpoint(&["model.members=2", "model.wide=true"]);
-    let device = cpu();
-    let (manifest, network) = upsell::scoring::checkpoint::load(&dir, &device).unwrap();
-    assert!(manifest.network.wide);
-    for member in network.members() {
-        let learned = scalar(member.wide_square_sum().expect("a wide part"));
-        assert!(learned > 1e-6, "the wide biases stayed at 0: {learned}");
+    for (min_values, columns) in [("0", 6), ("100", 1)] {
+        let (_tmp, dir) = small_checkpoint(&[
+            "model.members=2",
+            "model.wide=true",
+            &format!("model.wide_min_values={min_values}"),
+        ]);
+        let device = cpu();
+        let (manifest, network) = upsell::scoring::checkpoint::load(&dir, &device).unwrap();
+        assert_eq!(manifest.network.wide_columns().len(), columns);
+        for member in network.members() {
+            let learned = scalar(member.wide_square_sum().expect("a wide part"));
+            assert!(learned > 1e-6, "the wide biases stayed at 0: {learned}");
+        }
+        let scorer = upsell::Scorer::load(&dir).unwrap();
+        let records = sample_records();
+        let features = scorer.transform_records(&records).unwrap();
+        let layout = upsell::model::inputs::Layout::new(&manifest.network);
+        let inputs = layout.inputs(&features, 0..records.len(), &device);
+        let own = upsell::model::inputs::to_vec(network.forward(&inputs).conversion);
+        let all = upsell::model::inputs::to_vec(network.score_all_logits(&inputs).0);
+        for (row, logit) in own.iter().enumerate() {
+            let at_offer = all[row * 6 + row % 6];
+            assert!(
+                (logit - at_offer).abs() < 1e-5,
+                "row {row}: {logit} vs {at_offer}"
+            );
+        }
+        assert_scoring_paths_agree(&scorer, &records, &all);
     }
-    let scorer = upsell::Scorer::load(&dir).unwrap();
-    let records = sample_records();
-    let features = scorer.transform_records(&records).unwrap();
-    let layout = upsell::model::inputs::Layout::new(&manifest.network);
-    let inputs = layout.inputs(&features, 0..records.len(), &device);
-    let own = upsell::model::inputs::to_vec(network.forward(&inputs).conversion);
-    let all = upsell::model::inputs::to_vec(network.score_all_logits(&inputs).0);
-    for (row, logit) in own.iter().enumerate() {
-        let at_offer = all[row * 6 + row % 6];
-        assert!(
-            (logit - at_offer).abs() < 1e-5,
-            "row {row}: {logit} vs {at_offer}"
-        );
-    }
-    assert_scoring_paths_agree(&scorer, &records, &all);
 }
 
 /// A seed ensemble lives in one checkpoint, its members differ, and the
