@@ -32,11 +32,11 @@ minutes=$(( ($(date +%s) - started + 59) / 60 ))
 
 python=$(bench_python)
 "$python" - "$dir" "$rows" "$seeds" "$world_seed" "$minutes" "$(cpu_cores), $(mem_gib) GiB; $(date -u +%Y-%m-%d)" \
-    "${UPSELL_DQ_SET:-}" "${worlds[@]}" >"benches/decision-quality-$rows.md" <<'PY'
+    "${UPSELL_DQ_SET:-}" "${UPSELL_DQ_LGBM_SEEDS:-$seeds}" "${worlds[@]}" >"benches/decision-quality-$rows.md" <<'PY'
 import json, statistics, sys
 from pathlib import Path
 
-directory, rows, seeds, world_seed, minutes, machine, overrides, *worlds = sys.argv[1:]
+directory, rows, seeds, world_seed, minutes, machine, overrides, lgbm_seeds, *worlds = sys.argv[1:]
 
 def stat(records, key, digits):
     values = [r[key] for r in records if r.get(key) is not None]
@@ -48,16 +48,18 @@ def stat(records, key, digits):
     return f"{mean:.{digits}f} ± {statistics.stdev(values):.{digits}f}"
 
 setting = f"UPSELL_DQ_SET=\"{overrides}\" " if overrides else ""
+if lgbm_seeds != seeds:
+    setting += f"UPSELL_DQ_LGBM_SEEDS={lgbm_seeds} "
 print(f"# Decision quality, {int(rows):,} training rows\n")
 print(f"`{setting}scripts/decision-quality-all.sh {rows} {seeds} {world_seed}`"
       f" ({minutes} minutes on {machine}; per-world tables and every run's record in"
       f" [decision-quality/{rows}/](decision-quality/{rows}/)).\n")
 print("Share of achievable lift of each policy's decisions on 50,000 held-out users"
       " (0: a random eligible offer, 1: the oracle), mean ± sd over training seeds"
-      " 1..{0} for upsell (`upsell recommend`, default config) and LightGBM; logistic"
+      " 1..{0} for upsell (`upsell recommend`, default config) and 1..{1} for LightGBM; logistic"
       " regression is deterministic. AUC is the conversion AUC on the held-out"
       " outcomes; \"best\" is the AUC of the Bayes probabilities (the best any model of"
-      " the observed features can reach).\n".format(seeds))
+      " the observed features can reach).\n".format(seeds, lgbm_seeds))
 print("| world | upsell | LightGBM | logistic | Bayes policy | upsell AUC | LightGBM AUC | best AUC | upsell ECE | upsell plan log loss |")
 print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
 for world in worlds:

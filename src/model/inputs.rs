@@ -119,7 +119,8 @@ impl Layout {
             }
             Some(all) if !self.wide_columns.is_empty() => {
                 let columns: Vec<i32> = self.wide_columns.iter().map(|&c| c as i32).collect();
-                let columns = Tensor::from_data(TensorData::new(columns, [self.wide_columns.len()]), device);
+                let columns =
+                    Tensor::from_data(TensorData::new(columns, [self.wide_columns.len()]), device);
                 Some(all.clone().select(1, columns))
             }
             _ => None,
