@@ -4,7 +4,7 @@
 # Python reference scorer (scripts/reference_scorer.py) reproduces `upsell
 # score` to 1e-5 on the demo checkpoint and on small checkpoints that use
 # what the demo does not (one member, GELU, layer norm, the wide part on
-# every column (the default gives it to the ids alone),
+# the ids,
 # per-product and isotonic calibration, a mixture of experts, one shared
 # conversion output, no numeric bins). CI runs it.
 #
@@ -34,7 +34,7 @@ echo -n "demo: "
 
 # Trained on the built-in synthetic data, whose columns are those of rows.csv.
 variants=(
-    "one-member-gelu-norm-wide:model.members=1 model.activation=\"gelu\" model.layer_norm=true model.wide=true model.wide_min_values=0 train.calibration=\"product_temperature\""
+    "one-member-gelu-norm-wide:model.members=1 model.activation=\"gelu\" model.layer_norm=true model.wide=true train.calibration=\"product_temperature\""
     "mmoe-isotonic-shared-output:model.sharing=\"mmoe\" model.product_heads=false model.plan_uses_offer=false preprocess.numeric_bins=0 train.calibration=\"isotonic\""
 )
 for variant in "${variants[@]}"; do

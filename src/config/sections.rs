@@ -271,7 +271,9 @@ pub struct ModelConfig {
     /// A wide part beside the deep one (Cheng et al., 2016): each value of
     /// each id column (`wide_min_values`) adds its own learned bias to the
     /// conversion logit and to every plan logit, as a logistic regression
-    /// on one-hot columns would. Default true.
+    /// on one-hot columns would. Default false: it gains on id-heavy data
+    /// (brand-choice panels) but costs the incremental worlds conversion
+    /// AUC (benches/decision-quality.md, "A wide part on ids").
     pub wide: bool,
     /// The fewest values (vocabulary entries or hash buckets, the reserved
     /// ones included) a categorical or hashed column needs for wide biases:
@@ -312,7 +314,7 @@ impl Default for ModelConfig {
             layer_norm: false,
             plan_uses_offer: true,
             product_heads: true,
-            wide: true,
+            wide: false,
             wide_min_values: 50,
             sharing: Sharing::default(),
             experts: 4,

@@ -218,9 +218,8 @@ fn a_truth_that_does_not_match_the_data_is_refused_by_name() {
 
 /// LightGBM's share of the achievable lift on the `default` world of seed
 /// 21 with 20,000 training rows, mean over its seeds 1-5:
-/// `scripts/decision-quality.sh 20000 5 21 default` (commit 61b3410's
-/// benches/decision-quality/20000/default.md; the tier committed since ran
-/// LightGBM with seed 1 alone, 0.687, so this bar is the stricter).
+/// `scripts/decision-quality.sh 20000 5 21 default`, in
+/// benches/decision-quality/20000/default.md.
 const LIGHTGBM_SHARE_20K: f64 = 0.7006;
 
 /// The default config's decisions must stay at least as good as LightGBM's
