@@ -271,9 +271,9 @@ pub struct ModelConfig {
     /// A wide part beside the deep one (Cheng et al., 2016): each value of
     /// each id column (`wide_min_values`) adds its own learned bias to the
     /// conversion logit and to every plan logit, as a logistic regression
-    /// on one-hot columns would. Default false: it gains on id-heavy data
-    /// (brand-choice panels) but costs the incremental worlds conversion
-    /// AUC (benches/decision-quality.md, "A wide part on ids").
+    /// on one-hot columns would. Each column's biases are held to what its
+    /// values' spread in the data supports (`train.wide_prior_from_data`).
+    /// Default true.
     pub wide: bool,
     /// The fewest values (vocabulary entries or hash buckets, the reserved
     /// ones included) a categorical or hashed column needs for wide biases:
@@ -314,7 +314,7 @@ impl Default for ModelConfig {
             layer_norm: false,
             plan_uses_offer: true,
             product_heads: true,
-            wide: false,
+            wide: true,
             wide_min_values: 50,
             sharing: Sharing::default(),
             experts: 4,
@@ -423,8 +423,15 @@ pub struct TrainConfig {
     /// average value); a frequent one hardly. 0 disables it. Default 100.
     pub embedding_prior: f64,
     /// Precision of a Gaussian prior on the wide part's biases
-    /// (`model.wide`), counted like `embedding_prior`. Default 1.
+    /// (`model.wide`), counted like `embedding_prior`, when
+    /// `wide_prior_from_data` is off or the rows are streamed. Default 1.
     pub wide_prior: f64,
+    /// Estimate the wide part's prior from the training rows instead: per
+    /// id column and output, a Gaussian whose variance is how much the
+    /// column's values differ beyond chance (a random-effects estimate), so
+    /// an id that carries much gets loose biases and one that carries
+    /// little gets biases held near 0. Default true.
+    pub wide_prior_from_data: bool,
     /// Rows of built-in synthetic data when `data.train` is not set.
     /// Default 200000.
     pub synthetic_rows: u64,
@@ -533,6 +540,7 @@ impl Default for TrainConfig {
             plan_weight: 1.0,
             embedding_prior: 100.0,
             wide_prior: 1.0,
+            wide_prior_from_data: true,
             synthetic_rows: 200_000,
             task_weighting: TaskWeighting::default(),
             ipw: false,

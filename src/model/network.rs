@@ -271,6 +271,25 @@ impl Member {
         Some(square_sum(self.wide.as_ref()?, WIDE_SCALE))
     }
 
+    /// The squared wide biases summed over each block of table rows
+    /// `(offset, rows)`, per output: `[blocks, width]`; absent without the
+    /// wide part or blocks.
+    pub fn wide_block_square_sums(&self, blocks: &[(usize, usize)]) -> Option<Tensor<2>> {
+        let table = self.wide.as_ref().filter(|_| !blocks.is_empty())?;
+        let biases = table.weight.val().mul_scalar(WIDE_SCALE);
+        let sums = blocks
+            .iter()
+            .map(|&(offset, rows)| {
+                biases
+                    .clone()
+                    .narrow(0, offset, rows)
+                    .powf_scalar(2.0)
+                    .sum_dim(0)
+            })
+            .collect();
+        Some(Tensor::cat(sums, 0))
+    }
+
     /// The learned task log-variances `[2]` (conversion, plan), if the
     /// network was built with `task_uncertainty`.
     pub fn task_log_variance(&self) -> Option<Tensor<1>> {

@@ -7,6 +7,7 @@ pub mod record;
 pub mod resume;
 mod run;
 mod step;
+mod wide_prior;
 
 pub use record::{EpochMetrics, TrainSummary};
 pub use run::replicas;

@@ -3,6 +3,7 @@
 
 use super::record::EpochMetrics;
 use super::step::{Stepper, ipw_scale, plan_share};
+use super::wide_prior::{WideColumn, WidePrior};
 use crate::config::Config;
 use crate::data::Batch;
 use crate::evaluation::metrics::{BinaryMetrics, PlanMetrics};
@@ -30,6 +31,8 @@ pub(super) const EVAL_CHUNK: usize = 8192;
 pub struct Run<'a> {
     config: &'a Config,
     layout: Layout,
+    /// The id columns with wide biases, and the wide table's width.
+    wide: (Vec<WideColumn>, usize),
     device: Device,
     network: Network,
     /// Where a resumed run picks up, with the best epoch's network so far.
@@ -51,12 +54,22 @@ impl<'a> Run<'a> {
     pub fn new(
         config: &'a Config,
         net: &NetworkConfig,
-        _pre: &Preprocessor,
+        pre: &Preprocessor,
         device: &Device,
     ) -> Run<'a> {
         device.seed(config.seed);
         let network = net.init(&device.clone().autodiff());
-        Run::with_network(config, net, network, device)
+        let mut run = Run::with_network(config, net, network, device);
+        let names: Vec<&str> = pre
+            .categorical
+            .iter()
+            .map(|v| v.column())
+            .chain(pre.hashed.iter().map(|h| h.column.as_str()))
+            .collect();
+        for column in &mut run.wide.0 {
+            column.name = names[column.column].to_string();
+        }
+        run
     }
 
     /// A run that starts from given weights (for parity tests across
@@ -67,9 +80,21 @@ impl<'a> Run<'a> {
         network: Network,
         device: &Device,
     ) -> Run<'a> {
+        let (offsets, _) = Layout::new(net).offsets();
+        let wide_columns = net
+            .wide_columns()
+            .into_iter()
+            .map(|column| WideColumn {
+                name: format!("embedded column {column}"),
+                column,
+                offset: offsets[column],
+                size: net.embedding_sizes[column],
+            })
+            .collect();
         Run {
             config,
             layout: Layout::new(net),
+            wide: (wide_columns, net.wide_width()),
             device: device.clone(),
             // Weights built on a plain device start tracking gradients here.
             network: network.fork(device).train(),
@@ -173,7 +198,29 @@ impl<'a> Run<'a> {
                 TrainData::Stream(stream) => stream.ipw_scale(),
             },
             embedding_prior: cfg.embedding_prior / rows.max(1) as f64,
-            wide_prior: cfg.wide_prior / rows.max(1) as f64,
+            wide_prior: {
+                let (columns, width) = self.wide.clone();
+                match &data {
+                    TrainData::Memory(train) if cfg.wide_prior_from_data => {
+                        let prior = WidePrior::estimate(
+                            columns,
+                            width,
+                            &train.features,
+                            &train.targets,
+                            cfg,
+                        );
+                        for (column, sd) in prior
+                            .columns
+                            .iter()
+                            .zip(prior.sd.iter().flat_map(|sd| sd.chunks(width.max(1))))
+                        {
+                            tracing::info!(column = column.name, sd = ?sd, "wide prior");
+                        }
+                        prior
+                    }
+                    _ => WidePrior::uniform(columns, width, cfg.wide_prior / rows.max(1) as f64),
+                }
+            },
             step: 0,
             total_steps: steps_per_epoch * cfg.epochs,
             lr: cfg.lr,

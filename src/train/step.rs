@@ -55,8 +55,9 @@ pub(super) struct Stepper<'r> {
     pub(super) ipw_scale: Option<f64>,
     /// `train.embedding_prior` over the training rows.
     pub(super) embedding_prior: f64,
-    /// `train.wide_prior` over the training rows.
-    pub(super) wide_prior: f64,
+    /// The wide part's prior precisions per column and output, over the
+    /// training rows.
+    pub(super) wide_prior: super::wide_prior::WidePrior,
     pub(super) step: usize,
     pub(super) total_steps: usize,
     pub(super) lr: f64,
@@ -161,7 +162,7 @@ impl Stepper<'_> {
         let norms = Normalisers {
             rows: n,
             embedding_prior: self.embedding_prior,
-            wide_prior: self.wide_prior,
+            wide_prior: &self.wide_prior,
             conversion: total(conversion_weights.as_deref().unwrap_or(weights)).max(1e-12),
             plan: match cfg.objective {
                 Objective::Joint => total(weights),
@@ -268,7 +269,7 @@ pub(super) fn plan_share(objective: Objective, batch: &Batch) -> f64 {
 }
 
 /// The whole batch's sums that the losses are divided by.
-struct Normalisers {
+struct Normalisers<'a> {
     rows: usize,
     /// The conversion loss's row weights (inverse-propensity ones with
     /// `train.ipw`).
@@ -279,8 +280,8 @@ struct Normalisers {
     /// The user embeddings' Gaussian prior per step: `train.embedding_prior`
     /// over the training rows.
     embedding_prior: f64,
-    /// The wide part's prior per step, likewise.
-    wide_prior: f64,
+    /// The wide part's prior per step, per column and output.
+    wide_prior: &'a super::wide_prior::WidePrior,
 }
 
 /// One replica's rows of a batch.
@@ -304,7 +305,7 @@ fn replica_step(
     features: &Features,
     targets: &Targets,
     part: Part<'_>,
-    norms: &Normalisers,
+    norms: &Normalisers<'_>,
     device: &Device,
 ) -> ReplicaStep {
     let rows = part.rows;
@@ -357,13 +358,21 @@ fn replica_step(
         // The prior's term of the objective is a whole-data one: each
         // replica adds its share, as with the task log-variances.
         let mut loss = loss;
-        for (square_sum, precision) in [
-            (member.user_embedding_square_sum(), norms.embedding_prior),
-            (member.wide_square_sum(), norms.wide_prior),
-        ] {
-            if let Some(square_sum) = square_sum.filter(|_| precision > 0.0) {
-                loss = loss + square_sum * (precision * part.share);
-            }
+        if let Some(square_sum) = member
+            .user_embedding_square_sum()
+            .filter(|_| norms.embedding_prior > 0.0)
+        {
+            loss = loss + square_sum * (norms.embedding_prior * part.share);
+        }
+        let wide = norms.wide_prior;
+        let blocks: Vec<(usize, usize)> = wide.columns.iter().map(|c| (c.offset, c.size)).collect();
+        if let Some(square_sums) = member.wide_block_square_sums(&blocks) {
+            let precision = Tensor::<2>::from_data(
+                TensorData::new(wide.precision.clone(), [blocks.len(), wide.width]),
+                device,
+            );
+            let prior = (square_sums * precision).sum();
+            loss = loss + prior * part.share;
         }
         total = Some(add(total, loss));
         conversion_sum = Some(add(conversion_sum, conv_loss.detach()));
