@@ -198,29 +198,7 @@ impl<'a> Run<'a> {
                 TrainData::Stream(stream) => stream.ipw_scale(),
             },
             embedding_prior: cfg.embedding_prior / rows.max(1) as f64,
-            wide_prior: {
-                let (columns, width) = self.wide.clone();
-                match &data {
-                    TrainData::Memory(train) if cfg.wide_prior_from_data => {
-                        let prior = WidePrior::estimate(
-                            columns,
-                            width,
-                            &train.features,
-                            &train.targets,
-                            cfg,
-                        );
-                        for (column, sd) in prior
-                            .columns
-                            .iter()
-                            .zip(prior.sd.iter().flat_map(|sd| sd.chunks(width.max(1))))
-                        {
-                            tracing::info!(column = column.name, sd = ?sd, "wide prior");
-                        }
-                        prior
-                    }
-                    _ => WidePrior::uniform(columns, width, cfg.wide_prior / rows.max(1) as f64),
-                }
-            },
+            wide_prior: wide_prior(&self.wide, &data, cfg),
             step: 0,
             total_steps: steps_per_epoch * cfg.epochs,
             lr: cfg.lr,
@@ -578,4 +556,26 @@ pub fn replicas(train: &crate::config::TrainConfig) -> Result<Vec<Device>> {
             crate::model::device::from_spec(spec)
         })
         .collect()
+}
+
+/// The wide part's prior: estimated from the training rows when they are in
+/// memory (`train.wide_prior_from_data`), else `train.wide_prior` for every
+/// column and output.
+fn wide_prior(
+    (columns, width): &(Vec<WideColumn>, usize),
+    data: &TrainData<'_>,
+    cfg: &crate::config::TrainConfig,
+) -> WidePrior {
+    let (columns, width) = (columns.clone(), *width);
+    match data {
+        TrainData::Memory(train) if cfg.wide_prior_from_data => {
+            let prior = WidePrior::estimate(columns, width, &train.features, &train.targets, cfg);
+            let sds = prior.sd.iter().flat_map(|sd| sd.chunks(width.max(1)));
+            for (column, sd) in prior.columns.iter().zip(sds) {
+                tracing::info!(column = column.name, sd = ?sd, "wide prior");
+            }
+            prior
+        }
+        _ => WidePrior::uniform(columns, width, cfg.wide_prior / data.rows().max(1) as f64),
+    }
 }
