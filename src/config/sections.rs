@@ -273,7 +273,10 @@ pub struct ModelConfig {
     /// conversion logit and to every plan logit, as a logistic regression
     /// on one-hot columns would. Each column's biases are held to what its
     /// values' spread in the data supports (`train.wide_prior_from_data`).
-    /// Default true.
+    /// Default false: it gains where an id carries the signal (brand-choice
+    /// panels, regions) but costs the held-out incremental world 0.008-0.013
+    /// of the lift (benches/decision-quality.md, "The wide part's prior
+    /// estimated per column").
     pub wide: bool,
     /// The fewest values (vocabulary entries or hash buckets, the reserved
     /// ones included) a categorical or hashed column needs for wide biases:
@@ -314,7 +317,7 @@ impl Default for ModelConfig {
             layer_norm: false,
             plan_uses_offer: true,
             product_heads: true,
-            wide: true,
+            wide: false,
             wide_min_values: 50,
             sharing: Sharing::default(),
             experts: 4,
