@@ -233,10 +233,6 @@ impl NetworkConfig {
 }
 
 /// The sum of a table's squared weights, each times `scale` first, `[1]`.
-fn square_sum(table: &Embedding, scale: f32) -> Tensor<1> {
-    table.weight.val().mul_scalar(scale).powf_scalar(2.0).sum()
-}
-
 /// Looks up `[batch, columns]` indices in a shared table: `[batch, columns * dim]`.
 fn lookup(table: &Embedding, indices: Tensor<2, Int>) -> Tensor<2> {
     let [batch, _] = indices.dims();
@@ -262,13 +258,8 @@ impl Member {
     /// The sum of the squared user embeddings (every row of the categorical
     /// and hashed columns' table), `[1]`; absent without such columns.
     pub fn user_embedding_square_sum(&self) -> Option<Tensor<1>> {
-        Some(square_sum(self.user_embedding.as_ref()?, 1.0))
-    }
-
-    /// The sum of the squared wide biases, `[1]`; absent without the wide
-    /// part.
-    pub fn wide_square_sum(&self) -> Option<Tensor<1>> {
-        Some(square_sum(self.wide.as_ref()?, WIDE_SCALE))
+        let table = self.user_embedding.as_ref()?;
+        Some(table.weight.val().powf_scalar(2.0).sum())
     }
 
     /// The squared wide biases summed over each block of table rows

@@ -59,17 +59,13 @@ impl<'a> Run<'a> {
     ) -> Run<'a> {
         device.seed(config.seed);
         let network = net.init(&device.clone().autodiff());
-        let mut run = Run::with_network(config, net, network, device);
         let names: Vec<&str> = pre
             .categorical
             .iter()
             .map(|v| v.column())
             .chain(pre.hashed.iter().map(|h| h.column.as_str()))
             .collect();
-        for column in &mut run.wide.0 {
-            column.name = names[column.column].to_string();
-        }
-        run
+        Run::build(config, net, network, device, &|j| names[j].to_string())
     }
 
     /// A run that starts from given weights (for parity tests across
@@ -80,12 +76,27 @@ impl<'a> Run<'a> {
         network: Network,
         device: &Device,
     ) -> Run<'a> {
-        let (offsets, _) = Layout::new(net).offsets();
+        Run::build(config, net, network, device, &|j| {
+            format!("embedded column {j}")
+        })
+    }
+
+    /// A run from given weights, naming each embedded column `j` by
+    /// `name(j)` in the training log.
+    fn build(
+        config: &'a Config,
+        net: &NetworkConfig,
+        network: Network,
+        device: &Device,
+        name: &dyn Fn(usize) -> String,
+    ) -> Run<'a> {
+        let layout = Layout::new(net);
+        let (offsets, _) = layout.offsets();
         let wide_columns = net
             .wide_columns()
             .into_iter()
             .map(|column| WideColumn {
-                name: format!("embedded column {column}"),
+                name: name(column),
                 column,
                 offset: offsets[column],
                 size: net.embedding_sizes[column],
@@ -93,7 +104,7 @@ impl<'a> Run<'a> {
             .collect();
         Run {
             config,
-            layout: Layout::new(net),
+            layout,
             wide: (wide_columns, net.wide_width()),
             device: device.clone(),
             // Weights built on a plain device start tracking gradients here.

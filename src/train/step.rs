@@ -315,6 +315,16 @@ fn replica_step(
         Some(weights) => Tensor::from_data(TensorData::new(weights.to_vec(), [rows.len()]), device),
         None => y.weight.clone(),
     };
+    // The wide prior's blocks and precisions, once for every member.
+    let wide = norms.wide_prior;
+    let wide_blocks: Vec<(usize, usize)> =
+        wide.columns.iter().map(|c| (c.offset, c.size)).collect();
+    let wide_precision = (!wide_blocks.is_empty()).then(|| {
+        Tensor::<2>::from_data(
+            TensorData::new(wide.precision.clone(), [wide_blocks.len(), wide.width]),
+            device,
+        )
+    });
     // Each member minimises its own objective on the same rows; their sum
     // has the same gradient per member as each alone.
     let members = network.members();
@@ -364,15 +374,10 @@ fn replica_step(
         {
             loss = loss + square_sum * (norms.embedding_prior * part.share);
         }
-        let wide = norms.wide_prior;
-        let blocks: Vec<(usize, usize)> = wide.columns.iter().map(|c| (c.offset, c.size)).collect();
-        if let Some(square_sums) = member.wide_block_square_sums(&blocks) {
-            let precision = Tensor::<2>::from_data(
-                TensorData::new(wide.precision.clone(), [blocks.len(), wide.width]),
-                device,
-            );
-            let prior = (square_sums * precision).sum();
-            loss = loss + prior * part.share;
+        if let (Some(square_sums), Some(precision)) =
+            (member.wide_block_square_sums(&wide_blocks), &wide_precision)
+        {
+            loss = loss + (square_sums * precision.clone()).sum() * part.share;
         }
         total = Some(add(total, loss));
         conversion_sum = Some(add(conversion_sum, conv_loss.detach()));

@@ -221,8 +221,10 @@ fn the_wide_part_learns_and_every_scoring_path_adds_it() {
         let device = cpu();
         let (manifest, network) = upsell::scoring::checkpoint::load(&dir, &device).unwrap();
         assert_eq!(manifest.network.wide_columns().len(), columns);
+        let table_rows = manifest.network.embedding_sizes.iter().sum();
         for member in network.members() {
-            let learned = scalar(member.wide_square_sum().expect("a wide part"));
+            let sums = member.wide_block_square_sums(&[(0, table_rows)]);
+            let learned = scalar(sums.expect("a wide part").sum());
             assert!(learned > 1e-6, "the wide biases stayed at 0: {learned}");
         }
         let scorer = upsell::Scorer::load(&dir).unwrap();
