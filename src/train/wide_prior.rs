@@ -60,12 +60,16 @@ impl WidePrior {
     }
 
     /// Precisions estimated from the training rows. For each column and
-    /// output, the variance `tau^2` of the values' true log-odds around the
-    /// average is estimated by the method of moments (DerSimonian and
-    /// Laird, 1986: the spread of the values' observed rates beyond what
-    /// their row counts explain), and the prior is `N(0, tau^2)` on each
-    /// bias. Its precision is scaled like the loss the bias enters, so
-    /// that the objective stays a posterior.
+    /// output, the variance `tau^2` of the values' true log-odds is
+    /// estimated by the method of moments (DerSimonian and Laird, 1986:
+    /// the spread of the values' observed events beyond what their row
+    /// counts explain), and the prior is `N(0, tau^2)` on each bias. The
+    /// spread is measured around what the other categorical columns
+    /// predict, so that an id nested in a coarser column (regions within
+    /// countries) is not credited with the coarser column's differences,
+    /// which the network learns from that column. The precision is scaled
+    /// like the loss the bias enters, so that the objective stays a
+    /// posterior.
     pub fn estimate(
         columns: Vec<WideColumn>,
         width: usize,
@@ -92,39 +96,78 @@ impl WidePrior {
                 Objective::Mean => plan_total.max(1e-12),
                 Objective::Joint => total,
             };
+        let sizes: Vec<usize> = (0..embedded)
+            .map(|c| {
+                (0..rows)
+                    .map(|i| features.embedded[i * embedded + c] as usize + 1)
+                    .max()
+                    .unwrap_or(0)
+            })
+            .collect();
+        // [columns, width]: each output's variance per wide column.
+        let mut variance = vec![0.0; columns.len() * width];
+        for output in 0..width {
+            // The conversion, or buying plan `output - 1` among the rows
+            // with a plan.
+            let event = |i: usize| -> Option<f64> {
+                if output == 0 {
+                    return Some(f64::from(targets.converted[i]));
+                }
+                let plan = targets.plan[i];
+                (plan >= 0 && (plan as usize) + 1 < width)
+                    .then(|| f64::from(u8::from(plan as usize == output - 1)))
+            };
+            let rows_with: Vec<(usize, f64, f64)> = (0..rows)
+                .filter_map(|i| event(i).map(|e| (i, weight_of(i), e)))
+                .collect();
+            let (n, e) = rows_with
+                .iter()
+                .fold((0.0, 0.0), |(n, e), &(_, w, y)| (n + w, e + w * y));
+            if n <= 0.0 || e <= 0.0 || e >= n {
+                continue;
+            }
+            let rate = e / n;
+            // Each categorical column's value effects on the log-odds,
+            // shrunk by its own spread (empirical Bayes).
+            let effects: Vec<Vec<f64>> = (0..embedded)
+                .map(|c| {
+                    let mut stats = ValueStats::new(sizes[c]);
+                    for &(i, w, y) in &rows_with {
+                        stats.add(features.embedded[i * embedded + c] as usize, w, y, rate);
+                    }
+                    stats.shrunk_effects()
+                })
+                .collect();
+            for (k, col) in columns.iter().enumerate() {
+                let mut stats = ValueStats::new(col.size);
+                let base = (rate / (1.0 - rate)).ln();
+                for &(i, w, y) in &rows_with {
+                    let logit: f64 = base
+                        + (0..embedded)
+                            .filter(|&c| c != col.column)
+                            .map(|c| effects[c][features.embedded[i * embedded + c] as usize])
+                            .sum::<f64>();
+                    let p = 1.0 / (1.0 + (-logit).exp());
+                    let v = features.embedded[i * embedded + col.column] as usize;
+                    stats.add(v, w, y, p);
+                }
+                variance[k * width + output] = stats.heterogeneity();
+            }
+        }
         let mut precision = Vec::with_capacity(columns.len() * width);
         let mut sd = Vec::with_capacity(columns.len() * width);
-        for col in &columns {
-            // Per value: weighted rows, conversions, rows with a plan, and
-            // rows per plan bought.
-            let mut n = vec![0.0; col.size];
-            let mut converted = vec![0.0; col.size];
-            let mut with_plan = vec![0.0; col.size];
-            let mut bought = vec![0.0; col.size * width.saturating_sub(1)];
-            for i in 0..rows {
-                let v = features.embedded[i * embedded + col.column] as usize;
-                let w = weight_of(i);
-                n[v] += w;
-                converted[v] += w * f64::from(targets.converted[i]);
-                let plan = targets.plan[i];
-                if plan >= 0 && (plan as usize) + 1 < width {
-                    with_plan[v] += w;
-                    bought[v * (width - 1) + plan as usize] += w;
-                }
-            }
+        for (j, &variance) in variance.iter().enumerate() {
+            let scale = if j % width == 0 {
+                conversion_scale
+            } else {
+                plan_scale
+            };
             // A bias with prior N(0, tau^2) adds b^2 / (2 tau^2) to the
             // negative log posterior, whose likelihood part is the scaled
             // loss sum; per row of the objective, divide by the rows.
-            let mut push = |variance: f64, scale: f64| {
-                let variance = variance.clamp(VARIANCE_RANGE.0, VARIANCE_RANGE.1);
-                precision.push((scale / (2.0 * variance) / rows.max(1) as f64) as f32);
-                sd.push(variance.sqrt());
-            };
-            push(logit_heterogeneity(&n, &converted), conversion_scale);
-            for k in 0..width.saturating_sub(1) {
-                let events: Vec<f64> = (0..col.size).map(|v| bought[v * (width - 1) + k]).collect();
-                push(logit_heterogeneity(&with_plan, &events), plan_scale);
-            }
+            let variance = variance.clamp(VARIANCE_RANGE.0, VARIANCE_RANGE.1);
+            precision.push((scale / (2.0 * variance) / rows.max(1) as f64) as f32);
+            sd.push(variance.sqrt());
         }
         WidePrior {
             columns,
@@ -135,39 +178,83 @@ impl WidePrior {
     }
 }
 
+/// Per value of a column, the weighted events observed and expected (each
+/// row's expected probability `p` summed) and the binomial information
+/// `sum w p (1 - p)`: what a value's log-odds effect is estimated from.
+struct ValueStats {
+    observed: Vec<f64>,
+    expected: Vec<f64>,
+    information: Vec<f64>,
+}
+
+impl ValueStats {
+    fn new(values: usize) -> ValueStats {
+        ValueStats {
+            observed: vec![0.0; values],
+            expected: vec![0.0; values],
+            information: vec![0.0; values],
+        }
+    }
+
+    /// A row of value `v`, weight `w`, event `y`, expected probability `p`.
+    fn add(&mut self, v: usize, w: f64, y: f64, p: f64) {
+        self.observed[v] += w * y;
+        self.expected[v] += w * p;
+        self.information[v] += w * p * (1.0 - p);
+    }
+
+    /// The variance between values of their log-odds effects, beyond
+    /// sampling noise: Cochran's Q of the observed against the expected
+    /// events, less its expectation without effects, over its growth per
+    /// unit of variance. 0 when the values do not differ more than chance
+    /// says, or there is nothing to compare.
+    fn heterogeneity(&self) -> f64 {
+        let seen: Vec<usize> = (0..self.observed.len())
+            .filter(|&v| self.information[v] > 0.0)
+            .collect();
+        if seen.len() < 2 {
+            return 0.0;
+        }
+        let q: f64 = seen
+            .iter()
+            .map(|&v| (self.observed[v] - self.expected[v]).powi(2) / self.information[v])
+            .sum();
+        let total: f64 = seen.iter().map(|&v| self.information[v]).sum();
+        let squares: f64 = seen.iter().map(|&v| self.information[v].powi(2)).sum();
+        let spread = total - squares / total;
+        if spread <= 0.0 {
+            return 0.0;
+        }
+        (q - (seen.len() - 1) as f64).max(0.0) / spread
+    }
+
+    /// Each value's effect on the log-odds, its raw estimate (observed less
+    /// expected events, over the information) shrunk towards 0 by the
+    /// column's spread: the posterior mean under `N(0, tau^2)`.
+    fn shrunk_effects(&self) -> Vec<f64> {
+        let tau2 = self.heterogeneity();
+        (0..self.observed.len())
+            .map(|v| {
+                (self.observed[v] - self.expected[v]) * tau2 / (tau2 * self.information[v] + 1.0)
+            })
+            .collect()
+    }
+}
+
 /// The variance between values of a rate's log-odds, beyond sampling
 /// noise: `counts[v]` rows of value `v`, `events[v]` of them with the
-/// event. 0 when the values do not differ more than chance says (or there
-/// is nothing to compare).
+/// event, around the pooled rate.
+#[cfg(test)]
 fn logit_heterogeneity(counts: &[f64], events: &[f64]) -> f64 {
     let total: f64 = counts.iter().sum();
-    let seen = counts.iter().filter(|&&n| n > 0.0).count();
-    if seen < 2 || total <= 0.0 {
-        return 0.0;
+    let pooled = events.iter().sum::<f64>() / total.max(1e-12);
+    let mut stats = ValueStats::new(counts.len());
+    for (v, (&n, &e)) in counts.iter().zip(events).enumerate() {
+        stats.observed[v] = e;
+        stats.expected[v] = n * pooled;
+        stats.information[v] = n * pooled * (1.0 - pooled);
     }
-    let rate = events.iter().sum::<f64>() / total;
-    let binomial = rate * (1.0 - rate);
-    if binomial <= 0.0 {
-        return 0.0;
-    }
-    // Cochran's Q with the pooled rate's binomial variance per value.
-    let q: f64 = counts
-        .iter()
-        .zip(events)
-        .filter(|(n, _)| **n > 0.0)
-        .map(|(n, e)| {
-            let p = e / n;
-            n * (p - rate).powi(2) / binomial
-        })
-        .sum();
-    let squares: f64 = counts.iter().map(|n| n * n).sum();
-    let spread = total - squares / total;
-    if spread <= 0.0 {
-        return 0.0;
-    }
-    let rate_variance = (q - (seen - 1) as f64).max(0.0) * binomial / spread;
-    // From the rate's scale to the log-odds': d logit / dp = 1 / (p (1 - p)).
-    rate_variance / (binomial * binomial)
+    stats.heterogeneity()
 }
 
 #[cfg(test)]
