@@ -135,7 +135,7 @@ impl WidePrior {
                     for &(i, w, y) in &rows_with {
                         stats.add(features.embedded[i * embedded + c] as usize, w, y, rate);
                     }
-                    stats.shrunk_effects()
+                    stats.shrunk_effects(rate)
                 })
                 .collect();
             for (k, col) in columns.iter().enumerate() {
@@ -182,6 +182,7 @@ impl WidePrior {
 /// row's expected probability `p` summed) and the binomial information
 /// `sum w p (1 - p)`: what a value's log-odds effect is estimated from.
 struct ValueStats {
+    rows: Vec<f64>,
     observed: Vec<f64>,
     expected: Vec<f64>,
     information: Vec<f64>,
@@ -190,6 +191,7 @@ struct ValueStats {
 impl ValueStats {
     fn new(values: usize) -> ValueStats {
         ValueStats {
+            rows: vec![0.0; values],
             observed: vec![0.0; values],
             expected: vec![0.0; values],
             information: vec![0.0; values],
@@ -198,6 +200,7 @@ impl ValueStats {
 
     /// A row of value `v`, weight `w`, event `y`, expected probability `p`.
     fn add(&mut self, v: usize, w: f64, y: f64, p: f64) {
+        self.rows[v] += w;
         self.observed[v] += w * y;
         self.expected[v] += w * p;
         self.information[v] += w * p * (1.0 - p);
@@ -228,14 +231,23 @@ impl ValueStats {
         (q - (seen.len() - 1) as f64).max(0.0) / spread
     }
 
-    /// Each value's effect on the log-odds, its raw estimate (observed less
-    /// expected events, over the information) shrunk towards 0 by the
-    /// column's spread: the posterior mean under `N(0, tau^2)`.
-    fn shrunk_effects(&self) -> Vec<f64> {
+    /// Each value's effect on the log-odds, for stats gathered around the
+    /// pooled rate `rate`: the log-odds of its own rate (half an event
+    /// added, so that a value with none has one) less the pooled rate's,
+    /// shrunk towards 0 by the column's spread, as the posterior mean under
+    /// `N(0, tau^2)` with the value's information.
+    fn shrunk_effects(&self, rate: f64) -> Vec<f64> {
         let tau2 = self.heterogeneity();
-        (0..self.observed.len())
+        let logit = |p: f64| (p / (1.0 - p)).ln();
+        (0..self.rows.len())
             .map(|v| {
-                (self.observed[v] - self.expected[v]) * tau2 / (tau2 * self.information[v] + 1.0)
+                let n = self.rows[v];
+                if n <= 0.0 || tau2 <= 0.0 {
+                    return 0.0;
+                }
+                let own = (self.observed[v] + 0.5) / (n + 1.0);
+                let information = n * own * (1.0 - own);
+                (logit(own) - logit(rate)) * tau2 * information / (tau2 * information + 1.0)
             })
             .collect()
     }
@@ -250,6 +262,7 @@ fn logit_heterogeneity(counts: &[f64], events: &[f64]) -> f64 {
     let pooled = events.iter().sum::<f64>() / total.max(1e-12);
     let mut stats = ValueStats::new(counts.len());
     for (v, (&n, &e)) in counts.iter().zip(events).enumerate() {
+        stats.rows[v] = n;
         stats.observed[v] = e;
         stats.expected[v] = n * pooled;
         stats.information[v] = n * pooled * (1.0 - pooled);
@@ -358,6 +371,73 @@ mod tests {
         // Conversion does not depend on either id.
         assert!(sd[0] < 0.15 && sd[3] < 0.15, "{sd:?}");
         assert!(prior.precision[4] > 50.0 * prior.precision[1]);
+    }
+
+    /// Regions nested in countries: the countries differ (sd 1 in
+    /// log-odds), the regions only by `region_sd` within their country. The
+    /// region id's prior measures the second, not the countries' spread
+    /// that its values inherit.
+    fn nested_region_sd(region_sd: f64, seed: u64) -> f64 {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        let (countries, regions, rows) = (10u32, 400u32, 80_000usize);
+        let country_effect: Vec<f64> = (0..countries)
+            .map(|_| Normal::new(0.0, 1.0).unwrap().sample(&mut rng))
+            .collect();
+        let region_effect: Vec<f64> = (0..regions)
+            .map(|_| {
+                Normal::new(0.0, region_sd.max(1e-12))
+                    .unwrap()
+                    .sample(&mut rng)
+            })
+            .collect();
+        let (mut embedded, mut converted) = (Vec::new(), Vec::new());
+        for _ in 0..rows {
+            let region = rng.random_range(0..regions);
+            let country = region % countries;
+            embedded.extend([country, region]);
+            let logit = -1.5 + country_effect[country as usize] + region_effect[region as usize];
+            let p = 1.0 / (1.0 + (-logit).exp());
+            converted.push(if rng.random::<f64>() < p { 1.0 } else { 0.0 });
+        }
+        let features = Features {
+            rows,
+            embedded,
+            ..Features::default()
+        };
+        let targets = Targets {
+            converted,
+            plan: vec![crate::preprocess::NO_PLAN; rows],
+            weight: vec![1.0; rows],
+            ..Targets::default()
+        };
+        let region = WideColumn {
+            name: "region".into(),
+            column: 1,
+            offset: 0,
+            size: regions as usize,
+        };
+        let prior = WidePrior::estimate(
+            vec![region],
+            1,
+            &features,
+            &targets,
+            &TrainConfig::default(),
+        );
+        prior.sd.expect("estimated")[0]
+    }
+
+    #[test]
+    fn an_id_nested_in_a_coarser_column_is_judged_within_it() {
+        let alone = nested_region_sd(0.0, 4);
+        assert!(
+            alone < 0.1,
+            "regions without effects of their own: sd {alone}"
+        );
+        let own = nested_region_sd(0.5, 5);
+        assert!(
+            (0.35..0.65).contains(&own),
+            "regions with sd 0.5 of their own: sd {own}"
+        );
     }
 
     #[test]
