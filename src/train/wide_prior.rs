@@ -117,12 +117,11 @@ impl WidePrior {
                 (plan >= 0 && (plan as usize) + 1 < width)
                     .then(|| f64::from(u8::from(plan as usize == output - 1)))
             };
-            let rows_with: Vec<(usize, f64, f64)> = (0..rows)
-                .filter_map(|i| event(i).map(|e| (i, weight_of(i), e)))
-                .collect();
-            let (n, e) = rows_with
-                .iter()
-                .fold((0.0, 0.0), |(n, e), &(_, w, y)| (n + w, e + w * y));
+            // The rows this output's loss reads, as (row, weight, event);
+            // an iterator rather than a list, which would cost 24 bytes a
+            // row at the large end.
+            let rows_with = || (0..rows).filter_map(|i| event(i).map(|y| (i, weight_of(i), y)));
+            let (n, e) = rows_with().fold((0.0, 0.0), |(n, e), (_, w, y)| (n + w, e + w * y));
             if n <= 0.0 || e <= 0.0 || e >= n {
                 continue;
             }
@@ -132,7 +131,7 @@ impl WidePrior {
             let effects: Vec<Vec<f64>> = (0..embedded)
                 .map(|c| {
                     let mut stats = ValueStats::new(sizes[c]);
-                    for &(i, w, y) in &rows_with {
+                    for (i, w, y) in rows_with() {
                         stats.add(features.embedded[i * embedded + c] as usize, w, y, rate);
                     }
                     stats.shrunk_effects(rate)
@@ -141,7 +140,7 @@ impl WidePrior {
             for (k, col) in columns.iter().enumerate() {
                 let mut stats = ValueStats::new(col.size);
                 let base = (rate / (1.0 - rate)).ln();
-                for &(i, w, y) in &rows_with {
+                for (i, w, y) in rows_with() {
                     let logit: f64 = base
                         + (0..embedded)
                             .filter(|&c| c != col.column)
