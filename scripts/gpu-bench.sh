@@ -8,6 +8,10 @@
 # binary: $UPSELL if set (a prebuilt `upsell`, e.g. for a machine without
 # network), else `cargo build --release` (the default features include wgpu).
 #
+# Without an NVIDIA GPU, point VK_DRIVER_FILES at another Vulkan driver,
+# e.g. Mesa's lavapipe (/usr/share/vulkan/icd.d/lvp_icd.x86_64.json), to
+# check that everything runs; its figures are the CPU's, not a GPU's.
+#
 # Vulkan: the NVIDIA driver brings the ICD but not always the loader
 # (libvulkan.so.1) and the GL dispatch libraries it links against. Where the
 # host has no loader, this script unpacks Debian's packages from .gl/ into a
@@ -53,9 +57,14 @@ if [[ -z ${VK_DRIVER_FILES:-} ]]; then
 fi
 
 upsell=$(upsell_bin)
-gpu=$(nvidia-smi --query-gpu=name --format=csv,noheader 2>/dev/null | head -n 1 || echo "unknown GPU")
-driver=$(nvidia-smi --query-gpu=driver_version --format=csv,noheader 2>/dev/null | head -n 1 || echo "unknown")
-machine="$gpu (driver $driver) through wgpu/Vulkan; CPU: $(cpu_cores); $(date -u +%Y-%m-%d)"
+if gpu=$(nvidia-smi --query-gpu=name,driver_version --format=csv,noheader 2>/dev/null | head -n 1) && [[ -n $gpu ]]; then
+    gpu="${gpu%%,*} (driver ${gpu##*, })"
+else
+    # No NVIDIA GPU: name the Vulkan driver, e.g. Mesa's software one
+    # (lavapipe) that proves the script works on a machine without a GPU.
+    gpu="no NVIDIA GPU; Vulkan driver ${VK_DRIVER_FILES:-as the Vulkan loader finds it}"
+fi
+machine="$gpu through wgpu/Vulkan; CPU: $(cpu_cores); $(date -u +%Y-%m-%d)"
 work=$(mktemp -d)
 
 "$upsell" bench --backend wgpu,flex --work "$work" "$@" | tee "$work/bench.jsonl"

@@ -64,6 +64,9 @@ struct BenchArgs {
     /// Synthetic training rows per epoch (three epochs run; the last one's rate is reported).
     #[arg(long, default_value_t = 100_000)]
     train_rows: u64,
+    /// Training batch sizes to measure (comma-separated); the model trained at the first is the one scored.
+    #[arg(long, value_delimiter = ',', default_value = "1024")]
+    train_batch: Vec<usize>,
     /// Rows of the end-to-end data preparation and `upsell score` runs.
     #[arg(long, default_value_t = 1_000_000)]
     file_rows: u64,
@@ -1052,6 +1055,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 backends: args.backend,
                 sizes: args.size,
                 train_rows: args.train_rows,
+                train_batches: args.train_batch,
                 file_rows: args.file_rows,
                 latency_calls: args.latency_calls.max(1),
                 min_time: std::time::Duration::from_secs_f64(args.min_seconds),

@@ -431,7 +431,8 @@ pub struct TrainConfig {
     pub wide_prior: f64,
     /// Estimate the wide part's prior from the training rows instead: per
     /// id column and output, a Gaussian whose variance is how much the
-    /// column's values differ beyond chance (a random-effects estimate), so
+    /// column's values differ beyond chance and beyond what the other
+    /// categorical columns predict (a random-effects estimate), so
     /// an id that carries much gets loose biases and one that carries
     /// little gets biases held near 0. Default true.
     pub wide_prior_from_data: bool,

@@ -1,7 +1,8 @@
 //! The wide part's Gaussian prior, one precision per id column and output
 //! (`train.wide_prior_from_data`): how far an id's biases may stray from 0
 //! is estimated from how much the id's values differ in the training rows,
-//! as in a random-effects model.
+//! beyond what the other categorical columns explain, as in a
+//! random-effects model.
 //!
 //! One precision for every id column cannot suit them all: a household id
 //! in a brand-choice panel carries most of the signal (brand loyalty, many
