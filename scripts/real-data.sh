@@ -8,6 +8,8 @@
 #   scripts/real-data.sh [SEEDS]
 #
 # Environment: UPSELL (a prebuilt binary, else `cargo build --release`),
+# UPSELL_SET (space-separated key=value overrides of upsell's config, for
+# ablations; the table names them),
 # UPSELL_DQ_VENV (the Python environment, made when missing; default
 # ~/.cache/upsell/dq-venv).
 set -euo pipefail
@@ -22,15 +24,17 @@ started=$(date +%s)
 "$python" scripts/real_data.py "$upsell" "$seeds" benches/real-data.json
 minutes=$(( ($(date +%s) - started + 59) / 60 ))
 
-"$python" - "$seeds" "$minutes" "$machine" >benches/real-data.md <<'PY'
+"$python" - "$seeds" "$minutes" "$machine" "${UPSELL_SET:-}" >benches/real-data.md <<'PY'
 import json, statistics, sys
-seeds, minutes, machine = sys.argv[1:]
+seeds, minutes, machine, overrides = sys.argv[1:]
 records = json.load(open("benches/real-data.json"))
 print("# upsell on real data\n")
-print(f"`scripts/real-data.sh {seeds}` ({minutes} minutes on {machine}; every run in "
+prefix = f'UPSELL_SET="{overrides}" ' if overrides else ""
+print(f"`{prefix}scripts/real-data.sh {seeds}` ({minutes} minutes on {machine}; every run in "
       "[real-data.json](real-data.json)).\n")
+config = f"its default config with {overrides}" if overrides else "its default config"
 print("Held-out AUC (binary sets) or plan accuracy (brand choice) on seeded 80/20 splits "
-      f"(seeds 1..{seeds}), mean ± sd over the splits; upsell with its default config, given "
+      f"(seeds 1..{seeds}), mean ± sd over the splits; upsell with {config}, given "
       "only the columns. Data: `mlc_churn` from the modeldata R package, `caravan` (CoIL 2000) "
       "from ISLR, `catsup` and `cracker` from Ecdat.\n")
 print("| data set | rows | metric | upsell | logistic regression | LightGBM | upsell ≥ both, splits |")

@@ -274,9 +274,9 @@ pub struct ModelConfig {
     /// on one-hot columns would. Each column's biases are held to what its
     /// values' spread in the data supports (`train.wide_prior_from_data`).
     /// Default false: it gains where an id carries the signal (brand-choice
-    /// panels, regions) but costs the held-out incremental world 0.008-0.013
-    /// of the lift (benches/decision-quality.md, "The wide part's prior
-    /// estimated per column").
+    /// panels, regions) but costs the held-out incremental world 0.007-0.010
+    /// of the lift (benches/decision-quality.md, "The wide prior judged
+    /// within the other columns").
     pub wide: bool,
     /// The fewest values (vocabulary entries or hash buckets, the reserved
     /// ones included) a categorical or hashed column needs for wide biases:
