@@ -178,9 +178,10 @@ impl WidePrior {
     }
 }
 
-/// Per value of a column, the weighted events observed and expected (each
-/// row's expected probability `p` summed) and the binomial information
-/// `sum w p (1 - p)`: what a value's log-odds effect is estimated from.
+/// Per value of a column, the weighted rows, the events observed and
+/// expected (each row's expected probability `p` summed) and the binomial
+/// information `sum w p (1 - p)`: what a value's log-odds effect is
+/// estimated from.
 struct ValueStats {
     rows: Vec<f64>,
     observed: Vec<f64>,
