@@ -232,7 +232,6 @@ impl NetworkConfig {
     }
 }
 
-/// The sum of a table's squared weights, each times `scale` first, `[1]`.
 /// Looks up `[batch, columns]` indices in a shared table: `[batch, columns * dim]`.
 fn lookup(table: &Embedding, indices: Tensor<2, Int>) -> Tensor<2> {
     let [batch, _] = indices.dims();

@@ -315,6 +315,28 @@ mod tests {
         assert!(tau2 < 0.03, "tau^2 {tau2}");
     }
 
+    /// Training rows of weight 1 from their embedded indices (row-major),
+    /// conversions and plans.
+    fn unit_weight_rows(
+        embedded: Vec<u32>,
+        converted: Vec<f32>,
+        plan: Vec<i32>,
+    ) -> (Features, Targets) {
+        let rows = converted.len();
+        let features = Features {
+            rows,
+            embedded,
+            ..Features::default()
+        };
+        let targets = Targets {
+            converted,
+            plan,
+            weight: vec![1.0; rows],
+            ..Targets::default()
+        };
+        (features, targets)
+    }
+
     /// Two id columns over the same rows: the first decides which of two
     /// plans a buyer takes (each value leans hard one way), the second is
     /// drawn independently of everything. The first gets a loose prior on
@@ -336,17 +358,7 @@ mod tests {
                 false => crate::preprocess::NO_PLAN,
             });
         }
-        let features = Features {
-            rows,
-            embedded,
-            ..Features::default()
-        };
-        let targets = Targets {
-            converted,
-            plan,
-            weight: vec![1.0; rows],
-            ..Targets::default()
-        };
+        let (features, targets) = unit_weight_rows(embedded, converted, plan);
         let columns = vec![
             WideColumn {
                 name: "loyal".into(),
@@ -400,17 +412,8 @@ mod tests {
             let p = 1.0 / (1.0 + (-logit).exp());
             converted.push(if rng.random::<f64>() < p { 1.0 } else { 0.0 });
         }
-        let features = Features {
-            rows,
-            embedded,
-            ..Features::default()
-        };
-        let targets = Targets {
-            converted,
-            plan: vec![crate::preprocess::NO_PLAN; rows],
-            weight: vec![1.0; rows],
-            ..Targets::default()
-        };
+        let plan = vec![crate::preprocess::NO_PLAN; rows];
+        let (features, targets) = unit_weight_rows(embedded, converted, plan);
         let region = WideColumn {
             name: "region".into(),
             column: 1,
