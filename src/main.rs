@@ -860,6 +860,14 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     if !matches!(cli.command, Command::Serve(_)) {
         keep_large_buffers_on_the_heap();
     }
+    // The batch commands score on this thread: it joins the CPU pool (every
+    // core). `train` and `bench` size the pool themselves.
+    if matches!(
+        cli.command,
+        Command::Score(_) | Command::Eval(_) | Command::Ope(_) | Command::Recommend(_)
+    ) {
+        upsell::model::device::set_threads(0);
+    }
     match cli.command {
         Command::Synth(args) => {
             let params =

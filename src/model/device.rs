@@ -67,12 +67,30 @@ pub fn is_cpu(device: &Device) -> bool {
     plain == Device::flex()
 }
 
-/// Sets the CPU backends' thread count (0: every core). Only the first call
-/// in a process takes effect, as the pool is global.
+/// Sets the CPU backends' thread count (0: every core) and, with two or
+/// more, makes the calling thread one of the pool's threads. Only the first
+/// call in a process takes effect, as the pool is global; call it from the
+/// thread that will issue the tensor operations and outlives them (the main
+/// thread).
+///
+/// Each CPU tensor operation splits its work over the pool. Issued from a
+/// thread outside the pool, every operation is handed over and waited for:
+/// two thread wake-ups per operation, about a tenth of training time at
+/// batch 1024 on 2 cores (benches/torch-reference.md). From one of the
+/// pool's threads the caller does its share and the others steal the rest.
+/// A pool of one is left to its own thread: the calling thread would then be
+/// the only one to run work handed over from other threads (data-parallel
+/// replicas), and it runs such work only while it waits inside the pool.
 pub fn set_threads(threads: usize) {
-    if threads > 0 {
-        let _ = rayon::ThreadPoolBuilder::new()
-            .num_threads(threads)
-            .build_global();
-    }
+    let threads = match threads {
+        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        n => n,
+    };
+    let builder = rayon::ThreadPoolBuilder::new().num_threads(threads);
+    let builder = if threads >= 2 {
+        builder.use_current_thread()
+    } else {
+        builder
+    };
+    let _ = builder.build_global();
 }
