@@ -480,6 +480,11 @@ struct RecommendArgs {
     /// are joined.
     #[arg(long, value_name = "FILE")]
     exposures: Option<PathBuf>,
+    /// Candidates listed in each decision's `candidates` column, best first
+    /// (a number at least the candidates' count lists every one); the
+    /// choice is made over all of them either way.
+    #[arg(long, value_name = "N", default_value_t = upsell::api::DEFAULT_TOP_K)]
+    top_k: usize,
 }
 
 #[derive(Args)]
@@ -1089,6 +1094,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 seed: config.seed,
                 shard,
                 unit_rows: args.shard.unit_rows,
+                top_k: args.top_k,
             };
             let exposures = args
                 .exposures

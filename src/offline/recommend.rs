@@ -29,6 +29,9 @@ pub struct RecommendOptions {
     pub shard: Shard,
     /// Rows per shard unit and per decision batch.
     pub unit_rows: usize,
+    /// Candidates listed per decision, best first; the choice is made over
+    /// all of them either way.
+    pub top_k: usize,
 }
 
 /// Where decisions are also logged as exposure rows, in the format that
@@ -142,6 +145,13 @@ impl<'a> Decider<'a> {
         })
     }
 
+    /// Decisions list their best `top_k` candidates only (see
+    /// [`Policy::listing`]).
+    pub fn listing(mut self, top_k: usize) -> Decider<'a> {
+        self.policy = self.policy.listing(top_k);
+        self
+    }
+
     pub fn policy(&self) -> &Policy {
         &self.policy
     }
@@ -239,8 +249,8 @@ impl<'a> Decider<'a> {
 /// Decides for this shard's rows of `input` and writes the decisions to the
 /// shard's output path (Parquet or CSV), atomically: `id`, `offer`, one
 /// column per context column, `propensity`, `expected_value`, and
-/// `candidates` (JSON: every eligible candidate, best first, with its
-/// expected value, P(convert) and probability).
+/// `candidates` (JSON: the best `top_k` eligible candidates, best first,
+/// each with its expected value, P(convert) and probability).
 pub fn recommend_files(
     scorer: &Scorer,
     policy_config: PolicyConfig,
@@ -254,6 +264,7 @@ pub fn recommend_files(
         seed,
         shard,
         unit_rows,
+        top_k,
     } = *options;
     let unit_rows = unit_rows.max(1);
     let started = std::time::Instant::now();
@@ -264,7 +275,7 @@ pub fn recommend_files(
         })
     })?;
     let files = source::resolve(input)?;
-    let decider = Decider::new(scorer, policy_config, exploration, seed, &files)?;
+    let decider = Decider::new(scorer, policy_config, exploration, seed, &files)?.listing(top_k);
     let mine = shard_units(&files, unit_rows, shard)?;
     let dir = match output.parent() {
         Some(d) if !d.as_os_str().is_empty() => d,

@@ -4,7 +4,6 @@ use std::path::{Path, PathBuf};
 
 use assert_cmd::Command;
 
-/// The `upsell` binary under test.
 /// The built-in world's products, in index (name) order.
 pub const PRODUCTS: [&str; 6] = [
     "audiobooks",
@@ -15,8 +14,24 @@ pub const PRODUCTS: [&str; 6] = [
     "student",
 ];
 
+/// The `upsell` binary under test.
 pub fn upsell() -> Command {
     Command::cargo_bin("upsell").expect("the upsell binary is built with the tests")
+}
+
+/// `upsell recommend` of the demo checkpoint on its `rows.csv`, writing
+/// `out`; callers add their own arguments.
+pub fn recommend_demo(out: &Path) -> Command {
+    let demo = repo().join("checkpoints/demo");
+    let mut command = upsell();
+    command
+        .args(["recommend", "--checkpoint"])
+        .arg(&demo)
+        .arg("--input")
+        .arg(demo.join("rows.csv"))
+        .arg("--output")
+        .arg(out);
+    command
 }
 
 /// Runs a command and asserts that it succeeded, showing its stderr if not.

@@ -6,7 +6,7 @@ use std::path::Path;
 use polars::prelude::{CsvReadOptions, SerReader};
 use serde_json::Value;
 
-use crate::common::{repo, run_fails, run_ok, upsell};
+use crate::common::{recommend_demo, repo, run_fails, run_ok, upsell};
 
 /// The demo checkpoint's products and context values, in its order.
 fn demo_candidates() -> (Vec<String>, Vec<String>) {
@@ -40,17 +40,8 @@ fn demo_candidates() -> (Vec<String>, Vec<String>) {
 /// The demo policy's greedy choice per row of `rows.csv`, as the truth's
 /// column suffix `product__surface__message`.
 fn demo_choices(dir: &Path) -> Vec<String> {
-    let demo = repo().join("checkpoints/demo");
     let out = dir.join("decisions.csv");
-    run_ok(
-        upsell()
-            .args(["recommend", "--checkpoint"])
-            .arg(&demo)
-            .arg("--input")
-            .arg(demo.join("rows.csv"))
-            .arg("--output")
-            .arg(&out),
-    );
+    run_ok(&mut recommend_demo(&out));
     let frame = CsvReadOptions::default()
         .try_into_reader_with_file_path(Some(out))
         .unwrap()

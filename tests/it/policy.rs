@@ -7,7 +7,7 @@ use upsell::config::Exploration;
 use upsell::config::{EligibilityRule, PolicyConfig};
 use upsell::policy::{Policy, UserScores};
 
-use crate::common::{repo, run_ok, upsell};
+use crate::common::{recommend_demo, repo, run_ok, upsell};
 
 /// Two products: a (value 10 if bought) and b (value 30).
 fn policy(config: PolicyConfig) -> Policy {
@@ -362,13 +362,7 @@ fn recommend_applies_the_rules_and_reports_propensities() {
     let tmp = tempfile::tempdir().unwrap();
     let demo = repo().join("checkpoints/demo");
     let out = tmp.path().join("decisions.csv");
-    run_ok(upsell()
-        .args(["recommend", "--checkpoint"])
-        .arg(&demo)
-        .arg("--input")
-        .arg(demo.join("rows.csv"))
-        .arg("--output")
-        .arg(&out)
+    run_ok(recommend_demo(&out)
         .args(["--policy", "softmax:0.1"])
         .args(["--set", "policy.exclude=[{ products = [\"student\"], column = \"age_bucket\", not_in = [\"13-17\", \"18-24\"] }]"]));
     let text = std::fs::read_to_string(&out).unwrap();
@@ -394,6 +388,44 @@ fn recommend_applies_the_rules_and_reports_propensities() {
         assert!(young || offer != "student", "{input} -> {decision}");
         let propensity: f64 = decision.split(',').nth(4).unwrap().parse().unwrap();
         assert!(propensity > 0.0 && propensity <= 1.0);
+    }
+}
+
+/// A batch decision lists its best three candidates unless asked (as
+/// `/v1/recommend`), or as many as asked; the choice is the same either way.
+#[test]
+fn recommend_lists_the_top_k_candidates_and_chooses_over_all() {
+    let tmp = tempfile::tempdir().unwrap();
+    let decide = |name: &str, extra: &[&str]| -> Vec<(String, Vec<serde_json::Value>)> {
+        let out = tmp.path().join(name);
+        run_ok(
+            recommend_demo(&out)
+                .args(["--policy", "greedy"])
+                .args(extra),
+        );
+        csv::Reader::from_path(&out)
+            .unwrap()
+            .deserialize::<BTreeMap<String, String>>()
+            .map(|row| {
+                let row = row.unwrap();
+                (
+                    row["offer"].clone(),
+                    serde_json::from_str(&row["candidates"]).unwrap(),
+                )
+            })
+            .collect()
+    };
+    let default = decide("default.csv", &[]);
+    let all = decide("all.csv", &["--top-k", "1000"]);
+    let one = decide("one.csv", &["--top-k", "1"]);
+    assert!(!default.is_empty());
+    for ((d, a), o) in default.iter().zip(&all).zip(&one) {
+        assert_eq!(d.0, a.0);
+        assert_eq!(d.0, o.0);
+        assert_eq!(d.1.len(), 3);
+        assert_eq!(o.1.len(), 1);
+        assert!(a.1.len() > 3, "{}", a.1.len());
+        assert_eq!(d.1[..], a.1[..3]);
     }
 }
 
@@ -573,18 +605,8 @@ fn a_holdout_outside_zero_to_one_is_refused() {
 #[test]
 fn recommend_marks_the_holdout_in_its_output() {
     let tmp = tempfile::tempdir().unwrap();
-    let demo = repo().join("checkpoints/demo");
     let out = tmp.path().join("decisions.csv");
-    run_ok(
-        upsell()
-            .args(["recommend", "--checkpoint"])
-            .arg(&demo)
-            .arg("--input")
-            .arg(demo.join("rows.csv"))
-            .arg("--output")
-            .arg(&out)
-            .args(["--set", "policy.holdout=0.5"]),
-    );
+    run_ok(recommend_demo(&out).args(["--set", "policy.holdout=0.5"]));
     let text = std::fs::read_to_string(&out).unwrap();
     let mut lines = text.lines();
     let header: Vec<&str> = lines.next().unwrap().split(',').collect();
