@@ -135,6 +135,23 @@ impl Layout {
     }
 }
 
+impl Layout {
+    /// One combination of context values (each context column's vocabulary
+    /// index) as table indices `[1, columns]`, for every row alike; `None`
+    /// without context columns.
+    pub fn context_combination(&self, indices: &[u32], device: &Device) -> Option<Tensor<2, Int>> {
+        let columns = self.context_offsets.len();
+        (columns > 0).then(|| {
+            let data: Vec<i32> = indices
+                .iter()
+                .zip(&self.context_offsets)
+                .map(|(&index, offset)| index as i32 + offset)
+                .collect();
+            Tensor::from_data(TensorData::new(data, [1, columns]), device)
+        })
+    }
+}
+
 /// Training targets of a batch, on a device.
 ///
 /// # Shapes

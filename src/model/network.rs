@@ -154,6 +154,17 @@ pub struct Network {
     members: Vec<Member>,
 }
 
+/// What [`Network::decision_logits`] gives for a batch.
+///
+/// # Shapes
+/// - `conversion`: one `[batch, products]` per context combination asked
+/// - `plan`: `[batch, products]`, one per product offered with an
+///   offer-aware plan head, else one; empty without a plan head
+pub struct DecisionLogits {
+    pub conversion: Vec<Tensor<2>>,
+    pub plan: Vec<Tensor<2>>,
+}
+
 impl NetworkConfig {
     /// A network of `members` members, each with its own initial weights
     /// drawn from the device's random stream.
@@ -382,8 +393,7 @@ impl Member {
     ///   products, `plan` is absent.
     pub fn score_all_logits(&self, inputs: &Inputs) -> (Tensor<2>, Option<Tensor<2>>) {
         let (user, plan_user) = self.encode(inputs);
-        let [batch, width] = user.dims();
-        let device = user.device();
+        let [batch, _] = user.dims();
         let products = self.products;
         let row_offer = inputs.offer.clone().and_then(|o| self.embed_offer(o));
         let plan = self.plan_logits(plan_user, row_offer);
@@ -404,26 +414,86 @@ impl Member {
             let logits = self.convert(user, None, inputs.context.clone());
             return (with_wide(logits.reshape([batch, 1])), plan);
         }
-        // Each user repeated once per product: rows [u0p0, u0p1, ..., u1p0, ...].
-        let users = user
-            .unsqueeze_dim::<3>(1)
-            .expand([batch, products, width])
-            .reshape([batch * products, width]);
-        let offers = Tensor::<1, Int>::arange(0..products as i64, &device)
-            .unsqueeze_dim::<2>(0)
-            .expand([batch, products])
-            .reshape([batch * products]);
+        let (users, offers) = self.every_product(user);
         let context = inputs.context.clone().map(|c| {
             let [_, columns] = c.dims();
             c.unsqueeze_dim::<3>(1)
                 .expand([batch, products, columns])
                 .reshape([batch * products, columns])
         });
+        let logits = self.convert(users, offers, context);
+        (with_wide(logits.reshape([batch, products])), plan)
+    }
+
+    /// Each user repeated once per product, rows `[u0p0, u0p1, ..., u1p0,
+    /// ...]`, with those rows' offers (indices and embeddings; none without
+    /// an offer table).
+    fn every_product(&self, user: Tensor<2>) -> (Tensor<2>, Option<(Tensor<1, Int>, Tensor<2>)>) {
+        let [batch, width] = user.dims();
+        let products = self.products;
+        let offers = Tensor::<1, Int>::arange(0..products as i64, &user.device())
+            .unsqueeze_dim::<2>(0)
+            .expand([batch, products])
+            .reshape([batch * products]);
+        let users = user
+            .unsqueeze_dim::<3>(1)
+            .expand([batch, products, width])
+            .reshape([batch * products, width]);
         let offers = self
             .embed_offer(offers.clone())
             .map(|embedded| (offers, embedded));
-        let logits = self.convert(users, offers, context);
-        (with_wide(logits.reshape([batch, products])), plan)
+        (users, offers)
+    }
+
+    /// [`Network::decision_logits`] of this member: the encoder runs once.
+    fn decision_logits(
+        &self,
+        inputs: &Inputs,
+        contexts: &[Option<Tensor<2, Int>>],
+    ) -> DecisionLogits {
+        let (user, plan_user) = self.encode(inputs);
+        let [batch, _] = user.dims();
+        let device = user.device();
+        let products = self.products;
+        let (wide_conversion, wide_plan) = match self.wide(inputs) {
+            Some((conversion, plan)) => (Some(conversion), plan),
+            None => (None, None),
+        };
+        let (users, offers) = self.every_product(user);
+        let conversion = contexts
+            .iter()
+            .map(|context| {
+                let context = context.clone().map(|c| {
+                    let [_, columns] = c.dims();
+                    c.expand([batch * products, columns])
+                });
+                let logits = self
+                    .convert(users.clone(), offers.clone(), context)
+                    .reshape([batch, products]);
+                match &wide_conversion {
+                    Some(wide) => logits + wide.clone(),
+                    None => logits,
+                }
+            })
+            .collect();
+        let offered: Vec<Option<Tensor<2>>> = if self.plan_uses_offer {
+            (0..products)
+                .map(|p| self.embed_offer(Tensor::full([batch], p as i64, &device)))
+                .collect()
+        } else {
+            vec![None]
+        };
+        let plan = offered
+            .into_iter()
+            .filter_map(|offer| {
+                let logits = self.plan_logits(plan_user.clone(), offer)?;
+                Some(match &wide_plan {
+                    Some(wide) => logits + wide.clone(),
+                    None => logits,
+                })
+            })
+            .collect();
+        DecisionLogits { conversion, plan }
     }
 }
 
@@ -492,6 +562,34 @@ impl Network {
             .all(Option::is_some)
             .then(|| mean(plan.into_iter().flatten()));
         (mean(conversion.into_iter()), plan)
+    }
+
+    /// The logits a decision needs, averaged over the members: each
+    /// product's conversion logits in each of `contexts` (one combination
+    /// of context values each, `[1, context columns]` table indices, or
+    /// `None` without context columns), and the plan logits (per product
+    /// offered with an offer-aware plan head). Each member encodes the users
+    /// once for all of them, where [`score_all_logits`](Self::score_all_logits)
+    /// per context and offer would encode them again each time.
+    pub fn decision_logits(
+        &self,
+        inputs: &Inputs,
+        contexts: &[Option<Tensor<2, Int>>],
+    ) -> DecisionLogits {
+        let members: Vec<DecisionLogits> = self
+            .members
+            .iter()
+            .map(|m| m.decision_logits(inputs, contexts))
+            .collect();
+        let average = |pick: fn(&DecisionLogits) -> &Vec<Tensor<2>>| -> Vec<Tensor<2>> {
+            (0..pick(&members[0]).len())
+                .map(|i| mean(members.iter().map(|m| pick(m)[i].clone())))
+                .collect()
+        };
+        DecisionLogits {
+            conversion: average(|m| &m.conversion),
+            plan: average(|m| &m.plan),
+        }
     }
 
     /// The weights as plain arrays for the few-row scoring path, or `None`

@@ -427,36 +427,12 @@ impl Scorer {
         let products = pre.products.len();
         let values: Vec<f64> = pre.products.iter().map(|p| p.value).collect();
         let combos = self.context_combinations();
-        let mut per_context: Vec<Scores> = Vec::new();
-        if combos.is_empty() {
-            per_context.push(self.score_features(features));
-        } else {
-            let columns = pre.context.len();
-            for combo in &combos {
-                let mut f = features.clone();
-                for row in 0..f.rows {
-                    for (j, (_, _, index)) in combo.iter().enumerate() {
-                        f.context[row * columns + j] = *index;
-                    }
-                }
-                per_context.push(self.score_features(&f));
-            }
-        }
+        let (per_context, plans) = self.decision_probabilities(features, &combos);
         let expected = |p_plan: &[f32], row: usize| -> f64 {
             (0..products)
                 .map(|k| f64::from(p_plan[row * products + k]) * values[k])
                 .sum()
         };
-        // With an offer-aware plan head, what a buyer picks depends on the offer.
-        let per_offer: Option<Vec<Scores>> = self.manifest.network.plan_uses_offer.then(|| {
-            (0..products)
-                .map(|p| {
-                    let mut f = features.clone();
-                    f.offer = vec![p as u32; f.rows];
-                    self.score_features(&f)
-                })
-                .collect()
-        });
         let (p_none, plan_none) = self.score_no_offer(features);
         Ok((0..features.rows)
             .map(|row| crate::policy::UserScores {
@@ -471,18 +447,108 @@ impl Scorer {
                 }),
                 p_convert: per_context
                     .iter()
-                    .map(|s| {
+                    .map(|p_convert| {
                         (0..products)
-                            .map(|p| f64::from(s.p_convert[row * products + p]))
+                            .map(|p| f64::from(p_convert[row * products + p]))
                             .collect()
                     })
                     .collect(),
-                value_if_converted: match &per_offer {
-                    Some(per_offer) => per_offer.iter().map(|s| expected(&s.p_plan, row)).collect(),
-                    None => vec![expected(&per_context[0].p_plan, row); products],
+                value_if_converted: match plans.len() {
+                    // With an offer-aware plan head, what a buyer picks
+                    // depends on the offer.
+                    1 => vec![expected(&plans[0], row); products],
+                    _ => plans.iter().map(|p_plan| expected(p_plan, row)).collect(),
                 },
             })
             .collect())
+    }
+
+    /// P(convert) of every product in each context combination (`rows x
+    /// products` each; one, the rows' own, without context columns) and the
+    /// plan probabilities (`rows x products`, per product offered with an
+    /// offer-aware plan head, else one).
+    fn decision_probabilities(
+        &self,
+        features: &Features,
+        combos: &[Vec<(String, String, u32)>],
+    ) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
+        let products = self.manifest.network.products;
+        let offer_aware = self.manifest.network.plan_uses_offer;
+        if self.few_rows.is_some() && features.rows <= self.few_rows_max {
+            // The plain path scores one context and offer at a time.
+            let columns = self.manifest.preprocessor.context.len();
+            let per_context: Vec<Scores> = if combos.is_empty() {
+                vec![self.score_features(features)]
+            } else {
+                combos
+                    .iter()
+                    .map(|combo| {
+                        let mut f = features.clone();
+                        for row in 0..f.rows {
+                            for (j, (_, _, index)) in combo.iter().enumerate() {
+                                f.context[row * columns + j] = *index;
+                            }
+                        }
+                        self.score_features(&f)
+                    })
+                    .collect()
+            };
+            let plans = if offer_aware {
+                (0..products)
+                    .map(|p| {
+                        let mut f = features.clone();
+                        f.offer = vec![p as u32; f.rows];
+                        self.score_features(&f).p_plan
+                    })
+                    .collect()
+            } else {
+                vec![per_context[0].p_plan.clone()]
+            };
+            return (
+                per_context.into_iter().map(|s| s.p_convert).collect(),
+                plans,
+            );
+        }
+        // Without context columns there is one context: none.
+        let contexts: Vec<_> = if combos.is_empty() {
+            vec![None]
+        } else {
+            combos
+                .iter()
+                .map(|combo| {
+                    let indices: Vec<u32> = combo.iter().map(|(_, _, index)| *index).collect();
+                    self.layout.context_combination(&indices, &self.device)
+                })
+                .collect()
+        };
+        let mut p_convert = vec![Vec::with_capacity(features.rows * products); contexts.len()];
+        let mut p_plan = vec![
+            Vec::with_capacity(features.rows * products);
+            if offer_aware { products } else { 1 }
+        ];
+        let mut start = 0;
+        while start < features.rows {
+            let end = (start + self.chunk).min(features.rows);
+            let inputs = self.layout.inputs(features, start..end, &self.device);
+            let logits = self.network.decision_logits(&inputs, &contexts);
+            for (out, conversion) in p_convert.iter_mut().zip(logits.conversion) {
+                let z = crate::model::inputs::to_vec(conversion);
+                out.extend(
+                    z.iter()
+                        .enumerate()
+                        .map(|(i, &z)| self.calibration.conversion(z, Some(i % products))),
+                );
+            }
+            for (out, plan) in p_plan.iter_mut().zip(logits.plan) {
+                let mut probs = crate::model::inputs::to_vec(plan);
+                for row in probs.chunks_exact_mut(products) {
+                    self.calibration.plan(row);
+                }
+                out.extend(probs);
+            }
+            start = end;
+        }
+        (p_convert, p_plan)
     }
 
     /// The decision policy of this checkpoint: its products and contexts,

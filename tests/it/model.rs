@@ -245,6 +245,50 @@ fn the_wide_part_learns_and_every_scoring_path_adds_it() {
     }
 }
 
+/// A decision's scores (every product in every context, and what a buyer
+/// picks given each offer) are the same from a batch, whose users burn
+/// encodes once for every context and offer, and from one record at a time
+/// on the few-row path.
+#[test]
+fn decision_scores_agree_between_the_batched_and_few_row_paths() {
+    let (_tmp, dir) = small_checkpoint(&[
+        "model.members=2",
+        "model.wide=true",
+        "train.calibration=\"temperature\"",
+    ]);
+    let scorer = upsell::Scorer::load(&dir).unwrap();
+    let records = sample_records();
+    assert!(records.len() > upsell::model::few_rows::FEW_ROWS_MAX);
+    let batched = scorer
+        .user_scores(&scorer.transform_records(&records).unwrap())
+        .unwrap();
+    let close = |a: &[f64], b: &[f64]| {
+        a.len() == b.len() && a.iter().zip(b).all(|(a, b)| (a - b).abs() < 1e-5)
+    };
+    for (record, batched) in records.iter().zip(&batched) {
+        let features = scorer
+            .transform_records(std::slice::from_ref(record))
+            .unwrap();
+        let one = &scorer.user_scores(&features).unwrap()[0];
+        assert_eq!(one.p_convert.len(), batched.p_convert.len());
+        for (a, b) in one.p_convert.iter().zip(&batched.p_convert) {
+            assert!(close(a, b), "{a:?} vs {b:?}");
+        }
+        assert!(
+            close(&one.value_if_converted, &batched.value_if_converted),
+            "{:?} vs {:?}",
+            one.value_if_converted,
+            batched.value_if_converted
+        );
+    }
+    // The offer-aware plan head makes the value depend on the offer.
+    let values = &batched[0].value_if_converted;
+    assert!(
+        values.iter().any(|v| (v - values[0]).abs() > 1e-6),
+        "{values:?}"
+    );
+}
+
 /// A seed ensemble lives in one checkpoint, its members differ, and the
 /// scorer gives the mean of their logits on the few-row path and on the
 /// batched one.
