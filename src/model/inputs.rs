@@ -133,9 +133,7 @@ impl Layout {
             context: shared(&features.context, &self.context_offsets),
         }
     }
-}
 
-impl Layout {
     /// One combination of context values (each context column's vocabulary
     /// index) as table indices `[1, columns]`, for every row alike; `None`
     /// without context columns.

@@ -453,9 +453,9 @@ impl Scorer {
                             .collect()
                     })
                     .collect(),
+                // One plan for every offer (an offer-blind plan head), or
+                // what a buyer picks given each offer.
                 value_if_converted: match plans.len() {
-                    // With an offer-aware plan head, what a buyer picks
-                    // depends on the offer.
                     1 => vec![expected(&plans[0], row); products],
                     _ => plans.iter().map(|p_plan| expected(p_plan, row)).collect(),
                 },
