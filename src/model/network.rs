@@ -66,7 +66,11 @@ impl Block {
     }
 
     fn forward(&self, x: Tensor<2>) -> Tensor<2> {
-        let x = self.linear.forward(x);
+        self.after_linear(self.linear.forward(x))
+    }
+
+    /// The block's output from its linear layer's.
+    fn after_linear(&self, x: Tensor<2>) -> Tensor<2> {
         let x = match &self.norm {
             Some(norm) => norm.forward(x),
             None => x,
@@ -152,6 +156,16 @@ pub struct Member {
 #[derive(Module, Debug)]
 pub struct Network {
     members: Vec<Member>,
+}
+
+/// The first tower layer's product split by its inputs (see
+/// [`Member::split_first_layer`]): `users` `[batch, hidden]` with the bias,
+/// `products` `[products, hidden]`, and the weights `[context width,
+/// hidden]` that the context embeddings multiply.
+struct SplitFirstLayer {
+    users: Tensor<2>,
+    products: Tensor<2>,
+    context: Option<Tensor<2>>,
 }
 
 /// What [`Network::decision_logits`] gives for a batch.
@@ -346,6 +360,12 @@ impl Member {
         for block in &self.tower {
             x = block.forward(x);
         }
+        self.conversion_logit(x, offer)
+    }
+
+    /// The conversion logit from the tower's output `[batch, width]`: the
+    /// row's offer's output with one per product. `[batch]`.
+    fn conversion_logit(&self, x: Tensor<2>, offer: Option<Tensor<1, Int>>) -> Tensor<1> {
         let [batch, _] = x.dims();
         let logits = self.conversion.forward(x);
         match offer {
@@ -445,6 +465,62 @@ impl Member {
         (users, offers)
     }
 
+    /// The first tower layer's input is `[user, offer, context]`, so its
+    /// product is the sum of three: the users' part (with the bias) for each
+    /// user, and the offers' and the contexts' for each product and context.
+    /// Computed apart, a batch of decisions multiplies each once instead of
+    /// once per (user, product, context). `None` without a tower or offers.
+    fn split_first_layer(&self, user: Tensor<2>) -> Option<SplitFirstLayer> {
+        let first = self.tower.first()?;
+        let offers = self.offer_embedding.as_ref()?;
+        let [_, width] = user.dims();
+        let weight = first.linear.weight.val();
+        let offer_width = offers.weight.dims()[1];
+        let mut users = user.matmul(weight.clone().narrow(0, 0, width));
+        if let Some(bias) = &first.linear.bias {
+            users = users + bias.val().unsqueeze_dim(0);
+        }
+        let products = offers
+            .weight
+            .val()
+            .narrow(0, 0, self.products)
+            .matmul(weight.clone().narrow(0, width, offer_width));
+        let context_rows = weight.dims()[0] - width - offer_width;
+        let context =
+            (context_rows > 0).then(|| weight.narrow(0, width + offer_width, context_rows));
+        Some(SplitFirstLayer {
+            users,
+            products,
+            context,
+        })
+    }
+
+    /// [`convert`](Self::convert) of every user and product in one context
+    /// (`[1, context columns]` indices), from the split first layer. `[users
+    /// * products]`, rows as [`every_product`](Self::every_product)'s.
+    fn convert_split(
+        &self,
+        split: &SplitFirstLayer,
+        offers: Option<(Tensor<1, Int>, Tensor<2>)>,
+        context: Option<Tensor<2, Int>>,
+    ) -> Tensor<1> {
+        let [batch, hidden] = split.users.dims();
+        let products = self.products;
+        // [products, hidden]: each product's part plus the context's.
+        let mut shared = split.products.clone();
+        if let (Some(table), Some(indices), Some(weight)) =
+            (&self.context_embedding, context, &split.context)
+        {
+            shared = shared + lookup(table, indices).matmul(weight.clone());
+        }
+        let x = split.users.clone().unsqueeze_dim::<3>(1) + shared.unsqueeze_dim::<3>(0);
+        let mut x = self.tower[0].after_linear(x.reshape([batch * products, hidden]));
+        for block in &self.tower[1..] {
+            x = block.forward(x);
+        }
+        self.conversion_logit(x, offers.map(|(index, _)| index))
+    }
+
     /// [`Network::decision_logits`] of this member: the encoder runs once.
     fn decision_logits(
         &self,
@@ -459,17 +535,22 @@ impl Member {
             Some((conversion, plan)) => (Some(conversion), plan),
             None => (None, None),
         };
+        let split = self.split_first_layer(user.clone());
         let (users, offers) = self.every_product(user);
         let conversion = contexts
             .iter()
             .map(|context| {
-                let context = context.clone().map(|c| {
-                    let [_, columns] = c.dims();
-                    c.expand([batch * products, columns])
-                });
-                let logits = self
-                    .convert(users.clone(), offers.clone(), context)
-                    .reshape([batch, products]);
+                let logits = match &split {
+                    Some(split) => self.convert_split(split, offers.clone(), context.clone()),
+                    None => {
+                        let context = context.clone().map(|c| {
+                            let [_, columns] = c.dims();
+                            c.expand([batch * products, columns])
+                        });
+                        self.convert(users.clone(), offers.clone(), context)
+                    }
+                };
+                let logits = logits.reshape([batch, products]);
                 match &wide_conversion {
                     Some(wide) => logits + wide.clone(),
                     None => logits,

@@ -743,12 +743,16 @@ async fn a_shadow_checkpoint_is_decided_and_logged_not_returned() {
             .all(|row| row.contains(&shadow_version)),
         "{logged}"
     );
-    let (_, metrics) = call(&with_shadow, "GET", "/metrics", None).await;
-    let metrics = metrics.as_str().unwrap();
-    assert!(
-        metrics.contains("upsell_shadow_requests_total{outcome=\"logged\"} 1"),
-        "{metrics}"
-    );
+    // The shadow counts its outcome after writing its log.
+    let metrics = loop {
+        let (_, metrics) = call(&with_shadow, "GET", "/metrics", None).await;
+        let metrics = metrics.as_str().unwrap().to_string();
+        if metrics.contains("upsell_shadow_requests_total{outcome=\"logged\"} 1") {
+            break metrics;
+        }
+        assert!(std::time::Instant::now() < deadline, "{metrics}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
     let agreed: u64 = ["true", "false"]
         .iter()
         .map(|agrees| {
