@@ -168,6 +168,14 @@ struct SplitFirstLayer {
     context: Option<Tensor<2>>,
 }
 
+/// How a batch of decisions feeds its users to the conversion tower: through
+/// the split first layer, or repeated once per product.
+#[allow(clippy::large_enum_variant)] // one per batch: its size does not matter
+enum TowerUsers {
+    Split(SplitFirstLayer),
+    Repeated(Tensor<2>),
+}
+
 /// What [`Network::decision_logits`] gives for a batch.
 ///
 /// # Shapes
@@ -451,18 +459,24 @@ impl Member {
     fn every_product(&self, user: Tensor<2>) -> (Tensor<2>, Option<(Tensor<1, Int>, Tensor<2>)>) {
         let [batch, width] = user.dims();
         let products = self.products;
-        let offers = Tensor::<1, Int>::arange(0..products as i64, &user.device())
-            .unsqueeze_dim::<2>(0)
-            .expand([batch, products])
-            .reshape([batch * products]);
+        let offers = self.every_offer(batch, &user.device());
         let users = user
             .unsqueeze_dim::<3>(1)
             .expand([batch, products, width])
             .reshape([batch * products, width]);
-        let offers = self
-            .embed_offer(offers.clone())
-            .map(|embedded| (offers, embedded));
         (users, offers)
+    }
+
+    /// The offers of [`every_product`](Self::every_product)'s rows for
+    /// `batch` users: indices and embeddings, none without an offer table.
+    fn every_offer(&self, batch: usize, device: &Device) -> Option<(Tensor<1, Int>, Tensor<2>)> {
+        let products = self.products;
+        let offers = Tensor::<1, Int>::arange(0..products as i64, device)
+            .unsqueeze_dim::<2>(0)
+            .expand([batch, products])
+            .reshape([batch * products]);
+        self.embed_offer(offers.clone())
+            .map(|embedded| (offers, embedded))
     }
 
     /// The first tower layer's input is `[user, offer, context]`, so its
@@ -535,14 +549,22 @@ impl Member {
             Some((conversion, plan)) => (Some(conversion), plan),
             None => (None, None),
         };
-        let split = self.split_first_layer(user.clone());
-        let (users, offers) = self.every_product(user);
+        // A split first layer needs no copy of the users per product.
+        let (users, offers) = match self.split_first_layer(user.clone()) {
+            Some(split) => (TowerUsers::Split(split), self.every_offer(batch, &device)),
+            None => {
+                let (users, offers) = self.every_product(user);
+                (TowerUsers::Repeated(users), offers)
+            }
+        };
         let conversion = contexts
             .iter()
             .map(|context| {
-                let logits = match &split {
-                    Some(split) => self.convert_split(split, offers.clone(), context.clone()),
-                    None => {
+                let logits = match &users {
+                    TowerUsers::Split(split) => {
+                        self.convert_split(split, offers.clone(), context.clone())
+                    }
+                    TowerUsers::Repeated(users) => {
                         let context = context.clone().map(|c| {
                             let [_, columns] = c.dims();
                             c.expand([batch * products, columns])
