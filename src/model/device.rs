@@ -67,11 +67,11 @@ pub fn is_cpu(device: &Device) -> bool {
     plain == Device::flex()
 }
 
-/// Sets the CPU backends' thread count (0: every core) and, with two or
-/// more, makes the calling thread one of the pool's threads. Only the first
-/// call in a process takes effect, as the pool is global; call it from the
-/// thread that will issue the tensor operations and outlives them (the main
-/// thread).
+/// Sets the CPU backends' thread count (0: `RAYON_NUM_THREADS`, else every
+/// core) and, with two or more, makes the calling thread one of the pool's
+/// threads. Only the first call in a process takes effect, as the pool is
+/// global; call it from the thread that will issue the tensor operations and
+/// outlives them (the main thread).
 ///
 /// Each CPU tensor operation splits its work over the pool. Issued from a
 /// thread outside the pool, every operation is handed over and waited for:
@@ -83,7 +83,11 @@ pub fn is_cpu(device: &Device) -> bool {
 /// replicas), and it runs such work only while it waits inside the pool.
 pub fn set_threads(threads: usize) {
     let threads = match threads {
-        0 => std::thread::available_parallelism().map_or(1, usize::from),
+        0 => std::env::var("RAYON_NUM_THREADS")
+            .ok()
+            .and_then(|n| n.parse().ok())
+            .filter(|&n| n > 0)
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, usize::from)),
         n => n,
     };
     let builder = rayon::ThreadPoolBuilder::new().num_threads(threads);
