@@ -3,6 +3,7 @@
 //! `default-features = false`.
 
 pub use crate::error::ScoreError;
+use rayon::prelude::*;
 use std::collections::HashMap;
 use std::path::Path;
 
@@ -48,6 +49,10 @@ impl Scores {
     }
 }
 
+/// P(convert) per context combination and plan probabilities per offer
+/// (see `Scorer::decision_probabilities`), each `rows x products`.
+type DecisionProbabilities = (Vec<Vec<f32>>, Vec<Vec<f32>>);
+
 /// A loaded checkpoint, ready to score.
 #[derive(Debug)]
 pub struct Scorer {
@@ -60,6 +65,8 @@ pub struct Scorer {
     few_rows_max: usize,
     /// Rows per pass through burn.
     chunk: usize,
+    /// Whether a batch's chunks are scored side by side (on a CPU).
+    parallel_chunks: bool,
     network: Network,
     layout: Layout,
     device: Device,
@@ -92,6 +99,7 @@ impl Scorer {
                 GPU_FEW_ROWS_MAX
             },
             chunk: if cpu { CPU_CHUNK } else { GPU_CHUNK },
+            parallel_chunks: cpu,
             calibration: manifest
                 .calibration
                 .clone()
@@ -471,7 +479,7 @@ impl Scorer {
         &self,
         features: &Features,
         combos: &[Vec<(String, String, u32)>],
-    ) -> (Vec<Vec<f32>>, Vec<Vec<f32>>) {
+    ) -> DecisionProbabilities {
         let products = self.manifest.network.products;
         let offer_aware = self.manifest.network.plan_uses_offer;
         if self.few_rows.is_some() && features.rows <= self.few_rows_max {
@@ -509,44 +517,69 @@ impl Scorer {
                 plans,
             );
         }
-        // Without context columns there is one context: none.
-        let contexts: Vec<_> = if combos.is_empty() {
-            vec![None]
-        } else {
-            combos
-                .iter()
-                .map(|combo| {
-                    let indices: Vec<u32> = combo.iter().map(|(_, _, index)| *index).collect();
-                    self.layout.context_combination(&indices, &self.device)
+        let indices: Vec<Vec<u32>> = combos
+            .iter()
+            .map(|combo| combo.iter().map(|(_, _, index)| *index).collect())
+            .collect();
+        let chunk = |rows: std::ops::Range<usize>| -> DecisionProbabilities {
+            // Without context columns there is one context: none.
+            let contexts: Vec<_> = if indices.is_empty() {
+                vec![None]
+            } else {
+                indices
+                    .iter()
+                    .map(|combo| self.layout.context_combination(combo, &self.device))
+                    .collect()
+            };
+            let inputs = self.layout.inputs(features, rows, &self.device);
+            let logits = self.network.decision_logits(&inputs, &contexts);
+            let p_convert = logits
+                .conversion
+                .into_iter()
+                .map(|conversion| {
+                    let z = crate::model::inputs::to_vec(conversion);
+                    z.iter()
+                        .enumerate()
+                        .map(|(i, &z)| self.calibration.conversion(z, Some(i % products)))
+                        .collect()
                 })
-                .collect()
+                .collect();
+            let p_plan = logits
+                .plan
+                .into_iter()
+                .map(|plan| {
+                    let mut probs = crate::model::inputs::to_vec(plan);
+                    for row in probs.chunks_exact_mut(products) {
+                        self.calibration.plan(row);
+                    }
+                    probs
+                })
+                .collect();
+            (p_convert, p_plan)
         };
-        let mut p_convert = vec![Vec::with_capacity(features.rows * products); contexts.len()];
+        let ranges: Vec<_> = (0..features.rows)
+            .step_by(self.chunk)
+            .map(|start| start..(start + self.chunk).min(features.rows))
+            .collect();
+        // On a CPU the chunks, each too small for burn to split its
+        // operations, are scored side by side on the pool.
+        let chunks: Vec<DecisionProbabilities> = if self.parallel_chunks {
+            ranges.into_par_iter().map(chunk).collect()
+        } else {
+            ranges.into_iter().map(chunk).collect()
+        };
+        let mut p_convert = vec![Vec::with_capacity(features.rows * products); combos.len().max(1)];
         let mut p_plan = vec![
             Vec::with_capacity(features.rows * products);
             if offer_aware { products } else { 1 }
         ];
-        let mut start = 0;
-        while start < features.rows {
-            let end = (start + self.chunk).min(features.rows);
-            let inputs = self.layout.inputs(features, start..end, &self.device);
-            let logits = self.network.decision_logits(&inputs, &contexts);
-            for (out, conversion) in p_convert.iter_mut().zip(logits.conversion) {
-                let z = crate::model::inputs::to_vec(conversion);
-                out.extend(
-                    z.iter()
-                        .enumerate()
-                        .map(|(i, &z)| self.calibration.conversion(z, Some(i % products))),
-                );
+        for (conversion, plan) in chunks {
+            for (out, part) in p_convert.iter_mut().zip(conversion) {
+                out.extend(part);
             }
-            for (out, plan) in p_plan.iter_mut().zip(logits.plan) {
-                let mut probs = crate::model::inputs::to_vec(plan);
-                for row in probs.chunks_exact_mut(products) {
-                    self.calibration.plan(row);
-                }
-                out.extend(probs);
+            for (out, part) in p_plan.iter_mut().zip(plan) {
+                out.extend(part);
             }
-            start = end;
         }
         (p_convert, p_plan)
     }
