@@ -105,6 +105,13 @@ impl Calibration {
         }
     }
 
+    /// [`plan`](Self::plan) on each row of `[rows, classes]` logits.
+    pub fn plans(&self, logits: &mut [f32], classes: usize) {
+        for row in logits.chunks_exact_mut(classes) {
+            self.plan(row);
+        }
+    }
+
     /// Turns one row of plan logits into calibrated probabilities, in place.
     pub fn plan(&self, logits: &mut [f32]) {
         let scale = 1.0 / self.plan_temperature;

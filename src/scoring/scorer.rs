@@ -5,6 +5,7 @@
 pub use crate::error::ScoreError;
 use rayon::prelude::*;
 use std::collections::HashMap;
+use std::ops::Range;
 use std::path::Path;
 
 use burn::prelude::*;
@@ -186,29 +187,18 @@ impl Scorer {
             self.score_few_rows(few_rows, features, &mut scores);
             return scores;
         }
-        let mut start = 0;
-        while start < features.rows {
-            let end = (start + self.chunk).min(features.rows);
-            let inputs = self.layout.inputs(features, start..end, &self.device);
+        let per_product = self.manifest.network.has_offer;
+        let chunks = self.by_chunks(features.rows, |rows| {
+            let inputs = self.layout.inputs(features, rows, &self.device);
             let (conversion, plan) = self.network.score_all_logits(&inputs);
             let [_, width] = conversion.dims();
-            let per_product = self.manifest.network.has_offer;
-            let logits = crate::model::inputs::to_vec(conversion);
-            scores
-                .p_convert
-                .extend(logits.iter().enumerate().map(|(i, &z)| {
-                    self.calibration
-                        .conversion(z, per_product.then_some(i % width))
-                }));
-            if let Some(plan) = plan {
-                let [_, classes] = plan.dims();
-                let mut probs = crate::model::inputs::to_vec(plan);
-                for row in probs.chunks_exact_mut(classes) {
-                    self.calibration.plan(row);
-                }
-                scores.p_plan.extend(probs);
-            }
-            start = end;
+            let p_convert =
+                self.conversion_probabilities(conversion, |i| per_product.then_some(i % width));
+            (p_convert, plan.map(|plan| self.plan_probabilities(plan)))
+        });
+        for (p_convert, p_plan) in chunks {
+            scores.p_convert.extend(p_convert);
+            scores.p_plan.extend(p_plan.unwrap_or_default());
         }
         self.fill_p_offer(features, &mut scores);
         scores
@@ -276,9 +266,7 @@ impl Scorer {
         }
         let classes = self.manifest.network.products;
         if classes > 0 {
-            for row in plan.chunks_exact_mut(classes) {
-                self.calibration.plan(row);
-            }
+            self.calibration.plans(&mut plan, classes);
             scores.p_plan = plan;
         }
         self.fill_p_offer(features, scores);
@@ -290,26 +278,19 @@ impl Scorer {
     pub fn score_offered(&self, features: &Features) -> (Vec<f32>, Vec<f32>) {
         let (mut p_offer, mut p_plan) = (Vec::with_capacity(features.rows), Vec::new());
         let per_product = self.manifest.network.has_offer && !features.offer.is_empty();
-        let mut start = 0;
-        while start < features.rows {
-            let end = (start + self.chunk).min(features.rows);
+        let chunks = self.by_chunks(features.rows, |rows| {
+            let start = rows.start;
             let out = self
                 .network
-                .forward(&self.layout.inputs(features, start..end, &self.device));
-            let logits = crate::model::inputs::to_vec(out.conversion);
-            p_offer.extend(logits.iter().enumerate().map(|(i, &z)| {
-                let product = per_product.then(|| features.offer[start + i] as usize);
-                self.calibration.conversion(z, product)
-            }));
-            if let Some(plan) = out.plan {
-                let [_, classes] = plan.dims();
-                let mut probs = crate::model::inputs::to_vec(plan);
-                for row in probs.chunks_exact_mut(classes) {
-                    self.calibration.plan(row);
-                }
-                p_plan.extend(probs);
-            }
-            start = end;
+                .forward(&self.layout.inputs(features, rows, &self.device));
+            let p_offer = self.conversion_probabilities(out.conversion, |i| {
+                per_product.then(|| features.offer[start + i] as usize)
+            });
+            (p_offer, out.plan.map(|plan| self.plan_probabilities(plan)))
+        });
+        for (offer, plan) in chunks {
+            p_offer.extend(offer);
+            p_plan.extend(plan.unwrap_or_default());
         }
         (p_offer, p_plan)
     }
@@ -517,57 +498,34 @@ impl Scorer {
                 plans,
             );
         }
-        let indices: Vec<Vec<u32>> = combos
-            .iter()
-            .map(|combo| combo.iter().map(|(_, _, index)| *index).collect())
-            .collect();
-        let chunk = |rows: std::ops::Range<usize>| -> DecisionProbabilities {
-            // Without context columns there is one context: none.
-            let contexts: Vec<_> = if indices.is_empty() {
-                vec![None]
-            } else {
-                indices
-                    .iter()
-                    .map(|combo| self.layout.context_combination(combo, &self.device))
-                    .collect()
-            };
+        // Without context columns there is one context: none. The context
+        // tensors are built once, for every chunk.
+        let contexts: Vec<_> = if combos.is_empty() {
+            vec![None]
+        } else {
+            combos
+                .iter()
+                .map(|combo| {
+                    let indices: Vec<u32> = combo.iter().map(|(_, _, index)| *index).collect();
+                    self.layout.context_combination(&indices, &self.device)
+                })
+                .collect()
+        };
+        let chunks = self.by_chunks(features.rows, |rows| -> DecisionProbabilities {
             let inputs = self.layout.inputs(features, rows, &self.device);
             let logits = self.network.decision_logits(&inputs, &contexts);
             let p_convert = logits
                 .conversion
                 .into_iter()
-                .map(|conversion| {
-                    let z = crate::model::inputs::to_vec(conversion);
-                    z.iter()
-                        .enumerate()
-                        .map(|(i, &z)| self.calibration.conversion(z, Some(i % products)))
-                        .collect()
-                })
+                .map(|conversion| self.conversion_probabilities(conversion, |i| Some(i % products)))
                 .collect();
             let p_plan = logits
                 .plan
                 .into_iter()
-                .map(|plan| {
-                    let mut probs = crate::model::inputs::to_vec(plan);
-                    for row in probs.chunks_exact_mut(products) {
-                        self.calibration.plan(row);
-                    }
-                    probs
-                })
+                .map(|plan| self.plan_probabilities(plan))
                 .collect();
             (p_convert, p_plan)
-        };
-        let ranges: Vec<_> = (0..features.rows)
-            .step_by(self.chunk)
-            .map(|start| start..(start + self.chunk).min(features.rows))
-            .collect();
-        // On a CPU the chunks, each too small for burn to split its
-        // operations, are scored side by side on the pool.
-        let chunks: Vec<DecisionProbabilities> = if self.parallel_chunks {
-            ranges.into_par_iter().map(chunk).collect()
-        } else {
-            ranges.into_iter().map(chunk).collect()
-        };
+        });
         let mut p_convert = vec![Vec::with_capacity(features.rows * products); combos.len().max(1)];
         let mut p_plan = vec![
             Vec::with_capacity(features.rows * products);
@@ -582,6 +540,46 @@ impl Scorer {
             }
         }
         (p_convert, p_plan)
+    }
+
+    /// Runs `score` over the rows in chunks of `self.chunk`, in row order.
+    /// On a CPU the chunks, each too small for burn to split its operations,
+    /// are scored side by side on the pool.
+    fn by_chunks<T: Send>(&self, rows: usize, score: impl Fn(Range<usize>) -> T + Sync) -> Vec<T> {
+        let ranges = (0..rows)
+            .step_by(self.chunk)
+            .map(|start| start..(start + self.chunk).min(rows));
+        if self.parallel_chunks {
+            ranges
+                .collect::<Vec<_>>()
+                .into_par_iter()
+                .map(&score)
+                .collect()
+        } else {
+            ranges.map(score).collect()
+        }
+    }
+
+    /// Calibrated P(convert) of conversion logits; `product(i)` is the
+    /// product of the i-th logit (for its temperature), if any.
+    fn conversion_probabilities<const D: usize>(
+        &self,
+        logits: Tensor<D>,
+        product: impl Fn(usize) -> Option<usize>,
+    ) -> Vec<f32> {
+        let z = crate::model::inputs::to_vec(logits);
+        z.iter()
+            .enumerate()
+            .map(|(i, &z)| self.calibration.conversion(z, product(i)))
+            .collect()
+    }
+
+    /// Calibrated plan distributions of plan logits (`[rows, classes]`).
+    fn plan_probabilities(&self, logits: Tensor<2>) -> Vec<f32> {
+        let [_, classes] = logits.dims();
+        let mut probs = crate::model::inputs::to_vec(logits);
+        self.calibration.plans(&mut probs, classes);
+        probs
     }
 
     /// The decision policy of this checkpoint: its products and contexts,
