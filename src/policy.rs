@@ -15,6 +15,7 @@
 //! Plans are thereby weighed against add-ons by value, not by conversion
 //! rate.
 
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use xxhash_rust::xxh3::xxh3_64_with_seed;
 
@@ -36,6 +37,21 @@ pub struct Candidate {
     pub expected_value: f64,
     /// The probability that the policy chooses this candidate.
     pub probability: f64,
+}
+
+/// A candidate while deciding: indices where [`Candidate`] has names, so
+/// building one allocates nothing (a user has one per product and context
+/// combination, 72 in the default world). Only the choice and the listed
+/// candidates are named.
+#[derive(Debug, Clone, Copy)]
+struct Scored {
+    /// The product's index; `None` for "no offer".
+    product: Option<usize>,
+    /// The context combination's index (0 for "no offer").
+    context: usize,
+    p_convert: f64,
+    expected_value: f64,
+    probability: f64,
 }
 
 /// The policy's choice for one user.
@@ -162,7 +178,7 @@ impl Policy {
         &self,
         scores: &UserScores,
         value: &dyn Fn(&str) -> Option<String>,
-    ) -> Vec<Candidate> {
+    ) -> Vec<Scored> {
         let cost = self.config.contact_cost;
         let baseline = scores.no_offer.map_or(0.0, |n| n.value);
         let eligible: Vec<bool> = (0..self.products.len())
@@ -186,9 +202,9 @@ impl Policy {
                     continue;
                 }
                 let p_convert = scores.p_convert[c][p];
-                out.push(Candidate {
-                    offer: Some(product.clone()),
-                    context: context.clone(),
+                out.push(Scored {
+                    product: Some(p),
+                    context: c,
                     p_convert,
                     expected_value: p_convert * scores.value_if_converted[p] * self.weight(p)
                         - baseline
@@ -199,9 +215,9 @@ impl Policy {
         }
         let budget = self.config.contact_budget.is_some();
         if cost > 0.0 || scores.no_offer.is_some() || budget || out.is_empty() {
-            out.push(Candidate {
-                offer: None,
-                context: Vec::new(),
+            out.push(Scored {
+                product: None,
+                context: 0,
                 p_convert: scores.no_offer.map_or(0.0, |n| n.p_convert),
                 expected_value: 0.0,
                 probability: 0.0,
@@ -218,7 +234,7 @@ impl Policy {
     /// exceeded (counts fall as a price rises). The contact price is a
     /// threshold on what an offer adds: applied as extra contact cost, it
     /// makes the same choice one user at a time (online, or in other shards).
-    pub fn shadow_prices(&self, batch: &[Vec<Candidate>]) -> Vec<f64> {
+    fn shadow_prices(&self, batch: &[Vec<Scored>]) -> Vec<f64> {
         let products = self.products.len();
         let mut prices = vec![0.0; products + 1];
         let budget = self.config.contact_budget.filter(|&b| b < 1.0);
@@ -274,21 +290,14 @@ impl Policy {
         prices
     }
 
-    fn adjusted(&self, candidate: &Candidate, prices: &[f64]) -> f64 {
-        match &candidate.offer {
+    fn adjusted(&self, candidate: &Scored, prices: &[f64]) -> f64 {
+        match candidate.product {
             None => candidate.expected_value,
-            Some(offer) => {
-                let p = self
-                    .products
-                    .iter()
-                    .position(|x| x == offer)
-                    .expect("a product");
-                candidate.expected_value - prices[p] - prices[self.products.len()]
-            }
+            Some(p) => candidate.expected_value - prices[p] - prices[self.products.len()],
         }
     }
 
-    fn best(&self, candidates: &[Candidate], prices: &[f64]) -> usize {
+    fn best(&self, candidates: &[Scored], prices: &[f64]) -> usize {
         // Ties go to the first candidate, so decisions are deterministic.
         let mut best = 0;
         for (i, c) in candidates.iter().enumerate() {
@@ -301,17 +310,32 @@ impl Policy {
 
     /// Users whose best candidate is `product`, or any offer for index
     /// `products` (the contact budget's).
-    fn count(&self, batch: &[Vec<Candidate>], prices: &[f64], product: usize) -> usize {
+    fn count(&self, batch: &[Vec<Scored>], prices: &[f64], product: usize) -> usize {
         batch
             .iter()
             .filter(|candidates| {
-                let offer = candidates[self.best(candidates, prices)].offer.as_deref();
-                match self.products.get(product) {
-                    Some(name) => offer == Some(name.as_str()),
-                    None => offer.is_some(),
+                let offered = candidates[self.best(candidates, prices)].product;
+                if product < self.products.len() {
+                    offered == Some(product)
+                } else {
+                    offered.is_some()
                 }
             })
             .count()
+    }
+
+    /// The candidate with names, as decisions report it.
+    fn named(&self, candidate: &Scored) -> Candidate {
+        Candidate {
+            offer: candidate.product.map(|p| self.products[p].clone()),
+            context: match candidate.product {
+                Some(_) => self.contexts[candidate.context].clone(),
+                None => Vec::new(),
+            },
+            p_convert: candidate.p_convert,
+            expected_value: candidate.expected_value,
+            probability: candidate.probability,
+        }
     }
 
     /// Decides for a batch of users. `value(row, column)` returns a user's
@@ -322,20 +346,23 @@ impl Policy {
         exploration: Exploration,
         scores: &[UserScores],
         ids: &[Option<String>],
-        value: &dyn Fn(usize, &str) -> Option<String>,
+        value: &(dyn Fn(usize, &str) -> Option<String> + Sync),
     ) -> Vec<Decision> {
         self.decide_priced(exploration, scores, ids, value).0
     }
 
     /// [`decide`](Self::decide), also returning the batch's shadow prices:
-    /// one per product, then the contact price (see
-    /// [`shadow_prices`](Self::shadow_prices)).
+    /// one per product, then the contact price. They bring each capped
+    /// product's share of greedy decisions to at most its cap and the share
+    /// of users offered anything to at most `contact_budget`; the contact
+    /// price, applied as extra contact cost, makes the same choice one user
+    /// at a time (online, or in other shards).
     pub fn decide_priced(
         &self,
         exploration: Exploration,
         scores: &[UserScores],
         ids: &[Option<String>],
-        value: &dyn Fn(usize, &str) -> Option<String>,
+        value: &(dyn Fn(usize, &str) -> Option<String> + Sync),
     ) -> (Vec<Decision>, Vec<f64>) {
         // Caps and a contact budget price the whole batch, so every user's
         // candidates are built first; without them each user's are built,
@@ -343,12 +370,9 @@ impl Policy {
         // memory to what is returned.
         let constrained =
             !self.config.caps.is_empty() || self.config.contact_budget.is_some_and(|b| b < 1.0);
-        let mut batch: Vec<Vec<Candidate>> = if constrained {
-            scores
-                .iter()
-                .enumerate()
-                .map(|(row, s)| self.candidates(s, &|column| value(row, column)))
-                .collect()
+        let candidates = |row: usize| self.candidates(&scores[row], &|column| value(row, column));
+        let batch: Vec<Vec<Scored>> = if constrained {
+            map_rows(scores.len(), candidates)
         } else {
             Vec::new()
         };
@@ -357,71 +381,86 @@ impl Policy {
         } else {
             vec![0.0; self.products.len() + 1]
         };
-        let decisions = (0..scores.len())
-            .map(|row| {
-                let mut candidates = match batch.get_mut(row) {
-                    Some(built) => std::mem::take(built),
-                    None => self.candidates(&scores[row], &|column| value(row, column)),
+        let decide = |row: usize, mut candidates: Vec<Scored>| -> Decision {
+            let id = ids.get(row).cloned().flatten();
+            let adjusted: Vec<f64> = candidates
+                .iter()
+                .map(|c| self.adjusted(c, &prices))
+                .collect();
+            let probabilities =
+                probabilities(exploration, &adjusted, self.best(&candidates, &prices));
+            for (c, p) in candidates.iter_mut().zip(&probabilities) {
+                c.probability = *p;
+            }
+            let key = id.clone().unwrap_or_else(|| format!("#{row}"));
+            let u = uniform(self.seed, &key);
+            let mut chosen = sample(&probabilities, u);
+            let share = self.config.holdout;
+            // The holdout is drawn from its own hash, independent of the
+            // exploration draw: a held-out user gets no offer, everyone
+            // else the exploration policy's draw. The probabilities are
+            // the mixture's, so that logged propensities are true.
+            let holdout = share > 0.0 && uniform(self.seed, &format!("holdout:{key}")) < share;
+            if share > 0.0 {
+                let none = match candidates.iter().position(|c| c.product.is_none()) {
+                    Some(none) => none,
+                    None => {
+                        candidates.push(Scored {
+                            product: None,
+                            context: 0,
+                            p_convert: 0.0,
+                            expected_value: 0.0,
+                            probability: 0.0,
+                        });
+                        candidates.len() - 1
+                    }
                 };
-                let id = ids.get(row).cloned().flatten();
-                let adjusted: Vec<f64> = candidates
+                for c in &mut candidates {
+                    c.probability *= 1.0 - share;
+                }
+                candidates[none].probability += share;
+                if holdout {
+                    chosen = none;
+                }
+            }
+            let choice = self.named(&candidates[chosen]);
+            candidates.sort_by(|a, b| b.expected_value.total_cmp(&a.expected_value));
+            let listed = self.listed.unwrap_or(candidates.len());
+            Decision {
+                id,
+                offer: choice.offer,
+                context: choice.context,
+                propensity: choice.probability,
+                expected_value: choice.expected_value,
+                candidates: candidates
                     .iter()
-                    .map(|c| self.adjusted(c, &prices))
-                    .collect();
-                let probabilities =
-                    probabilities(exploration, &adjusted, self.best(&candidates, &prices));
-                for (c, p) in candidates.iter_mut().zip(&probabilities) {
-                    c.probability = *p;
-                }
-                let key = id.clone().unwrap_or_else(|| format!("#{row}"));
-                let u = uniform(self.seed, &key);
-                let mut chosen = sample(&probabilities, u);
-                let share = self.config.holdout;
-                // The holdout is drawn from its own hash, independent of the
-                // exploration draw: a held-out user gets no offer, everyone
-                // else the exploration policy's draw. The probabilities are
-                // the mixture's, so that logged propensities are true.
-                let holdout = share > 0.0 && uniform(self.seed, &format!("holdout:{key}")) < share;
-                if share > 0.0 {
-                    let none = match candidates.iter().position(|c| c.offer.is_none()) {
-                        Some(none) => none,
-                        None => {
-                            candidates.push(Candidate {
-                                offer: None,
-                                context: Vec::new(),
-                                p_convert: 0.0,
-                                expected_value: 0.0,
-                                probability: 0.0,
-                            });
-                            candidates.len() - 1
-                        }
-                    };
-                    for c in &mut candidates {
-                        c.probability *= 1.0 - share;
-                    }
-                    candidates[none].probability += share;
-                    if holdout {
-                        chosen = none;
-                    }
-                }
-                let choice = candidates[chosen].clone();
-                candidates.sort_by(|a, b| b.expected_value.total_cmp(&a.expected_value));
-                if let Some(listed) = self.listed {
-                    candidates.truncate(listed);
-                    candidates.shrink_to_fit();
-                }
-                Decision {
-                    id,
-                    offer: choice.offer,
-                    context: choice.context,
-                    propensity: choice.probability,
-                    expected_value: choice.expected_value,
-                    candidates,
-                    holdout,
-                }
-            })
-            .collect();
+                    .take(listed)
+                    .map(|c| self.named(c))
+                    .collect(),
+                holdout,
+            }
+        };
+        // A user's decision depends on its own candidates and id (and the
+        // batch's prices) only, so users are decided side by side.
+        let decisions = map_rows(scores.len(), |row| match batch.get(row) {
+            Some(built) => decide(row, built.clone()),
+            None => decide(row, candidates(row)),
+        });
         (decisions, prices)
+    }
+}
+
+/// Batches of at least this many users are decided side by side on the CPU
+/// pool; a request of a few stays on its own thread, as handing work to the
+/// pool costs a thread wake-up.
+const PARALLEL_ROWS: usize = 512;
+
+/// `f` over `0..rows`, in order.
+fn map_rows<T: Send>(rows: usize, f: impl Fn(usize) -> T + Sync) -> Vec<T> {
+    if rows >= PARALLEL_ROWS {
+        (0..rows).into_par_iter().map(&f).collect()
+    } else {
+        (0..rows).map(f).collect()
     }
 }
 

@@ -544,12 +544,14 @@ impl Scorer {
 
     /// Runs `score` over the rows in chunks of `self.chunk`, in row order.
     /// On a CPU the chunks, each too small for burn to split its operations,
-    /// are scored side by side on the pool.
+    /// are scored side by side on the pool; a single chunk stays on the
+    /// calling thread (a server's request), as handing it over costs a
+    /// thread wake-up.
     fn by_chunks<T: Send>(&self, rows: usize, score: impl Fn(Range<usize>) -> T + Sync) -> Vec<T> {
         let ranges = (0..rows)
             .step_by(self.chunk)
             .map(|start| start..(start + self.chunk).min(rows));
-        if self.parallel_chunks {
+        if self.parallel_chunks && rows > self.chunk {
             ranges
                 .collect::<Vec<_>>()
                 .into_par_iter()

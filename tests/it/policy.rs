@@ -712,3 +712,66 @@ fn a_rule_on_an_unknown_context_column_is_refused() {
         "{stderr}"
     );
 }
+
+/// A user's decision is the same whether it is decided alone (a request) or
+/// in a large batch (a file, decided side by side on the CPU pool): the same
+/// candidates, rules, exploration draw and holdout.
+#[test]
+fn a_decision_does_not_depend_on_the_batch_it_is_in() {
+    let contexts: Vec<Vec<(String, String)>> = ["push", "email"]
+        .iter()
+        .map(|s| vec![("surface".to_string(), s.to_string())])
+        .collect();
+    let policy = Policy::new(
+        vec!["a".into(), "b".into()],
+        contexts,
+        PolicyConfig {
+            exclude: vec![EligibilityRule {
+                column: "push_opt_in".into(),
+                not_in: vec!["true".into()],
+                contexts: BTreeMap::from([("surface".to_string(), vec!["push".to_string()])]),
+                ..EligibilityRule::default()
+            }],
+            holdout: 0.1,
+            contact_cost: 0.2,
+            ..PolicyConfig::default()
+        },
+        7,
+    )
+    .listing(2);
+    let users: Vec<UserScores> = (0..1500)
+        .map(|i| {
+            let x = (i % 37) as f64 / 37.0;
+            UserScores {
+                p_convert: vec![
+                    vec![0.05 + 0.1 * x, 0.1 - 0.05 * x],
+                    vec![0.08, 0.04 + 0.02 * x],
+                ],
+                value_if_converted: vec![10.0, 30.0],
+                no_offer: Some(upsell::policy::NoOffer {
+                    p_convert: 0.01 * x,
+                    value: 0.3 * x,
+                }),
+            }
+        })
+        .collect();
+    let ids: Vec<Option<String>> = (0..users.len()).map(|i| Some(format!("u{i}"))).collect();
+    let opt_in = |row: usize, column: &str| -> Option<String> {
+        (column == "push_opt_in").then(|| (row % 3 == 0).to_string())
+    };
+    let exploration = Exploration::Softmax(0.5);
+    let batch = policy.decide(exploration, &users, &ids, &opt_in);
+    for (row, decided) in batch.iter().enumerate() {
+        let alone = policy.decide(
+            exploration,
+            std::slice::from_ref(&users[row]),
+            std::slice::from_ref(&ids[row]),
+            &|_, column| opt_in(row, column),
+        );
+        assert_eq!(&alone[0], decided, "row {row}");
+    }
+    // The rows differ, so the comparison covers every kind of decision.
+    let offers: BTreeSet<Option<String>> = batch.iter().map(|d| d.offer.clone()).collect();
+    assert_eq!(offers.len(), 3, "{offers:?}");
+    assert!(batch.iter().any(|d| d.holdout));
+}
