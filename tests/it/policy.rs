@@ -624,21 +624,30 @@ fn recommend_marks_the_holdout_in_its_output() {
     assert!(held > 0 && held < 8, "{held} of 8 held out");
 }
 
+/// Two contexts: the push and email surfaces.
+fn push_and_email() -> Vec<Vec<(String, String)>> {
+    ["push", "email"]
+        .iter()
+        .map(|s| vec![("surface".to_string(), s.to_string())])
+        .collect()
+}
+
+/// No push without the user's opt-in.
+fn push_needs_opt_in() -> EligibilityRule {
+    EligibilityRule {
+        column: "push_opt_in".into(),
+        not_in: vec!["true".into()],
+        contexts: BTreeMap::from([("surface".to_string(), vec!["push".to_string()])]),
+        ..EligibilityRule::default()
+    }
+}
+
 /// A rule may cover some contexts only (push needs consent), and compare a
 /// number (no offer within a week of the last one: a frequency cap).
 #[test]
 fn rules_can_exclude_contexts_and_compare_numbers() {
-    let contexts: Vec<Vec<(String, String)>> = ["push", "email"]
-        .iter()
-        .map(|s| vec![("surface".to_string(), s.to_string())])
-        .collect();
     let rules = vec![
-        EligibilityRule {
-            column: "push_opt_in".into(),
-            not_in: vec!["true".into()],
-            contexts: BTreeMap::from([("surface".to_string(), vec!["push".to_string()])]),
-            ..EligibilityRule::default()
-        },
+        push_needs_opt_in(),
         EligibilityRule {
             column: "days_since_last_upsell".into(),
             below: Some(7.0),
@@ -647,7 +656,7 @@ fn rules_can_exclude_contexts_and_compare_numbers() {
     ];
     let policy = Policy::new(
         vec!["a".into(), "b".into()],
-        contexts,
+        push_and_email(),
         PolicyConfig {
             exclude: rules,
             ..PolicyConfig::default()
@@ -718,20 +727,11 @@ fn a_rule_on_an_unknown_context_column_is_refused() {
 /// candidates, rules, exploration draw and holdout.
 #[test]
 fn a_decision_does_not_depend_on_the_batch_it_is_in() {
-    let contexts: Vec<Vec<(String, String)>> = ["push", "email"]
-        .iter()
-        .map(|s| vec![("surface".to_string(), s.to_string())])
-        .collect();
     let policy = Policy::new(
         vec!["a".into(), "b".into()],
-        contexts,
+        push_and_email(),
         PolicyConfig {
-            exclude: vec![EligibilityRule {
-                column: "push_opt_in".into(),
-                not_in: vec!["true".into()],
-                contexts: BTreeMap::from([("surface".to_string(), vec!["push".to_string()])]),
-                ..EligibilityRule::default()
-            }],
+            exclude: vec![push_needs_opt_in()],
             holdout: 0.1,
             contact_cost: 0.2,
             ..PolicyConfig::default()
@@ -757,7 +757,7 @@ fn a_decision_does_not_depend_on_the_batch_it_is_in() {
         .collect();
     let ids: Vec<Option<String>> = (0..users.len()).map(|i| Some(format!("u{i}"))).collect();
     let opt_in = |row: usize, column: &str| -> Option<String> {
-        (column == "push_opt_in").then(|| (row % 3 == 0).to_string())
+        (column == "push_opt_in").then(|| row.is_multiple_of(3).to_string())
     };
     let exploration = Exploration::Softmax(0.5);
     let batch = policy.decide(exploration, &users, &ids, &opt_in);
