@@ -1,17 +1,18 @@
 #!/usr/bin/env bash
 # Compares upsell configs by the decisions they make, on every synthetic
 # world, with upsell's own `eval --truth` (no Python, no baselines; fast
-# enough for tuning). Per world: a log of 250,000 rows of seed WORLD_SEED in
-# files of 50,000 (cached), training on the first four files, the
-# recommendations for the fifth scored against its truth. Prints one line per
+# enough for tuning). Per world: a log of 250,000 rows (UPSELL_DQ_LOG_ROWS)
+# of seed WORLD_SEED in files of 50,000 (cached), training on every file but
+# the last, the recommendations for the last scored against its truth. Prints one line per
 # run and, per world, the mean and sd over training seeds 1..SEEDS of the
 # share of achievable lift and of the conversion AUC.
 #
 #   scripts/decision-ablation.sh SEEDS [--set key=value]...
 #
 # Environment: UPSELL (a prebuilt binary), UPSELL_DQ_ROWS (train on only the
-# first ROWS rows of the first file, at most 50,000; default: all four
-# files), UPSELL_DQ_WORLD_SEED (default 42),
+# first ROWS rows of the first file, at most 50,000; default: every file but
+# the last), UPSELL_DQ_LOG_ROWS (the log's rows, a multiple of 50,000;
+# default 250000), UPSELL_DQ_WORLD_SEED (default 42),
 # UPSELL_DQ_WORLDS (default every world but `holdout`, which is kept out of
 # tuning), UPSELL_DQ_CACHE (where the logs are kept; default
 # ~/.cache/upsell/worlds).
@@ -31,13 +32,21 @@ fi
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
+log_rows=${UPSELL_DQ_LOG_ROWS:-250000}
+last=$(printf 'part-%05d.parquet' $((log_rows / 50000 - 1)))
+
 for world in "${worlds[@]}"; do
-    log=$cache/$world-$world_seed-250000
+    log=$cache/$world-$world_seed-$log_rows
     if [[ ! -d $log ]]; then
-        "$upsell" synth --rows 250000 --rows-per-file 50000 --seed "$world_seed" --world "$world" \
-            --out "$log" >/dev/null
+        "$upsell" synth --rows "$log_rows" --rows-per-file 50000 --seed "$world_seed" \
+            --world "$world" --out "$log" >/dev/null
     fi
-    train="$log/exposures/part-0000[0-3].parquet"
+    # Every file but the last, as a directory of links.
+    train=$work/train-$world
+    mkdir -p "$train"
+    for file in "$log"/exposures/part-*.parquet; do
+        [[ $(basename "$file") == "$last" ]] || ln -sf "$file" "$train/"
+    done
     if [[ -n $rows ]]; then
         train=$log/head-$rows.parquet
         if [[ ! -f $train ]]; then
@@ -54,7 +63,7 @@ pq.write_table(table.slice(0, int(rows)), out + ".tmp")' "$log/exposures/part-00
         summary=$("$upsell" train --config "$log/config.toml" --data "$train" \
             --out "$work/$world-$seed" --set train.threads=2 --set "seed=$seed" "$@" | tail -n 1)
         "$upsell" eval --checkpoint "$work/$world-$seed/checkpoint" \
-            --data "$log/exposures/part-00004.parquet" --truth "$log/truth/part-00004.parquet" |
+            --data "$log/exposures/$last" --truth "$log/truth/$last" |
             python3 -c '
 import json, sys
 world, seed, summary = sys.argv[1:]

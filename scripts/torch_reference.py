@@ -52,8 +52,9 @@ own virtual environment when started by a Python without torch (below).
   embedding_prior / training rows * |user table|^2 (and wide_prior * |10
   wide|^2). Gradients clipped to global L2 norm grad_clip per member. AdamW
   (betas 0.9/0.999, eps 1e-8, decoupled weight decay, as burn's); learning
-  rate per step: linear warm-up over min(warmup_steps, steps / 10) steps,
-  then cosine/linear/none down to lr * min_lr_ratio; the same batch size.
+  rate per step: linear warm-up over min(warmup_steps, steps / 10) steps
+  to lr (times sqrt(batch / lr_reference_batch) for a batch above it),
+  then cosine/linear/none down to min_lr_ratio of that; the same batch size.
   Each epoch shuffles the training rows (torch's generator, not burn's
   ChaCha8 stream) and takes them in batches.
 - Validation (src/train/run.rs, src/evaluation/metrics): the members'
@@ -610,9 +611,17 @@ def network_config(config, pre, members):
 # ------------------------------------------------------------ training ----
 
 
-def learning_rate(train, step, total):
+def peak_lr(train, batch):
+    """src/config/sections.rs TrainConfig::peak_lr (the CPU's batch size)."""
+    reference = train.get("lr_reference_batch", 0)
+    if reference == 0 or batch <= reference:
+        return train["lr"]
+    return train["lr"] * math.sqrt(batch / reference)
+
+
+def learning_rate(train, batch, step, total):
     """src/train/step.rs learning_rate."""
-    peak = train["lr"]
+    peak = peak_lr(train, batch)
     warmup = min(train["warmup_steps"], total // 10)
     if step < warmup:
         return peak * (step + 1) / warmup
@@ -890,7 +899,7 @@ def main():
             if grad_clip > 0:
                 for member in model.members:
                     torch.nn.utils.clip_grad_norm_(member.parameters(), grad_clip)
-            lr = learning_rate(train_cfg, step, total_steps)
+            lr = learning_rate(train_cfg, batch_size, step, total_steps)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             optimizer.step()

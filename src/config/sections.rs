@@ -389,6 +389,20 @@ pub struct TrainConfig {
     pub epochs: usize,
     /// Rows per optimisation step, at most. Default 1024.
     pub batch_size: usize,
+    /// With `backend = "wgpu"` the batch grows past `batch_size` with the
+    /// data, so that an epoch takes `gpu_steps_per_epoch` steps, up to this
+    /// many rows: a GPU pays a dispatch per operation, so larger batches
+    /// fill it. 0 (or at most `batch_size`) keeps `batch_size`. Default
+    /// 16384.
+    pub gpu_batch_size: usize,
+    /// Steps per epoch that the GPU's batch keeps (see `gpu_batch_size`):
+    /// enough steps that quality matches `batch_size`'s. Default 200.
+    pub gpu_steps_per_epoch: usize,
+    /// A batch above this many rows raises the peak learning rate by
+    /// sqrt(batch / lr_reference_batch), the square-root rule for Adam; 0
+    /// keeps `lr` whatever the batch. Smaller batches keep `lr`, which was
+    /// chosen with the small batches small data gets. Default 1024.
+    pub lr_reference_batch: usize,
     /// Small data gets smaller batches (not below 32 rows) so that an epoch
     /// takes at least this many optimisation steps; 0 keeps `batch_size`
     /// whatever the data. Default 50.
@@ -531,6 +545,9 @@ impl Default for TrainConfig {
             threads: 0,
             epochs: 10,
             batch_size: 1024,
+            gpu_batch_size: 16_384,
+            gpu_steps_per_epoch: 200,
+            lr_reference_batch: 1024,
             min_steps_per_epoch: 50,
             lr: 0.002,
             weight_decay: 1e-4,
@@ -560,14 +577,32 @@ impl TrainConfig {
     /// The rows per optimisation step for `rows` training rows:
     /// `batch_size`, lowered on small data so that an epoch takes
     /// `min_steps_per_epoch` steps, but not below 32 rows (nor
-    /// `batch_size`).
+    /// `batch_size`); on a GPU, raised on large data so that an epoch takes
+    /// `gpu_steps_per_epoch` steps, up to `gpu_batch_size`.
     pub fn batch_rows(&self, rows: usize) -> usize {
         const SMALLEST: usize = 32;
-        if self.min_steps_per_epoch == 0 {
-            return self.batch_size;
+        let batch = match self.min_steps_per_epoch {
+            0 => self.batch_size,
+            steps => rows.div_ceil(steps).max(SMALLEST).min(self.batch_size),
+        };
+        let grows = self.backend == BackendKind::Wgpu
+            && self.gpu_batch_size > self.batch_size
+            && self.gpu_steps_per_epoch > 0;
+        if grows {
+            rows.div_ceil(self.gpu_steps_per_epoch)
+                .clamp(batch, self.gpu_batch_size)
+        } else {
+            batch
         }
-        let fitted = rows.div_ceil(self.min_steps_per_epoch);
-        fitted.max(SMALLEST).min(self.batch_size)
+    }
+
+    /// The peak learning rate for batches of `batch` rows: `lr`, raised by
+    /// the square root of the batch over `lr_reference_batch` above it.
+    pub fn peak_lr(&self, batch: usize) -> f64 {
+        if self.lr_reference_batch == 0 || batch <= self.lr_reference_batch {
+            return self.lr;
+        }
+        self.lr * (batch as f64 / self.lr_reference_batch as f64).sqrt()
     }
 }
 
@@ -772,5 +807,31 @@ mod tests {
             ..cfg
         };
         assert_eq!(fixed.batch_rows(1_200), 1024);
+    }
+
+    #[test]
+    fn a_gpu_takes_larger_batches_at_a_higher_learning_rate() {
+        let cpu = TrainConfig::default();
+        let gpu = TrainConfig {
+            backend: super::BackendKind::Wgpu,
+            ..cpu.clone()
+        };
+        assert_eq!(cpu.batch_rows(1_800_000), 1024);
+        // 200 steps an epoch on large data, up to 16,384 rows.
+        assert_eq!(gpu.batch_rows(1_800_000), 9000);
+        assert_eq!(gpu.batch_rows(18_000_000), 16_384);
+        // Below 204,800 rows, the CPU's batches.
+        assert_eq!(gpu.batch_rows(180_000), 1024);
+        assert_eq!(gpu.batch_rows(18_000), 360);
+        // Four times the reference batch, twice the learning rate; at or
+        // below it, the configured one.
+        assert!((cpu.peak_lr(4096) - 2.0 * cpu.lr).abs() < 1e-12);
+        assert_eq!(cpu.peak_lr(1024), cpu.lr);
+        assert_eq!(cpu.peak_lr(360), cpu.lr);
+        let unscaled = TrainConfig {
+            lr_reference_batch: 0,
+            ..cpu
+        };
+        assert_eq!(unscaled.peak_lr(16_384), unscaled.lr);
     }
 }

@@ -212,6 +212,7 @@ impl<'a> Run<'a> {
             wide_prior: wide_prior(&self.wide, &data, cfg),
             step: 0,
             total_steps: steps_per_epoch * cfg.epochs,
+            batch_size,
             lr: cfg.lr,
             conv_sum: None,
             plan_sum: None,

@@ -14,9 +14,15 @@ use burn::optim::{GradientsParams, ModuleOptimizer, MultiGradientsParams};
 use burn::prelude::*;
 use std::ops::Range;
 
-/// The learning rate at `step` of `total`: linear warm-up, then the decay.
-pub fn learning_rate(config: &crate::config::TrainConfig, step: usize, total: usize) -> f64 {
-    let peak = config.lr;
+/// The learning rate at `step` of `total` in batches of `batch` rows:
+/// linear warm-up to [`TrainConfig::peak_lr`], then the decay.
+pub fn learning_rate(
+    config: &crate::config::TrainConfig,
+    batch: usize,
+    step: usize,
+    total: usize,
+) -> f64 {
+    let peak = config.peak_lr(batch);
     // Short runs (small data) warm up for a tenth of their steps at most.
     let warmup = config.warmup_steps.min(total / 10);
     if step < warmup {
@@ -60,6 +66,9 @@ pub(super) struct Stepper<'r> {
     pub(super) wide_prior: super::wide_prior::WidePrior,
     pub(super) step: usize,
     pub(super) total_steps: usize,
+    /// Rows per step (the last of an epoch may have fewer), for the peak
+    /// learning rate.
+    pub(super) batch_size: usize,
     pub(super) lr: f64,
     // Loss sums stay on the device and are read once per epoch: a read per
     // step would make the device wait for the host (and a GPU idle) at
@@ -241,7 +250,7 @@ impl Stepper<'_> {
         // state.
         let grads = merge_gradients(&network, grads, &self.device);
         let grads = clip_global_norm(&network, grads, self.cfg.grad_clip);
-        self.lr = learning_rate(self.cfg, self.step, self.total_steps);
+        self.lr = learning_rate(self.cfg, self.batch_size, self.step, self.total_steps);
         self.network = Some(self.optimizer.step(self.lr, network, grads));
         self.step += 1;
     }
