@@ -338,6 +338,77 @@ impl Policy {
         }
     }
 
+    /// One user's decision from its candidates (in [`candidates`]'s
+    /// order) and the batch's shadow prices: the exploration policy's
+    /// probabilities, the draw seeded by the id (or `#row`), the holdout,
+    /// and the candidates listed best first.
+    ///
+    /// [`candidates`]: Self::candidates
+    fn decide_user(
+        &self,
+        exploration: Exploration,
+        prices: &[f64],
+        id: Option<String>,
+        row: usize,
+        mut candidates: Vec<Scored>,
+    ) -> Decision {
+        let adjusted: Vec<f64> = candidates
+            .iter()
+            .map(|c| self.adjusted(c, prices))
+            .collect();
+        let probabilities = probabilities(exploration, &adjusted, self.best(&candidates, prices));
+        for (c, p) in candidates.iter_mut().zip(&probabilities) {
+            c.probability = *p;
+        }
+        let key = id.clone().unwrap_or_else(|| format!("#{row}"));
+        let u = uniform(self.seed, &key);
+        let mut chosen = sample(&probabilities, u);
+        let share = self.config.holdout;
+        // The holdout is drawn from its own hash, independent of the
+        // exploration draw: a held-out user gets no offer, everyone
+        // else the exploration policy's draw. The probabilities are
+        // the mixture's, so that logged propensities are true.
+        let holdout = share > 0.0 && uniform(self.seed, &format!("holdout:{key}")) < share;
+        if share > 0.0 {
+            let none = match candidates.iter().position(|c| c.product.is_none()) {
+                Some(none) => none,
+                None => {
+                    candidates.push(Scored {
+                        product: None,
+                        context: 0,
+                        p_convert: 0.0,
+                        expected_value: 0.0,
+                        probability: 0.0,
+                    });
+                    candidates.len() - 1
+                }
+            };
+            for c in &mut candidates {
+                c.probability *= 1.0 - share;
+            }
+            candidates[none].probability += share;
+            if holdout {
+                chosen = none;
+            }
+        }
+        let choice = self.named(&candidates[chosen]);
+        candidates.sort_by(|a, b| b.expected_value.total_cmp(&a.expected_value));
+        let listed = self.listed.unwrap_or(candidates.len());
+        Decision {
+            id,
+            offer: choice.offer,
+            context: choice.context,
+            propensity: choice.probability,
+            expected_value: choice.expected_value,
+            candidates: candidates
+                .iter()
+                .take(listed)
+                .map(|c| self.named(c))
+                .collect(),
+            holdout,
+        }
+    }
+
     /// Decides for a batch of users. `value(row, column)` returns a user's
     /// raw input value as text (for the eligibility rules); `ids` seed each
     /// row's draw (the row's position stands in for a missing id).
@@ -381,70 +452,15 @@ impl Policy {
         } else {
             vec![0.0; self.products.len() + 1]
         };
-        let decide = |row: usize, mut candidates: Vec<Scored>| -> Decision {
-            let id = ids.get(row).cloned().flatten();
-            let adjusted: Vec<f64> = candidates
-                .iter()
-                .map(|c| self.adjusted(c, &prices))
-                .collect();
-            let probabilities =
-                probabilities(exploration, &adjusted, self.best(&candidates, &prices));
-            for (c, p) in candidates.iter_mut().zip(&probabilities) {
-                c.probability = *p;
-            }
-            let key = id.clone().unwrap_or_else(|| format!("#{row}"));
-            let u = uniform(self.seed, &key);
-            let mut chosen = sample(&probabilities, u);
-            let share = self.config.holdout;
-            // The holdout is drawn from its own hash, independent of the
-            // exploration draw: a held-out user gets no offer, everyone
-            // else the exploration policy's draw. The probabilities are
-            // the mixture's, so that logged propensities are true.
-            let holdout = share > 0.0 && uniform(self.seed, &format!("holdout:{key}")) < share;
-            if share > 0.0 {
-                let none = match candidates.iter().position(|c| c.product.is_none()) {
-                    Some(none) => none,
-                    None => {
-                        candidates.push(Scored {
-                            product: None,
-                            context: 0,
-                            p_convert: 0.0,
-                            expected_value: 0.0,
-                            probability: 0.0,
-                        });
-                        candidates.len() - 1
-                    }
-                };
-                for c in &mut candidates {
-                    c.probability *= 1.0 - share;
-                }
-                candidates[none].probability += share;
-                if holdout {
-                    chosen = none;
-                }
-            }
-            let choice = self.named(&candidates[chosen]);
-            candidates.sort_by(|a, b| b.expected_value.total_cmp(&a.expected_value));
-            let listed = self.listed.unwrap_or(candidates.len());
-            Decision {
-                id,
-                offer: choice.offer,
-                context: choice.context,
-                propensity: choice.probability,
-                expected_value: choice.expected_value,
-                candidates: candidates
-                    .iter()
-                    .take(listed)
-                    .map(|c| self.named(c))
-                    .collect(),
-                holdout,
-            }
-        };
         // A user's decision depends on its own candidates and id (and the
         // batch's prices) only, so users are decided side by side.
-        let decisions = map_rows(scores.len(), |row| match batch.get(row) {
-            Some(built) => decide(row, built.clone()),
-            None => decide(row, candidates(row)),
+        let decisions = map_rows(scores.len(), |row| {
+            let id = ids.get(row).cloned().flatten();
+            let candidates = match batch.get(row) {
+                Some(built) => built.clone(),
+                None => candidates(row),
+            };
+            self.decide_user(exploration, &prices, id, row, candidates)
         });
         (decisions, prices)
     }
