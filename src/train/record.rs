@@ -43,6 +43,9 @@ pub struct TrainSummary {
     pub backend: String,
     pub train_rows: usize,
     pub valid_rows: usize,
+    /// Rows per optimisation step: `train.batch_size`, fitted to the data
+    /// and, on a GPU, grown with it (`TrainConfig::batch_rows`).
+    pub batch_size: usize,
     pub epochs: usize,
     pub best_epoch: usize,
     pub stopped_early: bool,

@@ -350,6 +350,11 @@ fn logged_decisions_round_trip_into_train_and_ope() {
         summary["train_rows"].as_u64().unwrap() + summary["valid_rows"].as_u64().unwrap(),
         3000
     );
+    // Small data: batches that give an epoch 50 steps, and the summary says so.
+    assert_eq!(
+        summary["batch_size"].as_u64().unwrap(),
+        summary["train_rows"].as_u64().unwrap().div_ceil(50)
+    );
     let ope = run_ok(
         upsell()
             .args(["ope", "--checkpoint"])
