@@ -33,6 +33,10 @@ work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
 log_rows=${UPSELL_DQ_LOG_ROWS:-250000}
+if ((log_rows < 100000 || log_rows % 50000)); then
+    echo "UPSELL_DQ_LOG_ROWS=$log_rows: a multiple of 50000, at least 100000 (a file to train on and one to score)" >&2
+    exit 2
+fi
 last=$(printf 'part-%05d.parquet' $((log_rows / 50000 - 1)))
 
 for world in "${worlds[@]}"; do
