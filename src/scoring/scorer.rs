@@ -548,17 +548,12 @@ impl Scorer {
     /// calling thread (a server's request), as handing it over costs a
     /// thread wake-up.
     fn by_chunks<T: Send>(&self, rows: usize, score: impl Fn(Range<usize>) -> T + Sync) -> Vec<T> {
-        let ranges = (0..rows)
-            .step_by(self.chunk)
-            .map(|start| start..(start + self.chunk).min(rows));
-        if self.parallel_chunks && rows > self.chunk {
-            ranges
-                .collect::<Vec<_>>()
-                .into_par_iter()
-                .map(&score)
-                .collect()
+        let chunk = |i: usize| score(i * self.chunk..((i + 1) * self.chunk).min(rows));
+        let chunks = rows.div_ceil(self.chunk);
+        if self.parallel_chunks && chunks > 1 {
+            (0..chunks).into_par_iter().map(chunk).collect()
         } else {
-            ranges.map(score).collect()
+            (0..chunks).map(chunk).collect()
         }
     }
 

@@ -216,7 +216,7 @@ fn train_from(
         backend: config.train.backend.to_string(),
         train_rows,
         valid_rows: valid.features.rows,
-        batch_size: config.train.batch_rows(train_rows),
+        batch_size: outcome.batch_size,
         epochs: outcome.epochs,
         best_epoch: outcome.best.epoch,
         stopped_early: outcome.epochs < config.train.epochs,

@@ -47,6 +47,8 @@ pub struct Outcome {
     pub epochs: usize,
     pub history: Vec<EpochMetrics>,
     pub rows_per_sec: f64,
+    /// Rows per optimisation step ([`TrainConfig::batch_rows`](crate::config::TrainConfig::batch_rows)).
+    pub batch_size: usize,
 }
 
 impl<'a> Run<'a> {
@@ -420,6 +422,7 @@ impl<'a> Run<'a> {
             epochs: history.len(),
             rows_per_sec: rows_trained / train_seconds,
             history,
+            batch_size: stepper.batch_size,
         })
     }
 }

@@ -45,6 +45,12 @@ pub fn run_ok(command: &mut Command) -> std::process::Output {
     output
 }
 
+/// The last line of a command's stdout as JSON (a run's final summary).
+pub fn last_json(output: &std::process::Output) -> serde_json::Value {
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    serde_json::from_str(stdout.lines().last().expect("a JSON line")).unwrap()
+}
+
 /// Runs a command that must fail with exit `code`; returns its stderr.
 pub fn run_fails(command: &mut Command, code: i32) -> String {
     let output = command.output().unwrap();

@@ -6,7 +6,7 @@ use std::path::Path;
 use polars::prelude::{CsvReadOptions, SerReader};
 use serde_json::Value;
 
-use crate::common::{recommend_demo, repo, run_fails, run_ok, upsell};
+use crate::common::{last_json, recommend_demo, repo, run_fails, run_ok, upsell};
 
 /// The demo checkpoint's products and context values, in its order.
 fn demo_candidates() -> (Vec<String>, Vec<String>) {
@@ -337,14 +337,7 @@ fn logged_decisions_round_trip_into_train_and_ope() {
             .arg(dir.join("again"))
             .args(["--set", "train.epochs=1"]),
     );
-    let summary: Value = serde_json::from_str(
-        String::from_utf8(trained.stdout)
-            .unwrap()
-            .lines()
-            .last()
-            .unwrap(),
-    )
-    .unwrap();
+    let summary = last_json(&trained);
     assert_eq!(summary["status"], "ok");
     assert_eq!(
         summary["train_rows"].as_u64().unwrap() + summary["valid_rows"].as_u64().unwrap(),

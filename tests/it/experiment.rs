@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use polars::prelude::*;
 use serde_json::Value;
 
-use crate::common::{files_under, run_fails, run_ok, upsell};
+use crate::common::{files_under, last_json, run_fails, run_ok, upsell};
 
 /// Writes a synthetic log of `rows` rows (in files of `per_file` rows).
 fn synth(dir: &Path, rows: u64, per_file: u64, seed: u64) -> PathBuf {
@@ -67,11 +67,6 @@ fn read_parquet(path: &Path) -> DataFrame {
     ParquetReader::new(std::fs::File::open(path).unwrap())
         .finish()
         .unwrap()
-}
-
-fn last_json(output: &std::process::Output) -> Value {
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    serde_json::from_str(stdout.lines().last().expect("a JSON line")).unwrap()
 }
 
 #[test]

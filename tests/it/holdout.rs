@@ -8,12 +8,7 @@ use std::path::Path;
 use polars::prelude::{CsvWriter, DataFrame, ParquetReader, SerReader, SerWriter};
 use serde_json::Value;
 
-use crate::common::{run_fails, run_ok, upsell, write};
-
-fn json(output: &std::process::Output) -> Value {
-    let text = String::from_utf8_lossy(&output.stdout);
-    serde_json::from_str(text.lines().last().unwrap()).unwrap()
-}
+use crate::common::{last_json, run_fails, run_ok, upsell, write};
 
 /// A small `incremental` world: a 10% holdout, organic buyers.
 fn world(dir: &Path, rows: &str, extra: &[&str]) -> std::path::PathBuf {
@@ -37,7 +32,7 @@ fn world(dir: &Path, rows: &str, extra: &[&str]) -> std::path::PathBuf {
 }
 
 fn train(config: &Path, data: &Path, out: &Path, extra: &[&str]) -> Value {
-    json(&run_ok(
+    last_json(&run_ok(
         upsell()
             .args(["train", "--config"])
             .arg(config)
@@ -101,7 +96,7 @@ fn a_holdout_round_trips_through_every_command() {
 
     // eval: "none" is one of the offers, and the uplift metrics rank each
     // product's rows against the holdout.
-    let eval = json(&run_ok(
+    let eval = last_json(&run_ok(
         upsell()
             .args(["eval", "--checkpoint"])
             .arg(&checkpoint)
@@ -183,7 +178,7 @@ fn a_holdout_round_trips_through_every_command() {
         again["train_rows"].as_u64().unwrap() + again["valid_rows"].as_u64().unwrap(),
         4000
     );
-    let ope = json(&run_ok(
+    let ope = last_json(&run_ok(
         upsell()
             .args(["ope", "--checkpoint"])
             .arg(&checkpoint)
@@ -253,7 +248,7 @@ fn the_uplift_policy_beats_the_propensity_only_policy() {
     let (uplift, propensity) = (run(&world, "uplift"), run(&plain, "propensity"));
     let truth = world.join("truth/part-00000.parquet");
     let value = |checkpoint: &Path, world: &Path| {
-        let eval = json(&run_ok(
+        let eval = last_json(&run_ok(
             upsell()
                 .args(["eval", "--checkpoint"])
                 .arg(checkpoint)
