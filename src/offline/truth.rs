@@ -91,7 +91,27 @@ pub struct DecisionQuality {
     pub best_achievable_auc: Option<f64>,
     /// AUC of the true `p_convert__<offer>` on the logged outcomes.
     pub true_auc: Option<f64>,
+    /// The offers made, in ten equal groups by the value the policy expects
+    /// each to add (its `expected_value`: over no offer, net of the contact
+    /// cost), against the value the truth says it adds: whether the model's
+    /// value estimates, which contact costs and budgets act on, are right
+    /// where it is most sure of them. Empty without offers.
+    pub value_calibration: Vec<ValueBin>,
 }
+
+/// One group of [`DecisionQuality::value_calibration`].
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ValueBin {
+    /// Offers in the group.
+    pub offers: usize,
+    /// Their mean expected value added, as the policy predicted it.
+    pub predicted: f64,
+    /// Their mean true value added: `value__P__C - value__none - contact cost`.
+    pub actual: f64,
+}
+
+/// Groups of [`DecisionQuality::value_calibration`].
+const VALUE_BINS: usize = 10;
 
 /// Where each candidate's truth lives in a truth frame.
 struct Columns {
@@ -122,6 +142,8 @@ struct Sums {
     ineligible: usize,
     /// Per context: the sum of the chosen offers' values in that context.
     fixed_context: Vec<f64>,
+    /// Per offer made: (predicted, true) value added over no offer.
+    value_added: Vec<(f32, f32)>,
 }
 
 /// Scores the greedy decisions of `scorer`'s policy (`policy_config`) on
@@ -352,6 +374,8 @@ impl Sums {
                 for (fixed, sum) in self.fixed_context.iter_mut().enumerate() {
                     *sum += net(fixed, p);
                 }
+                self.value_added
+                    .push((decision.expected_value as f32, (net(c, p) - t.none) as f32));
                 net(c, p)
             }
         };
@@ -411,8 +435,29 @@ impl Sums {
             ineligible_rate: self.ineligible as f64 / n,
             best_achievable_auc: columns.bayes_p.as_ref().and_then(|_| best_auc.finish().auc),
             true_auc: columns.true_p.as_ref().and_then(|_| true_auc.finish().auc),
+            value_calibration: value_bins(self.value_added, VALUE_BINS),
         }
     }
+}
+
+/// `(predicted, actual)` pairs in `bins` groups of (nearly) equal size by
+/// the prediction, lowest first.
+fn value_bins(mut pairs: Vec<(f32, f32)>, bins: usize) -> Vec<ValueBin> {
+    pairs.sort_unstable_by(|a, b| a.0.total_cmp(&b.0));
+    let (n, bins) = (pairs.len(), bins.min(pairs.len()));
+    (0..bins)
+        .map(|k| {
+            let group = &pairs[k * n / bins..(k + 1) * n / bins];
+            let mean = |value: fn(&(f32, f32)) -> f32| {
+                group.iter().map(|p| f64::from(value(p))).sum::<f64>() / group.len() as f64
+            };
+            ValueBin {
+                offers: group.len(),
+                predicted: mean(|p| p.0),
+                actual: mean(|p| p.1),
+            }
+        })
+        .collect()
 }
 
 impl Columns {
@@ -583,5 +628,42 @@ mod tests {
         assert_eq!(q.fixed_context_value, 0.5);
         assert_eq!(q.context_share_of_lift, 1.0);
         assert_eq!(q.share_of_lift, 1.0);
+    }
+
+    /// The model expects each offer to add half what it does: every group
+    /// shows it, the most promising offers last, and no offer (a user
+    /// left alone) is counted.
+    #[test]
+    fn value_calibration_sets_predicted_against_true_value_added() {
+        // [context][product][row]: offering duo is worth 2 * (row + 1);
+        // unoffered, a user buys 1 anyway.
+        let value = vec![vec![(1..=4).map(|v| 2.0 * f64::from(v) + 1.0).collect()]];
+        let contexts = ["__email".to_string()];
+        let products = ["duo".to_string()];
+        let mut sums = Sums::default();
+        for row in 0..5 {
+            let mut d = decision("email");
+            if row == 4 {
+                d.offer = None;
+            } else {
+                d.expected_value = row as f64 + 1.0;
+            }
+            let truth = Truth {
+                value: &value,
+                bayes: None,
+                none: 1.0,
+                bayes_none: 0.0,
+                row: row.min(3),
+                contact_cost: 0.0,
+            };
+            sums.add(&truth, &[0], &d, &products, &contexts).unwrap();
+        }
+        let bins = value_bins(sums.value_added, 2);
+        let pairs: Vec<(usize, f64, f64)> = bins
+            .iter()
+            .map(|b| (b.offers, b.predicted, b.actual))
+            .collect();
+        assert_eq!(pairs, [(2, 1.5, 3.0), (2, 3.5, 7.0)]);
+        assert!(value_bins(Vec::new(), VALUE_BINS).is_empty());
     }
 }

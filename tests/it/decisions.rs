@@ -129,6 +129,17 @@ fn eval_scores_decisions_against_the_truth() {
         "no Bayes columns, no Bayes policy"
     );
     assert_eq!(d["ineligible_rate"], 0.0);
+    // Every offer adds 1, whatever the policy expected of it, and the groups
+    // go from its least to its most promising offers.
+    let bins = d["value_calibration"].as_array().unwrap();
+    let offers: u64 = bins.iter().map(|b| b["offers"].as_u64().unwrap()).sum();
+    assert_eq!(offers, rows as u64);
+    assert!(bins.iter().all(|b| b["actual"] == 1.0));
+    let predicted: Vec<f64> = bins
+        .iter()
+        .map(|b| b["predicted"].as_f64().unwrap())
+        .collect();
+    assert!(predicted.windows(2).all(|w| w[0] <= w[1]), "{predicted:?}");
 
     // The same, but the truth's rules forbid every chosen product: such an
     // offer is not made, and scores as no offer (worth 0 here).
