@@ -95,7 +95,8 @@ pub struct DecisionQuality {
     /// each to add (its `expected_value`: over no offer, net of the contact
     /// cost), against the value the truth says it adds: whether the model's
     /// value estimates, which contact costs and budgets act on, are right
-    /// where it is most sure of them. Empty without offers.
+    /// where it is most sure of them. With `policy.weights` the predicted
+    /// values are weighted, the true ones not. Empty without offers.
     pub value_calibration: Vec<ValueBin>,
 }
 
