@@ -14,10 +14,11 @@ or directory, as `upsell train --data` takes it) with CONFIG, EVAL one file
 of the same world's log and TRUTH its truth file (`upsell synth` writes
 both); COST (default 0) the contact cost the decisions are made and valued
 at. Prints, per penalty, the cross-validated change in log loss and the
-share of the oracle's lift over the logging policy (over a random offer
-without the truth's logging columns) of the policy's products in the
+share of achievable lift (and, with the truth's logging columns, of the
+oracle's lift over the logging policy) of the policy's products in the
 regression's contexts; the penalty cross-validation picks is marked, the
-others are hindsight. Needs numpy, pandas and pyarrow
+others are hindsight. The truth is read as scripts/decision_decomposition.py
+reads it. Needs numpy, pandas and pyarrow
 (scripts/decision-quality.sh's environment has them).
 """
 
@@ -25,13 +26,14 @@ import subprocess
 import sys
 import tempfile
 import tomllib
-from itertools import product as cartesian
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+
+from decision_decomposition import TruthValues, policy_choices
 
 PENALTIES = [1e1, 1e2, 1e3, 3e3, 1e4, 1e5]
 # Categorical columns with more values than this stay out of the crosses.
@@ -114,7 +116,6 @@ def main():
     offer, converted = columns["offer"], columns["converted"]
     none = columns.get("no_offer")
     context_columns = columns["context"]
-    products = sorted(config["products"])
     work = Path(tempfile.mkdtemp())
 
     train = read(train_path)
@@ -137,59 +138,39 @@ def main():
     chosen = min(cv, key=cv.get)
 
     held = read(eval_path)
-    truth = pq.read_table(truth_path).to_pandas()
-    combos = list(cartesian(*contexts.values()))
-    # The model's P(convert) of every product in every context: [rows, products, combos].
-    logits = []
-    for combo in combos:
-        frame = held.copy()
-        frame[offer] = products[0]  # any offer: a no-offer row's context is not read
-        for c, v in zip(context_columns, combo):
-            frame[c] = v
-        s = score(upsell, checkpoint, frame, work)
-        q = np.stack([s[f"p_convert__{k}"].to_numpy() for k in products], 1).clip(1e-6, 1 - 1e-6)
-        logits.append(np.log(q / (1 - q)))
-    logits = np.stack(logits, 2)
-    x_held = features(held)
-
     decisions = work / "decisions.parquet"
     subprocess.run([upsell, "recommend", "--checkpoint", checkpoint, "--input", eval_path,
                     "--output", str(decisions), "--force", "--set", f"policy.contact_cost={cost}"],
                    check=True, capture_output=True)
-    rec = pq.read_table(decisions).to_pandas()
+    t = TruthValues(pq.read_table(truth_path).to_pandas(), cost)
+    made, chosen_product, chosen_context = policy_choices(pq.read_table(decisions).to_pandas(), t)
+    # The model's P(convert) of every product in every context: [rows, products, contexts].
+    logits = []
+    for key in t.contexts:
+        frame = held.copy()
+        frame[offer] = t.products[0]  # any offer: a no-offer row's context is not read
+        for c, v in zip(context_columns, key.split("__")):
+            frame[c] = v
+        s = score(upsell, checkpoint, frame, work)
+        q = np.stack([s[f"p_convert__{k}"].to_numpy() for k in t.products], 1).clip(1e-6, 1 - 1e-6)
+        logits.append(np.log(q / (1 - q)))
+    logits = np.stack(logits, 2)
+    x_held = features(held)
     n, rows = len(held), np.arange(len(held))
-    key = lambda combo: "__".join(combo)
-    value = np.stack([np.stack([truth[f"value__{k}__{key(c)}"].to_numpy() for c in combos], 1)
-                      for k in products], 1) - cost
-    none_value = truth["value__none"].to_numpy() if "value__none" in truth else np.zeros(n)
-    eligible = (np.stack([truth[f"eligible__{k}"].to_numpy() for k in products], 1) > 0
-                if f"eligible__{products[0]}" in truth else np.ones((n, len(products)), bool))
-    allowed = np.where(eligible[:, :, None], value, -np.inf)
-    oracle = np.maximum(allowed.reshape(n, -1).max(1), none_value).mean()
-    if "logging_value" in truth:
-        base = (truth["logging_value"] - cost * truth["logging_contact"]).mean()
-        label = "over logging"
-    else:
-        base = (np.where(eligible[:, :, None], value, 0).sum((1, 2))
-                / (eligible.sum(1) * len(combos))).mean()
-        label = "of lift"
-    share = lambda v: (v - base) / (oracle - base)
-    made = rec[offer].notna().to_numpy()
-    chosen_product = np.array([products.index(o) if m else 0 for o, m in zip(rec[offer], made)])
-    chosen_combo = np.array([combos.index(tuple(str(r[c]) for c in context_columns)) if m else 0
-                             for (_, r), m in zip(rec.iterrows(), made)])
-    worth = lambda combo: np.where(made, value[rows, chosen_product, combo], none_value).mean()
+    worth = lambda context: np.where(made, t.value[rows, chosen_product, context], t.none).mean()
     print(f"offered training rows {len(y)}, crossed features {z.shape[1]}")
-    print(f"the policy's decisions             share {label} {share(worth(chosen_combo)):.4f}")
-    print(f"its products, each in its best context    {share(np.where(made, allowed[rows, chosen_product].max(1), none_value).mean()):.4f}")
+    print(f"the policy's decisions                  share {t.share(worth(chosen_context))}")
+    best = np.where(made, t.allowed[rows, chosen_product].max(1), t.none).mean()
+    print(f"its products, each in its best context  share {t.share(best)}")
     for penalty in PENALTIES:
         b = fit(z, y, offset, penalty)
-        adjust = np.stack([crosses(x_held, contexts, {c: np.full(n, v) for c, v in zip(context_columns, combo)}) @ b
-                           for combo in combos], 1)
-        combo = (logits[rows, chosen_product] + adjust).argmax(1)
+        adjust = np.stack([crosses(x_held, contexts, {c: np.full(n, v) for c, v
+                                                      in zip(context_columns, key.split("__"))}) @ b
+                           for key in t.contexts], 1)
+        context = (logits[rows, chosen_product] + adjust).argmax(1)
         mark = "  <- cross-validation's choice" if penalty == chosen else ""
         print(f"penalty {penalty:8g}: cv log loss {cv[penalty] * 1e5:+7.2f}e-5, "
-              f"its contexts: share {label} {share(worth(combo)):.4f}{mark}")
+              f"its contexts: share {t.share(worth(context))}{mark}")
 
 
 if __name__ == "__main__":
